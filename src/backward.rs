@@ -1,0 +1,419 @@
+//! Reverse mode: one backward sweep over the tape.
+//!
+//! The sweep walks the nodes from the output down to index 0, once, with no recursion (a chain
+//! of 100 000 ops needs no stack). Each node's gradient is complete when the sweep reaches it,
+//! because every consumer of a node was recorded after it. A value used several times (fan-out,
+//! diamonds) receives the sum of the gradients of its uses.
+//!
+//! Only nodes that lie on a path from a requested input to the output are visited; a rule is not
+//! asked for gradients of inputs that do not lead to a requested input.
+//!
+//! **First order** ([`Var::backward`], [`Tape::grad`]): the rules run with recording switched off
+//! and the nodes they create are dropped when the sweep ends, so the tape is left as it was.
+//! **Recorded** ([`Tape::grad_graph`]): the rules are recorded like any other computation, so the
+//! returned gradients are `Var`s that can be differentiated again.
+//!
+//! An input that the output does not depend on gets a gradient of zeros.
+
+use crate::error::{Error, ErrorKind, Result, fail};
+use crate::float::Float;
+use crate::op::VjpCtx;
+use crate::shape::fmt_shape;
+use crate::tape::{Tape, Var};
+use crate::tensor::Tensor;
+use indexmap::IndexMap;
+use smallvec::SmallVec;
+use std::panic::Location;
+
+/// Gradients returned by [`Var::backward`]: one per variable leaf of the tape ([`Tape::var`]), in
+/// creation order. Index it with the `Var`.
+///
+/// ```
+/// use tapegrad::{Tape, Tensor};
+/// let tape = Tape::<f64>::new();
+/// let a = tape.var(Tensor::scalar(3.0));
+/// let b = tape.var(Tensor::scalar(4.0));
+/// let unused = tape.var(Tensor::from_vec(vec![1.0, 2.0], [2]));
+/// let g = (a * b).backward();
+/// assert_eq!((g[a].item(), g[b].item()), (4.0, 3.0));
+/// assert_eq!(g[unused].to_vec(), vec![0.0, 0.0]);   // not used: zeros
+/// assert_eq!(g.len(), 3);
+/// ```
+#[derive(Clone, Debug)]
+pub struct Grads<T: Float> {
+    tape_id: u64,
+    map: IndexMap<usize, Tensor<T>>,
+}
+
+impl<T: Float> Grads<T> {
+    /// The gradient for `v`, if `v` is a variable leaf of the same tape.
+    pub fn get(&self, v: Var<'_, T>) -> Option<&Tensor<T>> {
+        if v.tape.id() != self.tape_id {
+            return None;
+        }
+        self.map.get(&v.index)
+    }
+
+    /// `(tape index, gradient)` pairs in the order the variables were created.
+    pub fn iter(&self) -> impl Iterator<Item = (usize, &Tensor<T>)> {
+        self.map.iter().map(|(&i, t)| (i, t))
+    }
+
+    /// The number of gradients.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// True when the tape had no variable leaves.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+impl<'t, T: Float> std::ops::Index<Var<'t, T>> for Grads<T> {
+    type Output = Tensor<T>;
+    #[track_caller]
+    fn index(&self, v: Var<'t, T>) -> &Tensor<T> {
+        if v.tape.id() != self.tape_id {
+            fail(Error::new(
+                ErrorKind::ForeignVar,
+                "grads[var]",
+                format!(
+                    "the Var is from tape #{}, these gradients from tape #{}",
+                    v.tape.id(),
+                    self.tape_id
+                ),
+            ));
+        }
+        self.map.get(&v.index).unwrap_or_else(|| {
+            fail(Error::new(
+                ErrorKind::Invalid,
+                "grads[var]",
+                format!(
+                    "{} is not a variable leaf (made with tape.var), so backward() kept no gradient for it; use tape.grad(..) for intermediate values",
+                    v.tape.describe(v.index)
+                ),
+            ))
+        })
+    }
+}
+
+/// The backward sweep. `seeds` pairs each output with its cotangent (same shape, same tape);
+/// returns the gradient of each `wrt` node, or `None` when no path leads to it.
+pub(crate) fn sweep<'t, T: Float>(
+    tape: &'t Tape<T>,
+    seeds: &[(Var<'t, T>, Var<'t, T>)],
+    wrt: &[usize],
+    create_graph: bool,
+) -> Result<Vec<Option<Var<'t, T>>>> {
+    let Some(top) = seeds.iter().map(|s| s.0.index).max() else {
+        return Ok(vec![None; wrt.len()]);
+    };
+    // relevant[i]: a gradient flowing into node i can reach a requested input.
+    let mut relevant = vec![false; top + 1];
+    for &w in wrt {
+        if w <= top {
+            relevant[w] = true;
+        }
+    }
+    {
+        let nodes = tape.nodes.borrow();
+        for i in 0..=top {
+            if !relevant[i] && nodes[i].requires_grad {
+                relevant[i] = nodes[i].inputs.iter().any(|&j| relevant[j]);
+            }
+        }
+    }
+    let _guard = (!create_graph).then(|| tape.no_grad_guard());
+    let mut grads: Vec<Option<Var<'t, T>>> = vec![None; top + 1];
+    for &(out, seed) in seeds {
+        let i = out.index;
+        grads[i] = Some(match grads[i] {
+            None => seed,
+            Some(g) => g + seed,
+        });
+    }
+    let mut inputs: SmallVec<[Var<'t, T>; 4]> = SmallVec::new();
+    let mut needs: SmallVec<[bool; 4]> = SmallVec::new();
+    for i in (0..=top).rev() {
+        if !relevant[i] {
+            continue;
+        }
+        let Some(g) = grads[i] else { continue };
+        let (op, location) = {
+            let node = tape.node(i);
+            let Some(op) = node.op.clone() else { continue };
+            inputs.clear();
+            needs.clear();
+            for &j in &node.inputs {
+                inputs.push(Var { tape, index: j });
+                needs.push(relevant[j]);
+            }
+            (op, node.location)
+        };
+        if !needs.iter().any(|&n| n) {
+            continue;
+        }
+        let cx = VjpCtx {
+            inputs: &inputs,
+            output: Var { tape, index: i },
+            needs: &needs,
+        };
+        let context = |e: Error| {
+            let shapes: Vec<String> = inputs.iter().map(|v| fmt_shape(&v.shape())).collect();
+            let msg = format!(
+                "{} [backward through node #{i}: {}({}) -> {}]",
+                e.message(),
+                op.get().name(),
+                shapes.join(", "),
+                fmt_shape(&cx.output.shape())
+            );
+            let mut err = Error::new(e.kind(), op.get().name(), msg).at(location);
+            if let Some(l) = e.location() {
+                err = err.at(l);
+            }
+            err
+        };
+        let gs = op.get().vjp(&cx, g).map_err(context)?;
+        if gs.len() != inputs.len() {
+            return Err(context(Error::new(
+                ErrorKind::Invalid,
+                op.get().name(),
+                format!(
+                    "the VJP rule returned {} gradients for {} inputs",
+                    gs.len(),
+                    inputs.len()
+                ),
+            )));
+        }
+        for (k, gk) in gs.into_iter().enumerate() {
+            if !needs[k] {
+                continue;
+            }
+            let j = inputs[k].index;
+            let Some(gk) = gk else {
+                return Err(context(Error::new(
+                    ErrorKind::NoVjp,
+                    op.get().name(),
+                    format!("the VJP rule gave no gradient for input {k}, which needs one"),
+                )));
+            };
+            let (gs, is) = (gk.shape(), inputs[k].shape());
+            if gs != is {
+                return Err(context(Error::shape(
+                    op.get().name(),
+                    format!(
+                        "the VJP rule returned a gradient of shape {} for input {k} of shape {}",
+                        fmt_shape(&gs),
+                        fmt_shape(&is)
+                    ),
+                )));
+            }
+            grads[j] = Some(match grads[j] {
+                None => gk,
+                Some(acc) => acc + gk,
+            });
+        }
+    }
+    Ok(wrt.iter().map(|&w| if w <= top { grads[w] } else { None }).collect())
+}
+
+impl<T: Float> Tape<T> {
+    /// Gradients of `Σ_k ⟨cotangents[k], outputs[k]⟩` with respect to each of `wrt`, as tensors.
+    /// This is the general vector-Jacobian product; an input the outputs do not depend on gets
+    /// zeros. The tape is left as it was. Panics on error; see [`try_grad`](Self::try_grad).
+    ///
+    /// ```
+    /// use tapegrad::{Tape, Tensor};
+    /// let tape = Tape::<f64>::new();
+    /// let x = tape.var(Tensor::from_vec(vec![1.0, 2.0], [2]));
+    /// let y = x * x;                                   // non-scalar output
+    /// let g = tape.grad(&[y], &[Tensor::from_vec(vec![1.0, 10.0], [2])], &[x]);
+    /// assert_eq!(g[0].to_vec(), vec![2.0, 40.0]);      // v ⊙ 2x
+    /// ```
+    #[track_caller]
+    pub fn grad<'t>(&'t self, outputs: &[Var<'t, T>], cotangents: &[Tensor<T>], wrt: &[Var<'t, T>]) -> Vec<Tensor<T>> {
+        self.try_grad(outputs, cotangents, wrt).unwrap_or_else(|e| fail(e))
+    }
+
+    /// Like [`grad`](Self::grad), returning errors instead of panicking.
+    #[track_caller]
+    pub fn try_grad<'t>(
+        &'t self,
+        outputs: &[Var<'t, T>],
+        cotangents: &[Tensor<T>],
+        wrt: &[Var<'t, T>],
+    ) -> Result<Vec<Tensor<T>>> {
+        let loc = Location::caller();
+        let start = self.len();
+        let result = (|| {
+            let seeds = self.seeds(
+                outputs,
+                cotangents.len(),
+                |k| Ok(self.constant(cotangents[k].clone())),
+                loc,
+            )?;
+            let wrt_idx = self.wrt_indices(wrt, loc)?;
+            let gs = sweep(self, &seeds, &wrt_idx, false).map_err(|e| e.at(loc))?;
+            Ok(gs
+                .into_iter()
+                .zip(wrt)
+                .map(|(g, w)| g.map_or_else(|| Tensor::zeros(w.shape()), |g| g.value()))
+                .collect())
+        })();
+        self.truncate(start);
+        result
+    }
+
+    /// Like [`grad`](Self::grad), but the backward pass is recorded: the gradients are `Var`s
+    /// that depend on the inputs and can be differentiated again (as PyTorch's `create_graph`).
+    /// The cotangents are `Var`s too, so a gradient can depend on them.
+    ///
+    /// ```
+    /// use tapegrad::{Tape, Tensor};
+    /// let tape = Tape::<f64>::new();
+    /// let x = tape.var(Tensor::scalar(2.0));
+    /// let y = x * x * x;                                           // x³
+    /// let dy = tape.grad_graph(&[y], &[tape.scalar(1.0)], &[x])[0]; // 3x² = 12
+    /// let d2y = tape.grad(&[dy], &[Tensor::scalar(1.0)], &[x])[0].item(); // 6x = 12
+    /// assert_eq!((dy.item(), d2y), (12.0, 12.0));
+    /// ```
+    #[track_caller]
+    pub fn grad_graph<'t>(
+        &'t self,
+        outputs: &[Var<'t, T>],
+        cotangents: &[Var<'t, T>],
+        wrt: &[Var<'t, T>],
+    ) -> Vec<Var<'t, T>> {
+        self.try_grad_graph(outputs, cotangents, wrt)
+            .unwrap_or_else(|e| fail(e))
+    }
+
+    /// Like [`grad_graph`](Self::grad_graph), returning errors instead of panicking. On error the
+    /// nodes recorded so far are removed.
+    #[track_caller]
+    pub fn try_grad_graph<'t>(
+        &'t self,
+        outputs: &[Var<'t, T>],
+        cotangents: &[Var<'t, T>],
+        wrt: &[Var<'t, T>],
+    ) -> Result<Vec<Var<'t, T>>> {
+        let loc = Location::caller();
+        let start = self.len();
+        let result = (|| {
+            let seeds = self.seeds(
+                outputs,
+                cotangents.len(),
+                |k| self.check_own(&cotangents[k], "grad_graph").map(|_| cotangents[k]),
+                loc,
+            )?;
+            let wrt_idx = self.wrt_indices(wrt, loc)?;
+            let gs = sweep(self, &seeds, &wrt_idx, true).map_err(|e| e.at(loc))?;
+            Ok(gs
+                .into_iter()
+                .zip(wrt)
+                .map(|(g, w)| g.unwrap_or_else(|| self.constant(Tensor::zeros(w.shape()))))
+                .collect())
+        })();
+        if result.is_err() {
+            self.truncate(start);
+        }
+        result
+    }
+
+    fn seeds<'t>(
+        &'t self,
+        outputs: &[Var<'t, T>],
+        n_cot: usize,
+        mut cot: impl FnMut(usize) -> Result<Var<'t, T>>,
+        loc: &'static Location<'static>,
+    ) -> Result<Vec<(Var<'t, T>, Var<'t, T>)>> {
+        if outputs.len() != n_cot {
+            return Err(Error::new(
+                ErrorKind::Invalid,
+                "grad",
+                format!("{} outputs but {} cotangents", outputs.len(), n_cot),
+            )
+            .at(loc));
+        }
+        let mut seeds = Vec::with_capacity(outputs.len());
+        for (k, &o) in outputs.iter().enumerate() {
+            self.check_own(&o, "grad").map_err(|e| e.at(loc))?;
+            let c = cot(k).map_err(|e| e.at(loc))?;
+            let (os, cs) = (o.shape(), c.shape());
+            if os != cs {
+                return Err(Error::shape(
+                    "grad",
+                    format!(
+                        "cotangent {k} has shape {} but output {k} ({}) has shape {}",
+                        fmt_shape(&cs),
+                        self.describe(o.index),
+                        fmt_shape(&os)
+                    ),
+                )
+                .at(loc));
+            }
+            seeds.push((o, c));
+        }
+        Ok(seeds)
+    }
+
+    fn wrt_indices(&self, wrt: &[Var<'_, T>], loc: &'static Location<'static>) -> Result<Vec<usize>> {
+        wrt.iter()
+            .map(|w| self.check_own(w, "grad").map(|_| w.index).map_err(|e| e.at(loc)))
+            .collect()
+    }
+}
+
+impl<'t, T: Float> Var<'t, T> {
+    /// Gradients of this one-element value with respect to every variable leaf of the tape.
+    /// Panics when the value has more than one element (use [`backward_with`](Self::backward_with)
+    /// or [`Tape::grad`]) or when a gradient reaches an op with no rule.
+    #[track_caller]
+    pub fn backward(self) -> Grads<T> {
+        self.try_backward().unwrap_or_else(|e| fail(e))
+    }
+
+    /// Like [`backward`](Self::backward), returning errors instead of panicking.
+    #[track_caller]
+    pub fn try_backward(self) -> Result<Grads<T>> {
+        let n = self.numel();
+        if n != 1 {
+            return Err(Error::new(
+                ErrorKind::NonScalar,
+                "backward",
+                format!(
+                    "backward() needs a one-element output, but {} has {n} elements; reduce it (e.g. .sum()) or pass a cotangent with backward_with(..)",
+                    self.tape.describe(self.index)
+                ),
+            )
+            .at(Location::caller()));
+        }
+        let seed = Tensor::ones(self.shape());
+        self.try_backward_with(seed)
+    }
+
+    /// Gradients of `⟨cotangent, self⟩` with respect to every variable leaf of the tape.
+    #[track_caller]
+    pub fn backward_with(self, cotangent: Tensor<T>) -> Grads<T> {
+        self.try_backward_with(cotangent).unwrap_or_else(|e| fail(e))
+    }
+
+    /// Like [`backward_with`](Self::backward_with), returning errors instead of panicking.
+    #[track_caller]
+    pub fn try_backward_with(self, cotangent: Tensor<T>) -> Result<Grads<T>> {
+        let tape = self.tape;
+        let leaves: Vec<Var<'t, T>> = {
+            let nodes = tape.nodes.borrow();
+            (0..=self.index)
+                .filter(|&i| nodes[i].is_var)
+                .map(|index| Var { tape, index })
+                .collect()
+        };
+        let gs = tape.try_grad(&[self], &[cotangent], &leaves)?;
+        Ok(Grads {
+            tape_id: tape.id(),
+            map: leaves.iter().map(|v| v.index).zip(gs).collect(),
+        })
+    }
+}

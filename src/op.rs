@@ -1,0 +1,106 @@
+//! The [`Op`] trait: one interface for built-in primitives and user-defined operations.
+//!
+//! An op is a name, a forward computation on tensors, and a vector-Jacobian product (VJP) rule
+//! written with [`Var`] operations. Because the rule is itself built from recorded operations, the
+//! backward pass can be recorded on the tape ([`Tape::grad_graph`](crate::Tape::grad_graph)) and
+//! differentiated again.
+//!
+//! ```
+//! use tapegrad::{Op, Tape, Tensor, Var, VjpCtx, Cotangents, Result, Float};
+//!
+//! /// `y = x³`, written as a user op with its own rule.
+//! struct Cube;
+//! impl<T: Float> Op<T> for Cube {
+//!     fn name(&self) -> &'static str { "cube" }
+//!     fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
+//!         Ok(x[0].map(|v| v * v * v))
+//!     }
+//!     fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
+//!         let x = cx.input(0);
+//!         Ok(cx.grads([Some(g * x * x * T::from_f64(3.0))]))
+//!     }
+//! }
+//!
+//! let tape = Tape::<f64>::new();
+//! let x = tape.var(Tensor::from_vec(vec![2.0], [1]));
+//! let y = tape.apply(Cube, &[x]).sum();
+//! let g = y.backward();
+//! assert_eq!(g[x].to_vec(), vec![12.0]);
+//! ```
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::float::Float;
+use crate::tape::Var;
+use crate::tensor::Tensor;
+use smallvec::SmallVec;
+
+/// The gradients an op's VJP returns, one per input; `None` means "no gradient flows to this input"
+/// (allowed only for inputs that do not need one: see [`VjpCtx::needs_grad`]).
+pub type Cotangents<'t, T> = SmallVec<[Option<Var<'t, T>>; 2]>;
+
+/// A differentiable operation: forward on tensors, backward (VJP) on recorded variables.
+pub trait Op<T: Float>: 'static {
+    /// A short unique name, e.g. `"exp"` or `"matmul"`; errors, registries and graph exports use it.
+    fn name(&self) -> &'static str;
+
+    /// Parameters worth showing beside the name (e.g. `axis=1, keepdim`); empty by default.
+    fn params(&self) -> String {
+        String::new()
+    }
+
+    /// Computes the output from the input values, or reports why the inputs do not fit.
+    fn forward(&self, inputs: &[&Tensor<T>]) -> Result<Tensor<T>>;
+
+    /// The vector-Jacobian product: given the gradient `g` of the loss with respect to this op's
+    /// output, returns the gradients with respect to its inputs, built from `Var` operations.
+    ///
+    /// The default has no rule: it fails with [`ErrorKind::NoVjp`] the moment a gradient reaches
+    /// the op, so a missing rule can never pass a silent zero.
+    fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
+        let _ = (cx, g);
+        Err(Error::new(
+            ErrorKind::NoVjp,
+            self.name(),
+            "this operation has no vector-Jacobian product rule, so no gradient can flow through it \
+             (use detach() on its inputs if no gradient is wanted)",
+        ))
+    }
+}
+
+/// What a VJP rule may look at: the op's inputs and output as variables on the tape.
+pub struct VjpCtx<'a, 't, T: Float> {
+    pub(crate) inputs: &'a [Var<'t, T>],
+    pub(crate) output: Var<'t, T>,
+    pub(crate) needs: &'a [bool],
+}
+
+impl<'t, T: Float> VjpCtx<'_, 't, T> {
+    /// Input `i` of the op.
+    pub fn input(&self, i: usize) -> Var<'t, T> {
+        self.inputs[i]
+    }
+
+    /// All inputs of the op.
+    pub fn inputs(&self) -> &[Var<'t, T>] {
+        self.inputs
+    }
+
+    /// The op's output (saved by the forward pass, so rules like `exp`'s can reuse it).
+    pub fn output(&self) -> Var<'t, T> {
+        self.output
+    }
+
+    /// Whether input `i` needs a gradient; a rule may skip work for inputs that do not.
+    pub fn needs_grad(&self, i: usize) -> bool {
+        self.needs[i]
+    }
+
+    /// Packs per-input gradients, dropping those of inputs that need none (so their work can be
+    /// skipped by passing a lazily computed value through [`needs_grad`](Self::needs_grad)).
+    pub fn grads<const N: usize>(&self, g: [Option<Var<'t, T>>; N]) -> Cotangents<'t, T> {
+        g.into_iter()
+            .enumerate()
+            .map(|(i, v)| if self.needs[i] { v } else { None })
+            .collect()
+    }
+}

@@ -1,0 +1,165 @@
+//! Layout ops: `reshape`, `permute`/`transpose`, `broadcast_to`. They move values, never combine
+//! them, so each rule is the inverse movement: reshape back, permute by the inverse permutation,
+//! sum back down (`sum_to`).
+
+use super::{OpInfo, Registry, arity};
+use crate::error::{Error, Result};
+use crate::float::Float;
+use crate::op::{Cotangents, Op, VjpCtx};
+use crate::sample;
+use crate::shape::{Shape, broadcasts_to, fmt_shape, shape_of};
+use crate::tape::{OpRef, Var};
+use crate::tensor::Tensor;
+use std::rc::Rc;
+
+struct ReshapeOp(Shape);
+impl<T: Float> Op<T> for ReshapeOp {
+    fn name(&self) -> &'static str {
+        "reshape"
+    }
+    fn params(&self) -> String {
+        format!("shape={}", fmt_shape(&self.0))
+    }
+    fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
+        arity("reshape", x, 1)?;
+        x[0].try_reshape(&self.0)
+            .map_err(|e| Error::shape("reshape", e.message()))
+    }
+    fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
+        Ok(cx.grads([Some(g.reshape(cx.input(0).shape()))]))
+    }
+}
+
+struct PermuteOp(Shape);
+impl<T: Float> Op<T> for PermuteOp {
+    fn name(&self) -> &'static str {
+        "permute"
+    }
+    fn params(&self) -> String {
+        format!("axes={:?}", &self.0[..])
+    }
+    fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
+        arity("permute", x, 1)?;
+        x[0].try_permute(&self.0)
+            .map_err(|e| Error::new(e.kind(), "permute", e.message()))
+    }
+    fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
+        let mut inv = vec![0; self.0.len()];
+        for (i, &p) in self.0.iter().enumerate() {
+            inv[p] = i;
+        }
+        Ok(cx.grads([Some(g.permute(inv))]))
+    }
+}
+
+struct BroadcastToOp(Shape);
+impl<T: Float> Op<T> for BroadcastToOp {
+    fn name(&self) -> &'static str {
+        "broadcast_to"
+    }
+    fn params(&self) -> String {
+        format!("shape={}", fmt_shape(&self.0))
+    }
+    fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
+        arity("broadcast_to", x, 1)?;
+        if !broadcasts_to(x[0].shape(), &self.0) {
+            return Err(Error::shape(
+                "broadcast_to",
+                format!("cannot broadcast {} to {}", fmt_shape(x[0].shape()), fmt_shape(&self.0)),
+            ));
+        }
+        Ok(x[0].broadcast_to(&self.0))
+    }
+    fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
+        Ok(cx.grads([Some(g.sum_to(cx.input(0).shape()))]))
+    }
+}
+
+impl<'t, T: Float> Var<'t, T> {
+    /// The same values with another shape of the same size (no copy).
+    #[track_caller]
+    pub fn reshape(self, shape: impl AsRef<[usize]>) -> Var<'t, T> {
+        self.tape
+            .op(OpRef::Shared(Rc::new(ReshapeOp(shape_of(shape)))), &[self])
+    }
+
+    /// Reorders the axes: axis `i` of the result is axis `perm[i]` of `self`.
+    #[track_caller]
+    pub fn permute(self, perm: impl AsRef<[usize]>) -> Var<'t, T> {
+        self.tape.op(OpRef::Shared(Rc::new(PermuteOp(shape_of(perm)))), &[self])
+    }
+
+    /// Swaps axes `a` and `b`.
+    #[track_caller]
+    pub fn transpose(self, a: usize, b: usize) -> Var<'t, T> {
+        let n = self.shape().len();
+        let mut perm: Vec<usize> = (0..n).collect();
+        if a < n && b < n {
+            perm.swap(a, b);
+        } else {
+            // Let the op report the bad axes with the shapes.
+            perm = vec![a, b];
+        }
+        self.permute(perm)
+    }
+
+    /// Swaps the last two axes (the matrix transpose of a 2-D value, batched for more axes).
+    #[track_caller]
+    pub fn t(self) -> Var<'t, T> {
+        let n = self.shape().len();
+        self.transpose(n.saturating_sub(2), n.saturating_sub(1))
+    }
+
+    /// Broadcasts to a larger shape (NumPy rules). Returns `self` (no node) when already that shape.
+    #[track_caller]
+    pub fn broadcast_to(self, shape: impl AsRef<[usize]>) -> Var<'t, T> {
+        let shape = shape.as_ref();
+        if self.tape.node(self.index).value.shape() == shape {
+            return self;
+        }
+        self.tape
+            .op(OpRef::Shared(Rc::new(BroadcastToOp(shape_of(shape)))), &[self])
+    }
+}
+
+pub(crate) fn register(r: &mut Registry) {
+    r.register(OpInfo {
+        name: "reshape",
+        summary: "same values, new shape",
+        differentiable_twice: true,
+        samples: || {
+            let n = |s: &[usize], seed| Tensor::<f64>::rand_normal(s, 0.0, 1.0, seed);
+            vec![
+                sample!("[2,3] to [3,2]", [n(&[2, 3], 50)], |v| v[0].reshape([3, 2])),
+                sample!("[2,3,2] to [12]", [n(&[2, 3, 2], 51)], |v| v[0].reshape([12])),
+                sample!("0-d to [1,1]", [Tensor::scalar(0.5)], |v| v[0].reshape([1, 1])),
+            ]
+        },
+    });
+    r.register(OpInfo {
+        name: "permute",
+        summary: "reorder axes (transpose)",
+        differentiable_twice: true,
+        samples: || {
+            let n = |s: &[usize], seed| Tensor::<f64>::rand_normal(s, 0.0, 1.0, seed);
+            vec![
+                sample!("transpose [2,3]", [n(&[2, 3], 52)], |v| v[0].t()),
+                sample!("[2,3,4] by [2,0,1]", [n(&[2, 3, 4], 53)], |v| v[0].permute([2, 0, 1])),
+                sample!("[1,3] transpose", [n(&[1, 3], 54)], |v| v[0].transpose(0, 1)),
+            ]
+        },
+    });
+    r.register(OpInfo {
+        name: "broadcast_to",
+        summary: "repeat along broadcast axes (NumPy rules)",
+        differentiable_twice: true,
+        samples: || {
+            let n = |s: &[usize], seed| Tensor::<f64>::rand_normal(s, 0.0, 1.0, seed);
+            vec![
+                sample!("[3] to [2,3]", [n(&[3], 55)], |v| v[0].broadcast_to([2, 3])),
+                sample!("[3,1] to [2,3,4]", [n(&[3, 1], 56)], |v| v[0].broadcast_to([2, 3, 4])),
+                sample!("0-d to [2,2]", [Tensor::scalar(0.7)], |v| v[0].broadcast_to([2, 2])),
+            ]
+        },
+    });
+}

@@ -1,0 +1,176 @@
+//! The primitive operations and the registry that lists them.
+//!
+//! Each family file (`arith`, `unary`, `reduce`, `layout`, `linalg`) holds, side by side, every op's
+//! forward kernel, its VJP rule, the `Var` method that records it and its registry entry with sample
+//! inputs. The registry-driven tests walk [`Registry::builtin`] and check every sample by finite
+//! differences, so an op that is registered is tested with no new test code.
+//!
+//! ```
+//! let reg = tapegrad::Registry::builtin();
+//! assert!(reg.get("exp").is_some());
+//! assert!(reg.iter().all(|info| !(info.samples)().is_empty()));
+//! ```
+
+pub(crate) mod arith;
+pub(crate) mod layout;
+pub(crate) mod linalg;
+pub(crate) mod reduce;
+pub(crate) mod unary;
+
+use crate::error::{Error, Result};
+use crate::float::Float;
+use crate::shape::{broadcast_shapes, fmt_shape};
+use crate::tape::Var;
+use crate::tensor::{Tensor, kernels};
+use indexmap::IndexMap;
+use std::sync::OnceLock;
+
+/// One test case of an op: input values (in `f64`) and the expression that applies the op to them,
+/// once for each element type.
+pub struct Sample {
+    /// A short description (`"broadcast [2,3] + [3]"`).
+    pub label: String,
+    /// The input values; the checks record them as variables.
+    pub inputs: Vec<Tensor<f64>>,
+    /// Applies the op to the recorded inputs, in `f64`.
+    pub f64: for<'t> fn(&[Var<'t, f64>]) -> Var<'t, f64>,
+    /// The same expression in `f32`.
+    pub f32: for<'t> fn(&[Var<'t, f32>]) -> Var<'t, f32>,
+}
+
+/// Builds a [`Sample`]: a label, a list of input tensors, and one expression over the recorded
+/// inputs (written once, instantiated for `f64` and `f32`).
+///
+/// ```
+/// use tapegrad::{sample, Tensor};
+/// let s = sample!("square", [Tensor::from_vec(vec![1.0, 2.0], [2])], |v| v[0] * v[0]);
+/// assert_eq!(s.inputs.len(), 1);
+/// ```
+#[macro_export]
+macro_rules! sample {
+    ($label:expr, [$($input:expr),* $(,)?], |$v:ident| $body:expr) => {
+        $crate::Sample {
+            label: ::std::string::String::from($label),
+            inputs: ::std::vec![$($input),*],
+            f64: |$v| $body,
+            f32: |$v| $body,
+        }
+    };
+}
+
+/// What an op declares about itself for the generic checks.
+pub struct OpInfo {
+    /// The op's name, as returned by [`Op::name`](crate::Op::name).
+    pub name: &'static str,
+    /// One line on what it computes.
+    pub summary: &'static str,
+    /// True when the op's VJP rule is itself differentiable (its backward can be recorded and
+    /// differentiated again).
+    pub differentiable_twice: bool,
+    /// Sample inputs covering its shapes and edge cases; must not be empty.
+    pub samples: fn() -> Vec<Sample>,
+}
+
+/// An ordered table of ops, keyed by name. [`Registry::builtin`] holds tapegrad's primitives; a
+/// user can build their own for their ops and run the same checks on it.
+#[derive(Default)]
+pub struct Registry {
+    ops: IndexMap<&'static str, OpInfo>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The registry of every built-in op.
+    pub fn builtin() -> &'static Registry {
+        static REG: OnceLock<Registry> = OnceLock::new();
+        REG.get_or_init(|| {
+            let mut r = Registry::new();
+            arith::register(&mut r);
+            unary::register(&mut r);
+            reduce::register(&mut r);
+            layout::register(&mut r);
+            linalg::register(&mut r);
+            r
+        })
+    }
+
+    /// Adds an op. Panics when the name is taken (two ops must not share a name).
+    #[track_caller]
+    pub fn register(&mut self, info: OpInfo) {
+        if self.ops.contains_key(info.name) {
+            panic!("tapegrad: op {:?} is registered twice", info.name);
+        }
+        self.ops.insert(info.name, info);
+    }
+
+    /// The entry for `name`.
+    pub fn get(&self, name: &str) -> Option<&OpInfo> {
+        self.ops.get(name)
+    }
+
+    /// Every entry, in registration order.
+    pub fn iter(&self) -> impl Iterator<Item = &OpInfo> {
+        self.ops.values()
+    }
+
+    /// The number of ops.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// True when no op is registered.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+/// Checks the input count of an op.
+pub(crate) fn arity<T: Float>(op: &str, inputs: &[&Tensor<T>], n: usize) -> Result<()> {
+    if inputs.len() == n {
+        Ok(())
+    } else {
+        Err(Error::new(
+            crate::ErrorKind::Invalid,
+            op,
+            format!("expects {n} input(s), got {}", inputs.len()),
+        ))
+    }
+}
+
+/// Broadcasts two tensors together and applies `f` elementwise; the error names the op and shapes.
+pub(crate) fn broadcast_zip<T: Float>(
+    op: &str,
+    a: &Tensor<T>,
+    b: &Tensor<T>,
+    f: impl Fn(T, T) -> T,
+) -> Result<Tensor<T>> {
+    let out = broadcast_shapes(a.shape(), b.shape()).ok_or_else(|| {
+        Error::shape(
+            op,
+            format!(
+                "shapes {} and {} do not broadcast (extents must match or be 1, aligned at the last axis)",
+                fmt_shape(a.shape()),
+                fmt_shape(b.shape())
+            ),
+        )
+    })?;
+    let data = kernels::binary(a.data(), a.shape(), b.data(), b.shape(), &out, f);
+    Ok(Tensor::from_parts(out, data))
+}
+
+/// Resolves an axis (negative counts from the end, as in NumPy) or reports it out of range.
+pub(crate) fn resolve_axis(op: &str, axis: isize, ndim: usize) -> Result<usize> {
+    let a = if axis < 0 { axis + ndim as isize } else { axis };
+    if a < 0 || a as usize >= ndim {
+        Err(Error::shape(
+            op,
+            format!("axis {axis} is out of range for a tensor with {ndim} axes"),
+        ))
+    } else {
+        Ok(a as usize)
+    }
+}

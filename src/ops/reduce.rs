@@ -1,0 +1,314 @@
+//! Reductions: `sum mean` (all axes, or one axis with `keepdim`), `max` along an axis, and
+//! `sum_to` (sum a broadcast result back to an input's shape — the VJP of broadcasting).
+//!
+//! **Ties in `max`**: the whole gradient goes to the *first* maximal element along the axis (the
+//! one `argmax` returns), as in PyTorch's `max(dim)`; the other tied elements get zero. This is a
+//! valid subgradient, and it keeps the gradient's sum equal to the incoming gradient.
+
+use super::{OpInfo, Registry, arity, resolve_axis};
+use crate::error::{Error, Result};
+use crate::float::Float;
+use crate::op::{Cotangents, Op, VjpCtx};
+use crate::sample;
+use crate::shape::{Shape, broadcasts_to, fmt_shape, shape_of};
+use crate::tape::{OpRef, Var};
+use crate::tensor::{Tensor, kernels};
+use std::rc::Rc;
+
+/// The shape of a reduction's output over `axis`.
+fn reduced_shape(shape: &[usize], axis: usize, keepdim: bool) -> Shape {
+    let mut s = shape_of(shape);
+    if keepdim {
+        s[axis] = 1;
+    } else {
+        s.remove(axis);
+    }
+    s
+}
+
+/// Broadcasts a reduction's gradient back over the reduced axis.
+fn expand_back<'t, T: Float>(g: Var<'t, T>, input_shape: &[usize], axis: Option<usize>) -> Var<'t, T> {
+    match axis {
+        None => g.broadcast_to(input_shape),
+        Some(a) => g.reshape(reduced_shape(input_shape, a, true)).broadcast_to(input_shape),
+    }
+}
+
+/// Sum (or mean) over all axes (`axis = None`, giving a 0-d result) or over one axis.
+struct SumOp {
+    axis: Option<isize>,
+    keepdim: bool,
+    mean: bool,
+}
+
+impl SumOp {
+    fn name(&self) -> &'static str {
+        if self.mean { "mean" } else { "sum" }
+    }
+}
+
+impl<T: Float> Op<T> for SumOp {
+    fn name(&self) -> &'static str {
+        SumOp::name(self)
+    }
+    fn params(&self) -> String {
+        match self.axis {
+            None => String::new(),
+            Some(a) => format!("axis={a}{}", if self.keepdim { ", keepdim" } else { "" }),
+        }
+    }
+    fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
+        let name = SumOp::name(self);
+        arity(name, x, 1)?;
+        let x = x[0];
+        let (mut data, shape, n) = match self.axis {
+            None => (vec![x.sum_all()], Shape::new(), x.numel()),
+            Some(a) => {
+                let a = resolve_axis(name, a, x.ndim())?;
+                (
+                    kernels::sum_axis(x.data(), x.shape(), a),
+                    reduced_shape(x.shape(), a, self.keepdim),
+                    x.shape()[a],
+                )
+            }
+        };
+        if self.mean {
+            let inv = T::ONE / T::from_usize(n);
+            data.iter_mut().for_each(|d| *d *= inv);
+        }
+        Ok(Tensor::from_parts(shape, data))
+    }
+    fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
+        let x = cx.input(0);
+        let shape = x.shape();
+        let axis = self.axis.map(|a| resolve_axis("sum", a, shape.len())).transpose()?;
+        let mut gx = expand_back(g, &shape, axis);
+        if self.mean {
+            let n = axis.map_or(x.numel(), |a| shape[a]);
+            gx = gx.mul_scalar(T::ONE / T::from_usize(n));
+        }
+        Ok(cx.grads([Some(gx)]))
+    }
+}
+
+/// Maximum along one axis; the gradient goes to the first maximal element.
+struct MaxOp {
+    axis: isize,
+    keepdim: bool,
+}
+
+impl<T: Float> Op<T> for MaxOp {
+    fn name(&self) -> &'static str {
+        "max"
+    }
+    fn params(&self) -> String {
+        format!("axis={}{}", self.axis, if self.keepdim { ", keepdim" } else { "" })
+    }
+    fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
+        arity("max", x, 1)?;
+        let x = x[0];
+        let a = resolve_axis("max", self.axis, x.ndim())?;
+        if x.shape()[a] == 0 {
+            return Err(Error::shape(
+                "max",
+                format!(
+                    "cannot take the max over the empty axis {a} of {}",
+                    fmt_shape(x.shape())
+                ),
+            ));
+        }
+        let (_, vals) = kernels::argmax_axis(x.data(), x.shape(), a);
+        Ok(Tensor::from_parts(reduced_shape(x.shape(), a, self.keepdim), vals))
+    }
+    fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
+        let x = cx.input(0).value();
+        let a = resolve_axis("max", self.axis, x.ndim())?;
+        let (idx, _) = kernels::argmax_axis(x.data(), x.shape(), a);
+        // One-hot mask of the arg-max positions: a constant, so the rule is linear in g.
+        let (outer, n, inner) = kernels::split_axis(x.shape(), a);
+        let mut mask = vec![T::ZERO; x.numel()];
+        for o in 0..outer {
+            for i in 0..inner {
+                mask[(o * n + idx[o * inner + i]) * inner + i] = T::ONE;
+            }
+        }
+        let mask = g.tape().constant(Tensor::from_parts(shape_of(x.shape()), mask));
+        Ok(cx.grads([Some(expand_back(g, x.shape(), Some(a)) * mask)]))
+    }
+}
+
+/// Sums a tensor down to a shape it was broadcast from.
+struct SumToOp(Shape);
+
+impl<T: Float> Op<T> for SumToOp {
+    fn name(&self) -> &'static str {
+        "sum_to"
+    }
+    fn params(&self) -> String {
+        format!("shape={}", fmt_shape(&self.0))
+    }
+    fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
+        arity("sum_to", x, 1)?;
+        let x = x[0];
+        if !broadcasts_to(&self.0, x.shape()) {
+            return Err(Error::shape(
+                "sum_to",
+                format!(
+                    "{} does not broadcast to {}, so {} cannot be summed down to it",
+                    fmt_shape(&self.0),
+                    fmt_shape(x.shape()),
+                    fmt_shape(x.shape())
+                ),
+            ));
+        }
+        Ok(Tensor::from_parts(
+            self.0.clone(),
+            kernels::sum_to(x.data(), x.shape(), &self.0),
+        ))
+    }
+    fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
+        Ok(cx.grads([Some(g.broadcast_to(cx.input(0).shape()))]))
+    }
+}
+
+impl<'t, T: Float> Var<'t, T> {
+    /// Sum of all elements (a 0-d result).
+    #[track_caller]
+    pub fn sum(self) -> Var<'t, T> {
+        self.tape.op(
+            OpRef::Shared(Rc::new(SumOp {
+                axis: None,
+                keepdim: false,
+                mean: false,
+            })),
+            &[self],
+        )
+    }
+
+    /// Sum over one axis (negative counts from the end); `keepdim` keeps it with extent 1.
+    #[track_caller]
+    pub fn sum_axis(self, axis: isize, keepdim: bool) -> Var<'t, T> {
+        self.tape.op(
+            OpRef::Shared(Rc::new(SumOp {
+                axis: Some(axis),
+                keepdim,
+                mean: false,
+            })),
+            &[self],
+        )
+    }
+
+    /// Mean of all elements (a 0-d result).
+    #[track_caller]
+    pub fn mean(self) -> Var<'t, T> {
+        self.tape.op(
+            OpRef::Shared(Rc::new(SumOp {
+                axis: None,
+                keepdim: false,
+                mean: true,
+            })),
+            &[self],
+        )
+    }
+
+    /// Mean over one axis; `keepdim` keeps it with extent 1.
+    #[track_caller]
+    pub fn mean_axis(self, axis: isize, keepdim: bool) -> Var<'t, T> {
+        self.tape.op(
+            OpRef::Shared(Rc::new(SumOp {
+                axis: Some(axis),
+                keepdim,
+                mean: true,
+            })),
+            &[self],
+        )
+    }
+
+    /// Maximum over one axis; `keepdim` keeps it with extent 1. The gradient goes to the first
+    /// maximal element (see the module docs on ties). NaN propagates.
+    #[track_caller]
+    pub fn max_axis(self, axis: isize, keepdim: bool) -> Var<'t, T> {
+        self.tape.op(OpRef::Shared(Rc::new(MaxOp { axis, keepdim })), &[self])
+    }
+
+    /// Sums down to `shape`, the inverse of broadcasting `shape` up to this variable's shape.
+    /// Returns `self` unchanged (no node) when the shapes are already equal.
+    #[track_caller]
+    pub fn sum_to(self, shape: impl AsRef<[usize]>) -> Var<'t, T> {
+        let shape = shape.as_ref();
+        if self.tape.node(self.index).value.shape() == shape {
+            return self;
+        }
+        self.tape.op(OpRef::Shared(Rc::new(SumToOp(shape_of(shape)))), &[self])
+    }
+}
+
+pub(crate) fn register(r: &mut Registry) {
+    r.register(OpInfo {
+        name: "sum",
+        summary: "sum over all axes or one axis (keepdim)",
+        differentiable_twice: true,
+        samples: || {
+            let n = |s: &[usize], seed| Tensor::<f64>::rand_normal(s, 0.0, 1.0, seed);
+            vec![
+                sample!("all of [2,3]", [n(&[2, 3], 30)], |v| v[0].sum()),
+                sample!("axis 0 of [2,3]", [n(&[2, 3], 31)], |v| v[0].sum_axis(0, false)),
+                sample!("axis 1 keepdim of [2,3]", [n(&[2, 3], 32)], |v| v[0].sum_axis(1, true)),
+                sample!("axis -2 of [2,3,4]", [n(&[2, 3, 4], 33)], |v| v[0].sum_axis(-2, false)),
+                sample!("0-d", [Tensor::scalar(0.3)], |v| v[0].sum()),
+                sample!("[1] axis 0", [n(&[1], 34)], |v| v[0].sum_axis(0, true)),
+            ]
+        },
+    });
+    r.register(OpInfo {
+        name: "mean",
+        summary: "mean over all axes or one axis (keepdim)",
+        differentiable_twice: true,
+        samples: || {
+            let n = |s: &[usize], seed| Tensor::<f64>::rand_normal(s, 0.0, 1.0, seed);
+            vec![
+                sample!("all of [2,3]", [n(&[2, 3], 35)], |v| v[0].mean()),
+                sample!("axis 1 of [2,3,2]", [n(&[2, 3, 2], 36)], |v| v[0].mean_axis(1, false)),
+                sample!("axis 0 keepdim of [4,2]", [n(&[4, 2], 37)], |v| v[0].mean_axis(0, true)),
+                sample!("[1]", [n(&[1], 38)], |v| v[0].mean()),
+            ]
+        },
+    });
+    r.register(OpInfo {
+        name: "max",
+        summary: "max along one axis (keepdim); gradient to the first arg-max",
+        differentiable_twice: true,
+        samples: || {
+            // Distinct values, so finite differences do not straddle a tie.
+            let d = |s: &[usize], seed: u64| {
+                let n: usize = s.iter().product();
+                let mut rng = crate::rng::Rng::new(seed);
+                let mut v: Vec<f64> = (0..n).map(|i| i as f64 * 0.37).collect();
+                for i in (1..n).rev() {
+                    v.swap(i, rng.below(i + 1));
+                }
+                Tensor::from_vec(v, s)
+            };
+            vec![
+                sample!("axis 1 of [3,4]", [d(&[3, 4], 40)], |v| v[0].max_axis(1, false)),
+                sample!("axis 0 keepdim of [3,4]", [d(&[3, 4], 41)], |v| v[0].max_axis(0, true)),
+                sample!("axis 1 of [2,3,2]", [d(&[2, 3, 2], 42)], |v| v[0].max_axis(1, true)),
+                sample!("[1] axis 0", [d(&[1], 43)], |v| v[0].max_axis(0, false)),
+            ]
+        },
+    });
+    r.register(OpInfo {
+        name: "sum_to",
+        summary: "sum down to a shape that broadcasts up to the input (VJP of broadcasting)",
+        differentiable_twice: true,
+        samples: || {
+            let n = |s: &[usize], seed| Tensor::<f64>::rand_normal(s, 0.0, 1.0, seed);
+            vec![
+                sample!("[2,3] to [3]", [n(&[2, 3], 44)], |v| v[0].sum_to([3])),
+                sample!("[2,3,4] to [3,1]", [n(&[2, 3, 4], 45)], |v| v[0].sum_to([3, 1])),
+                sample!("[4,2] to []", [n(&[4, 2], 46)], |v| v[0].sum_to([])),
+                sample!("[2,3] to [1,1]", [n(&[2, 3], 47)], |v| v[0].sum_to([1, 1])),
+            ]
+        },
+    });
+}

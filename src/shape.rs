@@ -1,0 +1,91 @@
+//! Shapes and NumPy broadcasting rules.
+
+use smallvec::SmallVec;
+
+/// A tensor shape: one extent per axis, outermost first. Up to four axes live inline (no allocation).
+pub type Shape = SmallVec<[usize; 4]>;
+
+/// Builds a [`Shape`] from anything that looks like a list of extents.
+///
+/// ```
+/// let s = tapegrad::shape::shape_of([2, 3]);
+/// assert_eq!(&s[..], &[2, 3]);
+/// ```
+pub fn shape_of(dims: impl AsRef<[usize]>) -> Shape {
+    SmallVec::from_slice(dims.as_ref())
+}
+
+/// Number of elements of a shape (1 for a 0-d shape).
+///
+/// ```
+/// assert_eq!(tapegrad::shape::numel(&[2, 3, 4]), 24);
+/// assert_eq!(tapegrad::shape::numel(&[]), 1);
+/// ```
+pub fn numel(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+/// Row-major (C-order) strides of a contiguous tensor with this shape.
+///
+/// ```
+/// assert_eq!(&tapegrad::shape::strides(&[2, 3, 4])[..], &[12, 4, 1]);
+/// ```
+pub fn strides(shape: &[usize]) -> SmallVec<[usize; 4]> {
+    let mut s: SmallVec<[usize; 4]> = SmallVec::from_elem(1, shape.len());
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * shape[i + 1];
+    }
+    s
+}
+
+/// The NumPy broadcast of two shapes, or `None` when they are incompatible.
+///
+/// Shapes are aligned at their last axis; two extents are compatible when equal or when one is 1.
+///
+/// ```
+/// use tapegrad::shape::broadcast_shapes;
+/// assert_eq!(&broadcast_shapes(&[4, 1, 3], &[5, 1]).unwrap()[..], &[4, 5, 3]);
+/// assert!(broadcast_shapes(&[2, 3], &[4]).is_none());
+/// ```
+pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Option<Shape> {
+    let r = a.len().max(b.len());
+    let mut out = Shape::with_capacity(r);
+    for i in 0..r {
+        let da = if i + a.len() >= r { a[i + a.len() - r] } else { 1 };
+        let db = if i + b.len() >= r { b[i + b.len() - r] } else { 1 };
+        out.push(if da == db || db == 1 {
+            da
+        } else if da == 1 {
+            db
+        } else {
+            return None;
+        });
+    }
+    Some(out)
+}
+
+/// True when a tensor of shape `from` can be broadcast to `to` (`to` is the result's shape).
+///
+/// ```
+/// use tapegrad::shape::broadcasts_to;
+/// assert!(broadcasts_to(&[3, 1], &[2, 3, 4]));
+/// assert!(!broadcasts_to(&[2, 3, 4], &[3, 4]));
+/// ```
+pub fn broadcasts_to(from: &[usize], to: &[usize]) -> bool {
+    from.len() <= to.len() && from.iter().rev().zip(to.iter().rev()).all(|(&f, &t)| f == t || f == 1)
+}
+
+/// Strides that read a contiguous tensor of shape `from` as if it had the broadcast shape `to`
+/// (stride 0 on broadcast axes). The caller checks [`broadcasts_to`] first.
+pub(crate) fn broadcast_strides(from: &[usize], to: &[usize]) -> SmallVec<[usize; 4]> {
+    let fs = strides(from);
+    let off = to.len() - from.len();
+    (0..to.len())
+        .map(|i| if i < off || from[i - off] == 1 { 0 } else { fs[i - off] })
+        .collect()
+}
+
+/// Formats a shape as `[2, 3]`.
+pub(crate) fn fmt_shape(s: &[usize]) -> String {
+    format!("{s:?}")
+}

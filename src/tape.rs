@@ -1,0 +1,373 @@
+//! The tape (a Wengert list) and [`Var`], the handle through which expressions are built.
+//!
+//! Every operation on a `Var` evaluates its forward at once and appends one node to the tape:
+//! the op, the indices of its inputs, its output value and the source line that built it. The
+//! tape is therefore in execution order, which is a topological order, and the backward pass is a
+//! single reverse sweep over it — no graph search, no recursion.
+//!
+//! ```
+//! use tapegrad::{Tape, Tensor};
+//! let tape = Tape::<f64>::new();
+//! let x = tape.var(Tensor::from_vec(vec![1.0, 2.0, 3.0], [3]));
+//! let y = (x * x).sum();            // two nodes: mul, sum
+//! assert_eq!(tape.len(), 3);        // plus the leaf x
+//! assert_eq!(y.item(), 14.0);
+//! assert_eq!(y.backward()[x].to_vec(), vec![2.0, 4.0, 6.0]);
+//! ```
+
+use crate::error::{Error, ErrorKind, Result, fail};
+use crate::float::Float;
+use crate::op::Op;
+use crate::shape::fmt_shape;
+use crate::tensor::Tensor;
+use smallvec::SmallVec;
+use std::cell::{Cell, Ref, RefCell};
+use std::panic::Location;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// How a node holds its op: built-in stateless ops are shared statics (no allocation per node),
+/// ops with parameters are reference-counted.
+#[derive(Clone)]
+pub(crate) enum OpRef<T: Float> {
+    Static(&'static dyn Op<T>),
+    Shared(Rc<dyn Op<T>>),
+}
+
+impl<T: Float> OpRef<T> {
+    pub(crate) fn get(&self) -> &dyn Op<T> {
+        match self {
+            OpRef::Static(o) => *o,
+            OpRef::Shared(o) => &**o,
+        }
+    }
+}
+
+/// One entry of the Wengert list.
+pub(crate) struct Node<T: Float> {
+    /// The output value (kept for VJP rules that need it, and for inspection).
+    pub(crate) value: Tensor<T>,
+    /// `None` for a leaf (a variable or a constant).
+    pub(crate) op: Option<OpRef<T>>,
+    /// Indices of the input nodes, all smaller than this node's index.
+    pub(crate) inputs: SmallVec<[usize; 2]>,
+    /// True when a gradient can flow into this node (some input, or the leaf itself, is tracked).
+    pub(crate) requires_grad: bool,
+    /// True for leaves made with [`Tape::var`]: the ones `backward` returns gradients for.
+    pub(crate) is_var: bool,
+    /// The line of user code that built the node.
+    pub(crate) location: &'static Location<'static>,
+}
+
+static NEXT_TAPE_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A Wengert list of recorded operations on elements of type `T`.
+///
+/// The tape owns every value recorded on it; dropping the tape frees them all. It is not `Sync`:
+/// one tape belongs to one thread.
+pub struct Tape<T: Float> {
+    pub(crate) nodes: RefCell<Vec<Node<T>>>,
+    no_grad_depth: Cell<u32>,
+    id: u64,
+}
+
+impl<T: Float> Default for Tape<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: Float> std::fmt::Debug for Tape<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tape<{}> {{ id: {}, nodes: {} }}", T::NAME, self.id, self.len())
+    }
+}
+
+/// A handle to a value recorded on a [`Tape`]: small, `Copy`, and usable with `+ - * /` like a number.
+///
+/// A `Var` borrows its tape, so it cannot outlive it; using it with another tape is an error.
+pub struct Var<'t, T: Float> {
+    pub(crate) tape: &'t Tape<T>,
+    pub(crate) index: usize,
+}
+
+impl<T: Float> Clone for Var<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T: Float> Copy for Var<'_, T> {}
+
+impl<T: Float> std::fmt::Debug for Var<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Var#{}{}", self.index, fmt_shape(&self.shape()))
+    }
+}
+
+impl<T: Float> Tape<T> {
+    /// An empty tape.
+    pub fn new() -> Self {
+        Tape {
+            nodes: RefCell::new(Vec::new()),
+            no_grad_depth: Cell::new(0),
+            id: NEXT_TAPE_ID.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// A tape with room for `n` nodes before it reallocates.
+    pub fn with_capacity(n: usize) -> Self {
+        let t = Self::new();
+        t.nodes.borrow_mut().reserve(n);
+        t
+    }
+
+    /// A unique number identifying this tape (used in error messages).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The number of nodes recorded.
+    pub fn len(&self) -> usize {
+        self.nodes.borrow().len()
+    }
+
+    /// True when nothing has been recorded.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Removes every node but keeps the allocation, so the tape can be reused for the next step.
+    /// Taking `&mut self` guarantees no `Var` of the old recording is still alive.
+    pub fn clear(&mut self) {
+        self.nodes.get_mut().clear();
+    }
+
+    /// Records a leaf whose gradient is wanted: [`Var::backward`] returns a gradient for it.
+    #[track_caller]
+    pub fn var(&self, value: Tensor<T>) -> Var<'_, T> {
+        self.leaf(value, true, Location::caller())
+    }
+
+    /// Records a leaf that is never differentiated (data, targets, masks).
+    #[track_caller]
+    pub fn constant(&self, value: Tensor<T>) -> Var<'_, T> {
+        self.leaf(value, false, Location::caller())
+    }
+
+    /// Records a 0-d constant.
+    #[track_caller]
+    pub fn scalar(&self, x: T) -> Var<'_, T> {
+        self.leaf(Tensor::scalar(x), false, Location::caller())
+    }
+
+    fn leaf(&self, value: Tensor<T>, is_var: bool, location: &'static Location<'static>) -> Var<'_, T> {
+        let mut nodes = self.nodes.borrow_mut();
+        nodes.push(Node {
+            value,
+            op: None,
+            inputs: SmallVec::new(),
+            requires_grad: is_var,
+            is_var,
+            location,
+        });
+        Var {
+            tape: self,
+            index: nodes.len() - 1,
+        }
+    }
+
+    /// True unless inside a [`no_grad`](Self::no_grad) scope.
+    pub fn grad_enabled(&self) -> bool {
+        self.no_grad_depth.get() == 0
+    }
+
+    /// Runs `f` with gradient tracking off: every node it records is a constant.
+    ///
+    /// ```
+    /// let tape = tapegrad::Tape::<f32>::new();
+    /// let x = tape.var(tapegrad::Tensor::scalar(2.0));
+    /// let y = tape.no_grad(|| x * x);
+    /// assert!(!y.requires_grad());
+    /// ```
+    pub fn no_grad<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _g = self.no_grad_guard();
+        f()
+    }
+
+    /// Turns gradient tracking off until the returned guard is dropped.
+    pub fn no_grad_guard(&self) -> NoGradGuard<'_, T> {
+        self.no_grad_depth.set(self.no_grad_depth.get() + 1);
+        NoGradGuard { tape: self }
+    }
+
+    /// Records a user-defined (or any) op applied to `inputs`. Panics with the op's error.
+    ///
+    /// See [`Op`] for an example.
+    #[track_caller]
+    pub fn apply<'t>(&'t self, op: impl Op<T>, inputs: &[Var<'t, T>]) -> Var<'t, T> {
+        let loc = Location::caller();
+        self.record(OpRef::Shared(Rc::new(op)), inputs, loc)
+            .unwrap_or_else(|e| fail(e))
+    }
+
+    /// Like [`apply`](Self::apply), returning the error instead of panicking. On error the tape is
+    /// unchanged.
+    #[track_caller]
+    pub fn try_apply<'t>(&'t self, op: impl Op<T>, inputs: &[Var<'t, T>]) -> Result<Var<'t, T>> {
+        self.record(OpRef::Shared(Rc::new(op)), inputs, Location::caller())
+    }
+
+    /// Checks that `v` belongs to this tape.
+    pub(crate) fn check_own(&self, v: &Var<'_, T>, op: &str) -> Result<()> {
+        if std::ptr::eq(self, v.tape) {
+            Ok(())
+        } else {
+            Err(Error::new(
+                ErrorKind::ForeignVar,
+                op,
+                format!(
+                    "a Var from tape #{} was used with tape #{}; every operand must be recorded on the same tape",
+                    v.tape.id, self.id
+                ),
+            ))
+        }
+    }
+
+    /// The one place nodes are appended: runs the forward and records the result.
+    pub(crate) fn record<'t>(
+        &'t self,
+        op: OpRef<T>,
+        inputs: &[Var<'t, T>],
+        location: &'static Location<'static>,
+    ) -> Result<Var<'t, T>> {
+        let o = op.get();
+        for v in inputs {
+            self.check_own(v, o.name()).map_err(|e| e.at(location))?;
+        }
+        let (value, requires_grad) = {
+            let nodes = self.nodes.borrow();
+            let vals: SmallVec<[&Tensor<T>; 4]> = inputs.iter().map(|v| &nodes[v.index].value).collect();
+            let value = o.forward(&vals).map_err(|e| e.at(location))?;
+            let rg = self.grad_enabled() && inputs.iter().any(|v| nodes[v.index].requires_grad);
+            (value, rg)
+        };
+        let mut nodes = self.nodes.borrow_mut();
+        nodes.push(Node {
+            value,
+            op: Some(op),
+            inputs: inputs.iter().map(|v| v.index).collect(),
+            requires_grad,
+            is_var: false,
+            location,
+        });
+        Ok(Var {
+            tape: self,
+            index: nodes.len() - 1,
+        })
+    }
+
+    /// Records a built-in op, panicking with its error (which names the op, shapes and caller).
+    #[track_caller]
+    pub(crate) fn op<'t>(&'t self, op: OpRef<T>, inputs: &[Var<'t, T>]) -> Var<'t, T> {
+        self.record(op, inputs, Location::caller()).unwrap_or_else(|e| fail(e))
+    }
+
+    pub(crate) fn truncate(&self, len: usize) {
+        self.nodes.borrow_mut().truncate(len);
+    }
+
+    /// A read-only view of node `i` (for the crate's own walkers: backward, checks, exports).
+    pub(crate) fn node(&self, i: usize) -> Ref<'_, Node<T>> {
+        Ref::map(self.nodes.borrow(), |n| &n[i])
+    }
+
+    /// Describes node `i` for error messages: `exp [3, 4] (built at src/main.rs:10:5)`.
+    pub(crate) fn describe(&self, i: usize) -> String {
+        let n = self.node(i);
+        let name =
+            n.op.as_ref()
+                .map_or(if n.is_var { "var" } else { "constant" }, |o| o.get().name());
+        format!(
+            "{} {} (built at {}:{})",
+            name,
+            fmt_shape(n.value.shape()),
+            n.location.file(),
+            n.location.line()
+        )
+    }
+}
+
+/// Keeps gradient tracking off while alive; see [`Tape::no_grad_guard`].
+pub struct NoGradGuard<'t, T: Float> {
+    tape: &'t Tape<T>,
+}
+
+impl<T: Float> Drop for NoGradGuard<'_, T> {
+    fn drop(&mut self) {
+        self.tape.no_grad_depth.set(self.tape.no_grad_depth.get() - 1);
+    }
+}
+
+impl<'t, T: Float> Var<'t, T> {
+    /// The tape this variable lives on.
+    pub fn tape(&self) -> &'t Tape<T> {
+        self.tape
+    }
+
+    /// The node's position on the tape.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// The value (shares the buffer, no copy).
+    pub fn value(&self) -> Tensor<T> {
+        self.tape.node(self.index).value.clone()
+    }
+
+    /// The shape of the value.
+    pub fn shape(&self) -> crate::Shape {
+        crate::shape::shape_of(self.tape.node(self.index).value.shape())
+    }
+
+    /// The number of elements.
+    pub fn numel(&self) -> usize {
+        self.tape.node(self.index).value.numel()
+    }
+
+    /// The only element of a one-element value. Panics otherwise.
+    #[track_caller]
+    pub fn item(&self) -> T {
+        self.tape.node(self.index).value.item()
+    }
+
+    /// True when a gradient can flow into this variable.
+    pub fn requires_grad(&self) -> bool {
+        self.tape.node(self.index).requires_grad
+    }
+
+    /// The name of the op that produced this variable (`"var"` or `"constant"` for leaves).
+    pub fn op_name(&self) -> &'static str {
+        let n = self.tape.node(self.index);
+        n.op.as_ref()
+            .map_or(if n.is_var { "var" } else { "constant" }, |o| o.get().name())
+    }
+
+    /// Where in the user's code this variable was built.
+    pub fn location(&self) -> &'static Location<'static> {
+        self.tape.node(self.index).location
+    }
+
+    /// The same value with gradient flow stopped (a constant sharing the buffer, no copy).
+    ///
+    /// ```
+    /// let tape = tapegrad::Tape::<f64>::new();
+    /// let x = tape.var(tapegrad::Tensor::scalar(3.0));
+    /// let y = x * x.detach();          // d/dx = x.detach() = 3, not 2x = 6
+    /// assert_eq!(y.backward()[x].item(), 3.0);
+    /// ```
+    #[track_caller]
+    pub fn detach(self) -> Var<'t, T> {
+        let v = self.value();
+        self.tape.leaf(v, false, Location::caller())
+    }
+}

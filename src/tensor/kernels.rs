@@ -1,0 +1,357 @@
+//! Numeric kernels on contiguous row-major buffers: strided runs, broadcasting, reductions, matmul.
+//!
+//! Everything here works on plain slices and shapes; the [`Tensor`](super::Tensor) methods wrap it.
+
+use crate::float::Float;
+use crate::shape::{Shape, broadcast_strides, numel, strides};
+use smallvec::SmallVec;
+
+type Dims<const K: usize> = SmallVec<[(usize, [usize; K]); 4]>;
+
+/// Calls `f(offsets, len, inner_strides)` once per innermost run of a strided walk over `shape`,
+/// where operand `k` is read with `strides[k]`. Adjacent axes that are contiguous for every operand
+/// are merged first, so a same-shape walk is a single run and a row broadcast is one run per row.
+pub(crate) fn for_each_run<const K: usize>(
+    shape: &[usize],
+    strides: [&[usize]; K],
+    mut f: impl FnMut([usize; K], usize, [usize; K]),
+) {
+    if shape.contains(&0) {
+        return;
+    }
+    // Drop extent-1 axes, then merge contiguous neighbours.
+    let mut dims: Dims<K> = SmallVec::new();
+    for (i, &n) in shape.iter().enumerate() {
+        if n == 1 {
+            continue;
+        }
+        let st: [usize; K] = std::array::from_fn(|k| strides[k][i]);
+        if let Some(last) = dims.last_mut()
+            && (0..K).all(|k| last.1[k] == st[k] * n)
+        {
+            last.0 *= n;
+            last.1 = st;
+            continue;
+        }
+        dims.push((n, st));
+    }
+    let Some(&(inner_len, inner_st)) = dims.last() else {
+        f([0; K], 1, [0; K]);
+        return;
+    };
+    let outer = &dims[..dims.len() - 1];
+    let mut idx: SmallVec<[usize; 4]> = SmallVec::from_elem(0, outer.len());
+    let mut off = [0usize; K];
+    loop {
+        f(off, inner_len, inner_st);
+        // Advance the odometer over the outer axes.
+        let mut ax = outer.len();
+        loop {
+            if ax == 0 {
+                return;
+            }
+            ax -= 1;
+            idx[ax] += 1;
+            for (k, o) in off.iter_mut().enumerate() {
+                *o += outer[ax].1[k];
+            }
+            if idx[ax] < outer[ax].0 {
+                break;
+            }
+            for (k, o) in off.iter_mut().enumerate() {
+                *o -= outer[ax].1[k] * outer[ax].0;
+            }
+            idx[ax] = 0;
+        }
+    }
+}
+
+/// `out[i] = f(a[i], b[i])` with `a` and `b` broadcast to `out_shape`.
+pub(crate) fn binary<T: Float>(
+    a: &[T],
+    a_shape: &[usize],
+    b: &[T],
+    b_shape: &[usize],
+    out_shape: &[usize],
+    f: impl Fn(T, T) -> T,
+) -> Vec<T> {
+    let n = numel(out_shape);
+    if a_shape == b_shape {
+        return a.iter().zip(b).map(|(&x, &y)| f(x, y)).collect();
+    }
+    if b.len() == 1 && a_shape == out_shape {
+        let y = b[0];
+        return a.iter().map(|&x| f(x, y)).collect();
+    }
+    if a.len() == 1 && b_shape == out_shape {
+        let x = a[0];
+        return b.iter().map(|&y| f(x, y)).collect();
+    }
+    let mut out = Vec::with_capacity(n);
+    let sa = broadcast_strides(a_shape, out_shape);
+    let sb = broadcast_strides(b_shape, out_shape);
+    for_each_run(out_shape, [&sa, &sb], |[oa, ob], len, [ia, ib]| match (ia, ib) {
+        (1, 1) => out.extend(a[oa..oa + len].iter().zip(&b[ob..ob + len]).map(|(&x, &y)| f(x, y))),
+        (1, 0) => {
+            let y = b[ob];
+            out.extend(a[oa..oa + len].iter().map(|&x| f(x, y)));
+        }
+        (0, 1) => {
+            let x = a[oa];
+            out.extend(b[ob..ob + len].iter().map(|&y| f(x, y)));
+        }
+        _ => out.extend((0..len).map(|j| f(a[oa + j * ia], b[ob + j * ib]))),
+    });
+    debug_assert_eq!(out.len(), n);
+    out
+}
+
+/// Materialises `a` (shape `from`) broadcast to `to`.
+pub(crate) fn broadcast_to<T: Float>(a: &[T], from: &[usize], to: &[usize]) -> Vec<T> {
+    let mut out = Vec::with_capacity(numel(to));
+    let sa = broadcast_strides(from, to);
+    for_each_run(to, [&sa], |[oa], len, [ia]| {
+        if ia == 1 {
+            out.extend_from_slice(&a[oa..oa + len]);
+        } else if ia == 0 {
+            out.extend(std::iter::repeat_n(a[oa], len));
+        } else {
+            out.extend((0..len).map(|j| a[oa + j * ia]));
+        }
+    });
+    out
+}
+
+/// Sums `a` (shape `from`) down to shape `to`, the inverse of broadcasting `to` up to `from`.
+pub(crate) fn sum_to<T: Float>(a: &[T], from: &[usize], to: &[usize]) -> Vec<T> {
+    let mut out = vec![T::ZERO; numel(to)];
+    // Walk the input contiguously; the output is read with broadcast (0) strides.
+    let so = broadcast_strides(to, from);
+    let si = strides(from);
+    for_each_run(from, [&si, &so], |[ii, oo], len, [_, io]| {
+        let src = &a[ii..ii + len];
+        if io == 0 {
+            out[oo] += sum_slice(src);
+        } else if io == 1 {
+            for (o, &x) in out[oo..oo + len].iter_mut().zip(src) {
+                *o += x;
+            }
+        } else {
+            for (j, &x) in src.iter().enumerate() {
+                out[oo + j * io] += x;
+            }
+        }
+    });
+    out
+}
+
+/// Copies `a` (shape `shape`) into the layout of its axes permuted by `perm`.
+pub(crate) fn permute<T: Float>(a: &[T], shape: &[usize], perm: &[usize]) -> Vec<T> {
+    let st = strides(shape);
+    let new_shape: Shape = perm.iter().map(|&p| shape[p]).collect();
+    let new_st: SmallVec<[usize; 4]> = perm.iter().map(|&p| st[p]).collect();
+    let mut out = Vec::with_capacity(a.len());
+    if new_shape.len() == 2 {
+        // Plain 2-D transpose: walk in tiles so both sides stay in cache.
+        let (r, c) = (new_shape[0], new_shape[1]);
+        out.resize(a.len(), T::ZERO);
+        const TILE: usize = 32;
+        for i0 in (0..r).step_by(TILE) {
+            for j0 in (0..c).step_by(TILE) {
+                for i in i0..(i0 + TILE).min(r) {
+                    for j in j0..(j0 + TILE).min(c) {
+                        out[i * c + j] = a[i * new_st[0] + j * new_st[1]];
+                    }
+                }
+            }
+        }
+        return out;
+    }
+    for_each_run(&new_shape, [&new_st], |[o], len, [s]| {
+        if s == 1 {
+            out.extend_from_slice(&a[o..o + len]);
+        } else {
+            out.extend((0..len).map(|j| a[o + j * s]));
+        }
+    });
+    out
+}
+
+/// Sum of a slice with eight independent accumulators (so the loop vectorises).
+pub(crate) fn sum_slice<T: Float>(x: &[T]) -> T {
+    let mut acc = [T::ZERO; 8];
+    let chunks = x.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for k in 0..8 {
+            acc[k] += c[k];
+        }
+    }
+    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for &r in rest {
+        s += r;
+    }
+    s
+}
+
+/// Maximum of a non-empty slice (NaN propagates).
+pub(crate) fn max_slice<T: Float>(x: &[T]) -> T {
+    let mut acc = [T::NEG_INFINITY; 8];
+    let chunks = x.chunks_exact(8);
+    let rest = chunks.remainder();
+    let mut nan = false;
+    for c in chunks {
+        for k in 0..8 {
+            acc[k] = if c[k] > acc[k] { c[k] } else { acc[k] };
+            nan |= c[k].is_nan();
+        }
+    }
+    let mut m = acc
+        .iter()
+        .copied()
+        .fold(T::NEG_INFINITY, |a, b| if b > a { b } else { a });
+    for &r in rest {
+        m = if r > m { r } else { m };
+        nan |= r.is_nan();
+    }
+    if nan { T::NAN } else { m }
+}
+
+/// Splits `shape` around `axis` into (outer, extent, inner) sizes.
+pub(crate) fn split_axis(shape: &[usize], axis: usize) -> (usize, usize, usize) {
+    (numel(&shape[..axis]), shape[axis], numel(&shape[axis + 1..]))
+}
+
+/// Sum over one axis; the result has that axis removed (callers reshape for `keepdim`).
+pub(crate) fn sum_axis<T: Float>(a: &[T], shape: &[usize], axis: usize) -> Vec<T> {
+    let (outer, n, inner) = split_axis(shape, axis);
+    if inner == 1 {
+        return a.chunks_exact(n.max(1)).take(outer).map(sum_slice).collect::<Vec<_>>();
+    }
+    let mut out = vec![T::ZERO; outer * inner];
+    for o in 0..outer {
+        let dst = &mut out[o * inner..(o + 1) * inner];
+        for j in 0..n {
+            let src = &a[(o * n + j) * inner..(o * n + j + 1) * inner];
+            for (d, &s) in dst.iter_mut().zip(src) {
+                *d += s;
+            }
+        }
+    }
+    out
+}
+
+/// Index (within the axis) of the first maximal element along one axis, and the maxima.
+/// A NaN counts as maximal, so it propagates to the output.
+pub(crate) fn argmax_axis<T: Float>(a: &[T], shape: &[usize], axis: usize) -> (Vec<usize>, Vec<T>) {
+    let (outer, n, inner) = split_axis(shape, axis);
+    let mut idx = vec![0usize; outer * inner];
+    let mut val = vec![T::NEG_INFINITY; outer * inner];
+    if n == 0 {
+        return (idx, val);
+    }
+    if inner == 1 {
+        for (o, row) in a.chunks_exact(n).enumerate() {
+            let m = max_slice(row);
+            let i = if m.is_nan() {
+                row.iter().position(|x| x.is_nan()).unwrap_or(0)
+            } else {
+                row.iter().position(|&x| x == m).unwrap_or(0)
+            };
+            idx[o] = i;
+            val[o] = m;
+        }
+        return (idx, val);
+    }
+    for o in 0..outer {
+        val[o * inner..(o + 1) * inner].copy_from_slice(&a[o * n * inner..(o * n + 1) * inner]);
+        for j in 1..n {
+            for i in 0..inner {
+                let x = a[(o * n + j) * inner + i];
+                let k = o * inner + i;
+                if (x > val[k] || x.is_nan()) && !val[k].is_nan() {
+                    val[k] = x;
+                    idx[k] = j;
+                }
+            }
+        }
+    }
+    (idx, val)
+}
+
+/// Checks that strided gemm operands stay inside their buffers (panics otherwise).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn check_gemm_bounds(
+    m: usize,
+    k: usize,
+    n: usize,
+    alen: usize,
+    rsa: isize,
+    csa: isize,
+    blen: usize,
+    rsb: isize,
+    csb: isize,
+    clen: usize,
+) {
+    let last = |r: usize, c: usize, rs: isize, cs: isize| -> usize {
+        assert!(rs >= 0 && cs >= 0, "gemm: negative strides are not supported");
+        if r == 0 || c == 0 {
+            0
+        } else {
+            (r - 1) * rs as usize + (c - 1) * cs as usize + 1
+        }
+    };
+    assert!(last(m, k, rsa, csa) <= alen, "gemm: A out of bounds");
+    assert!(last(k, n, rsb, csb) <= blen, "gemm: B out of bounds");
+    assert!(m * n <= clen, "gemm: C out of bounds");
+}
+
+/// Batched matrix product `op(A) @ op(B)` where `op` transposes the last two axes when its flag is
+/// set. Leading (batch) axes broadcast; both operands have at least two axes.
+pub(crate) fn matmul<T: Float>(
+    a: &[T],
+    a_shape: &[usize],
+    ta: bool,
+    b: &[T],
+    b_shape: &[usize],
+    tb: bool,
+    batch: &[usize],
+) -> Vec<T> {
+    let (ra, ca) = (a_shape[a_shape.len() - 2], a_shape[a_shape.len() - 1]);
+    let (rb, cb) = (b_shape[b_shape.len() - 2], b_shape[b_shape.len() - 1]);
+    let (m, k) = if ta { (ca, ra) } else { (ra, ca) };
+    let n = if tb { rb } else { cb };
+    // Strides of op(A) and op(B) inside one matrix.
+    let (rsa, csa) = if ta { (1, ca as isize) } else { (ca as isize, 1) };
+    let (rsb, csb) = if tb { (1, cb as isize) } else { (cb as isize, 1) };
+    let nb = numel(batch);
+    let mut out = vec![T::ZERO; nb * m * n];
+    let a_batch = &a_shape[..a_shape.len() - 2];
+    let b_batch = &b_shape[..b_shape.len() - 2];
+    let sa = broadcast_strides(a_batch, batch);
+    let sb = broadcast_strides(b_batch, batch);
+    let (asz, bsz) = (ra * ca, rb * cb);
+    let mut bi = 0;
+    let mut off = [0usize; 2];
+    let mut idx: SmallVec<[usize; 4]> = SmallVec::from_elem(0, batch.len());
+    while bi < nb {
+        let a_m = &a[off[0] * asz..off[0] * asz + asz];
+        let b_m = &b[off[1] * bsz..off[1] * bsz + bsz];
+        let c_m = &mut out[bi * m * n..(bi + 1) * m * n];
+        T::gemm(m, k, n, a_m, rsa, csa, b_m, rsb, csb, c_m, T::ZERO);
+        bi += 1;
+        // Advance the batch odometer.
+        for ax in (0..batch.len()).rev() {
+            idx[ax] += 1;
+            off[0] += sa[ax];
+            off[1] += sb[ax];
+            if idx[ax] < batch[ax] {
+                break;
+            }
+            off[0] -= sa[ax] * batch[ax];
+            off[1] -= sb[ax] * batch[ax];
+            idx[ax] = 0;
+        }
+    }
+    out
+}

@@ -1,0 +1,490 @@
+//! Dense row-major n-d arrays of `f32` or `f64`. Tensors know nothing of gradients.
+//!
+//! ```
+//! use tapegrad::Tensor;
+//! let a = Tensor::from_vec(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [2, 3]);
+//! let b = Tensor::from_vec(vec![10.0, 20.0, 30.0], [3]);
+//! let c = a.zip_map(&b, |x, y| x + y);          // NumPy broadcasting: [2,3] + [3]
+//! assert_eq!(c.to_vec(), vec![11.0, 22.0, 33.0, 14.0, 25.0, 36.0]);
+//! assert_eq!(a.transpose(0, 1).shape(), &[3, 2]);
+//! println!("{c}");                               // [[11, 22, 33], [14, 25, 36]]
+//! ```
+
+pub(crate) mod kernels;
+
+use crate::error::{Error, ErrorKind, Result, fail};
+use crate::float::Float;
+use crate::rng::Rng;
+use crate::shape::{self, Shape, broadcast_shapes, broadcasts_to, fmt_shape, numel};
+use std::fmt;
+use std::sync::Arc;
+
+/// A dense, row-major n-dimensional array of `f32` or `f64`.
+///
+/// The buffer is reference-counted: cloning a tensor, reshaping it or recording it on a tape does
+/// not copy the data. Mutation (`data_mut`) copies only when the buffer is shared.
+#[derive(Clone)]
+pub struct Tensor<T: Float> {
+    shape: Shape,
+    data: Arc<Vec<T>>,
+}
+
+impl<T: Float> Tensor<T> {
+    /// A tensor of `shape` holding `data` in row-major order. Panics when the sizes differ.
+    ///
+    /// ```
+    /// let t = tapegrad::Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], [2, 2]);
+    /// assert_eq!(t.get(&[1, 0]), 3.0);
+    /// ```
+    #[track_caller]
+    pub fn from_vec(data: Vec<T>, shape: impl AsRef<[usize]>) -> Self {
+        Self::try_from_vec(data, shape).unwrap_or_else(|e| fail(e))
+    }
+
+    /// Like [`from_vec`](Self::from_vec), returning an error when the sizes differ.
+    #[track_caller]
+    pub fn try_from_vec(data: Vec<T>, shape: impl AsRef<[usize]>) -> Result<Self> {
+        let shape = shape::shape_of(shape);
+        if numel(&shape) != data.len() {
+            return Err(Error::shape(
+                "from_vec",
+                format!(
+                    "{} elements cannot fill shape {} ({} elements)",
+                    data.len(),
+                    fmt_shape(&shape),
+                    numel(&shape)
+                ),
+            )
+            .at(std::panic::Location::caller()));
+        }
+        Ok(Tensor {
+            shape,
+            data: Arc::new(data),
+        })
+    }
+
+    /// A 0-d tensor holding one value.
+    pub fn scalar(x: T) -> Self {
+        Tensor {
+            shape: Shape::new(),
+            data: Arc::new(vec![x]),
+        }
+    }
+
+    /// A tensor of `shape` with every element `x`.
+    pub fn full(shape: impl AsRef<[usize]>, x: T) -> Self {
+        let shape = shape::shape_of(shape);
+        Tensor {
+            data: Arc::new(vec![x; numel(&shape)]),
+            shape,
+        }
+    }
+
+    /// A tensor of zeros.
+    pub fn zeros(shape: impl AsRef<[usize]>) -> Self {
+        Self::full(shape, T::ZERO)
+    }
+
+    /// A tensor of ones.
+    pub fn ones(shape: impl AsRef<[usize]>) -> Self {
+        Self::full(shape, T::ONE)
+    }
+
+    /// Uniform random values in `[lo, hi)`, reproducible from `seed`.
+    ///
+    /// ```
+    /// let t = tapegrad::Tensor::<f64>::rand_uniform([3, 4], -1.0, 1.0, 42);
+    /// assert!(t.data().iter().all(|&x| (-1.0..1.0).contains(&x)));
+    /// assert_eq!(t, tapegrad::Tensor::rand_uniform([3, 4], -1.0, 1.0, 42));
+    /// ```
+    pub fn rand_uniform(shape: impl AsRef<[usize]>, lo: T, hi: T, seed: u64) -> Self {
+        let mut rng = Rng::new(seed);
+        let (lo, hi) = (lo.to_f64(), hi.to_f64());
+        Self::from_fn(shape, |_| T::from_f64(lo + (hi - lo) * rng.uniform()))
+    }
+
+    /// Normal random values with the given mean and standard deviation, reproducible from `seed`.
+    pub fn rand_normal(shape: impl AsRef<[usize]>, mean: T, std: T, seed: u64) -> Self {
+        let mut rng = Rng::new(seed);
+        let (m, s) = (mean.to_f64(), std.to_f64());
+        Self::from_fn(shape, |_| T::from_f64(m + s * rng.normal()))
+    }
+
+    /// A tensor whose element at flat (row-major) index `i` is `f(i)`.
+    pub fn from_fn(shape: impl AsRef<[usize]>, f: impl FnMut(usize) -> T) -> Self {
+        let shape = shape::shape_of(shape);
+        Tensor {
+            data: Arc::new((0..numel(&shape)).map(f).collect()),
+            shape,
+        }
+    }
+
+    /// The shape, outermost axis first.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// The number of axes.
+    pub fn ndim(&self) -> usize {
+        self.shape.len()
+    }
+
+    /// The number of elements.
+    pub fn numel(&self) -> usize {
+        self.data.len()
+    }
+
+    /// The elements in row-major order.
+    pub fn data(&self) -> &[T] {
+        &self.data
+    }
+
+    /// Mutable access to the elements (copies the buffer first if it is shared).
+    pub fn data_mut(&mut self) -> &mut [T] {
+        Arc::make_mut(&mut self.data).as_mut_slice()
+    }
+
+    /// The elements as a new `Vec`.
+    pub fn to_vec(&self) -> Vec<T> {
+        self.data.to_vec()
+    }
+
+    /// The elements as a `Vec`, without copying when the buffer is not shared.
+    pub fn into_vec(self) -> Vec<T> {
+        Arc::try_unwrap(self.data).unwrap_or_else(|d| d.to_vec())
+    }
+
+    /// True when two tensors share one buffer (no copy was made between them).
+    pub fn shares_buffer(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.data, &other.data)
+    }
+
+    /// The flat row-major offset of a multi-index. Panics when out of range.
+    #[track_caller]
+    fn offset(&self, index: &[usize]) -> usize {
+        if index.len() != self.ndim() || index.iter().zip(&self.shape).any(|(&i, &n)| i >= n) {
+            fail(Error::new(
+                ErrorKind::Invalid,
+                "index",
+                format!("index {index:?} is out of range for shape {}", fmt_shape(&self.shape)),
+            ));
+        }
+        index.iter().zip(shape::strides(&self.shape)).map(|(i, s)| i * s).sum()
+    }
+
+    /// The element at a multi-index. Panics when out of range.
+    #[track_caller]
+    pub fn get(&self, index: &[usize]) -> T {
+        self.data[self.offset(index)]
+    }
+
+    /// Sets the element at a multi-index. Panics when out of range.
+    #[track_caller]
+    pub fn set(&mut self, index: &[usize], value: T) {
+        let o = self.offset(index);
+        self.data_mut()[o] = value;
+    }
+
+    /// The only element of a one-element tensor. Panics otherwise.
+    #[track_caller]
+    pub fn item(&self) -> T {
+        if self.numel() != 1 {
+            fail(Error::new(
+                ErrorKind::NonScalar,
+                "item",
+                format!(
+                    "tensor of shape {} has {} elements, not 1",
+                    fmt_shape(&self.shape),
+                    self.numel()
+                ),
+            ));
+        }
+        self.data[0]
+    }
+
+    /// The same data seen with another shape of the same size (no copy). Panics on a size mismatch.
+    #[track_caller]
+    pub fn reshape(&self, shape: impl AsRef<[usize]>) -> Self {
+        self.try_reshape(shape).unwrap_or_else(|e| fail(e))
+    }
+
+    /// Like [`reshape`](Self::reshape), returning an error on a size mismatch.
+    #[track_caller]
+    pub fn try_reshape(&self, shape: impl AsRef<[usize]>) -> Result<Self> {
+        let shape = shape::shape_of(shape);
+        if numel(&shape) != self.numel() {
+            return Err(Error::shape(
+                "reshape",
+                format!(
+                    "cannot reshape {} ({} elements) to {} ({} elements)",
+                    fmt_shape(&self.shape),
+                    self.numel(),
+                    fmt_shape(&shape),
+                    numel(&shape)
+                ),
+            )
+            .at(std::panic::Location::caller()));
+        }
+        Ok(Tensor {
+            shape,
+            data: self.data.clone(),
+        })
+    }
+
+    /// The axes reordered: axis `i` of the result is axis `perm[i]` of `self` (copies).
+    #[track_caller]
+    pub fn permute(&self, perm: impl AsRef<[usize]>) -> Self {
+        self.try_permute(perm).unwrap_or_else(|e| fail(e))
+    }
+
+    /// Like [`permute`](Self::permute), returning an error when `perm` is not a permutation.
+    #[track_caller]
+    pub fn try_permute(&self, perm: impl AsRef<[usize]>) -> Result<Self> {
+        let perm = perm.as_ref();
+        let mut seen = vec![false; self.ndim()];
+        let ok = perm.len() == self.ndim()
+            && perm
+                .iter()
+                .all(|&p| p < seen.len() && !std::mem::replace(&mut seen[p], true));
+        if !ok {
+            return Err(Error::new(
+                ErrorKind::Invalid,
+                "permute",
+                format!(
+                    "{perm:?} is not a permutation of the axes of {}",
+                    fmt_shape(&self.shape)
+                ),
+            )
+            .at(std::panic::Location::caller()));
+        }
+        if perm.iter().enumerate().all(|(i, &p)| i == p) {
+            return Ok(self.clone());
+        }
+        let shape: Shape = perm.iter().map(|&p| self.shape[p]).collect();
+        Ok(Tensor {
+            data: Arc::new(kernels::permute(&self.data, &self.shape, perm)),
+            shape,
+        })
+    }
+
+    /// Swaps two axes (copies).
+    #[track_caller]
+    pub fn transpose(&self, a: usize, b: usize) -> Self {
+        let n = self.ndim();
+        if a >= n || b >= n {
+            fail(Error::shape(
+                "transpose",
+                format!("axes ({a}, {b}) out of range for shape {}", fmt_shape(&self.shape)),
+            ));
+        }
+        let mut perm: Vec<usize> = (0..n).collect();
+        perm.swap(a, b);
+        self.permute(perm)
+    }
+
+    /// The tensor broadcast (materialised) to a larger shape, by NumPy rules.
+    #[track_caller]
+    pub fn broadcast_to(&self, shape: impl AsRef<[usize]>) -> Self {
+        let to = shape.as_ref();
+        if !broadcasts_to(&self.shape, to) {
+            fail(Error::shape(
+                "broadcast_to",
+                format!("cannot broadcast {} to {}", fmt_shape(&self.shape), fmt_shape(to)),
+            ));
+        }
+        if self.shape[..] == *to {
+            return self.clone();
+        }
+        Tensor {
+            data: Arc::new(kernels::broadcast_to(&self.data, &self.shape, to)),
+            shape: shape::shape_of(to),
+        }
+    }
+
+    /// `f` applied to every element.
+    pub fn map(&self, f: impl Fn(T) -> T) -> Self {
+        Tensor {
+            shape: self.shape.clone(),
+            data: Arc::new(self.data.iter().map(|&x| f(x)).collect()),
+        }
+    }
+
+    /// `f` applied elementwise to two tensors broadcast together. Panics when they do not broadcast.
+    #[track_caller]
+    pub fn zip_map(&self, other: &Self, f: impl Fn(T, T) -> T) -> Self {
+        let out = broadcast_shapes(&self.shape, &other.shape).unwrap_or_else(|| {
+            fail(Error::shape(
+                "zip_map",
+                format!(
+                    "shapes {} and {} do not broadcast",
+                    fmt_shape(&self.shape),
+                    fmt_shape(&other.shape)
+                ),
+            ))
+        });
+        let data = kernels::binary(&self.data, &self.shape, &other.data, &other.shape, &out, f);
+        Tensor {
+            shape: out,
+            data: Arc::new(data),
+        }
+    }
+
+    /// The elements converted to another float type.
+    ///
+    /// ```
+    /// let a = tapegrad::Tensor::from_vec(vec![0.5f64, 1.5], [2]);
+    /// let b: tapegrad::Tensor<f32> = a.cast();
+    /// assert_eq!(b.to_vec(), vec![0.5f32, 1.5]);
+    /// ```
+    pub fn cast<U: Float>(&self) -> Tensor<U> {
+        Tensor {
+            shape: self.shape.clone(),
+            data: Arc::new(self.data.iter().map(|x| U::from_f64(x.to_f64())).collect()),
+        }
+    }
+
+    /// Sum of all elements.
+    pub fn sum_all(&self) -> T {
+        kernels::sum_slice(&self.data)
+    }
+
+    /// The largest absolute difference between two tensors of the same shape (NaN if any is NaN).
+    #[track_caller]
+    pub fn max_abs_diff(&self, other: &Self) -> T {
+        if self.shape != other.shape {
+            fail(Error::shape(
+                "max_abs_diff",
+                format!(
+                    "shapes {} and {} differ",
+                    fmt_shape(&self.shape),
+                    fmt_shape(&other.shape)
+                ),
+            ));
+        }
+        self.data
+            .iter()
+            .zip(other.data.iter())
+            .map(|(&a, &b)| (a - b).abs())
+            .fold(T::ZERO, |m, d| if d > m || d.is_nan() { d } else { m })
+    }
+
+    /// True when every element is finite.
+    pub fn all_finite(&self) -> bool {
+        self.data.iter().all(|x| x.is_finite())
+    }
+
+    pub(crate) fn from_parts(shape: Shape, data: Vec<T>) -> Self {
+        debug_assert_eq!(numel(&shape), data.len());
+        Tensor {
+            shape,
+            data: Arc::new(data),
+        }
+    }
+}
+
+impl<T: Float> PartialEq for Tensor<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.shape == other.shape && self.data == other.data
+    }
+}
+
+impl<T: Float> From<Vec<T>> for Tensor<T> {
+    /// A 1-d tensor.
+    fn from(v: Vec<T>) -> Self {
+        let n = v.len();
+        Tensor::from_parts(shape::shape_of([n]), v)
+    }
+}
+
+impl<T: Float> From<T> for Tensor<T> {
+    /// A 0-d tensor.
+    fn from(x: T) -> Self {
+        Tensor::scalar(x)
+    }
+}
+
+impl<T: Float> From<Tensor<T>> for Vec<T> {
+    fn from(t: Tensor<T>) -> Self {
+        t.into_vec()
+    }
+}
+
+fn fmt_rec<T: Float>(f: &mut fmt::Formatter<'_>, shape: &[usize], data: &[T], depth: usize) -> fmt::Result {
+    if shape.is_empty() {
+        return fmt::Display::fmt(&data[0], f);
+    }
+    let n = shape[0];
+    let step = numel(&shape[1..]);
+    const EDGE: usize = 3;
+    write!(f, "[")?;
+    for i in 0..n {
+        if n > 2 * EDGE + 1 && i == EDGE {
+            write!(f, "...")?;
+            if shape.len() > 1 {
+                write!(f, ",\n{:width$}", "", width = depth + 1)?;
+            } else {
+                write!(f, ", ")?;
+            }
+            continue;
+        }
+        if n > 2 * EDGE + 1 && i > EDGE && i < n - EDGE {
+            continue;
+        }
+        fmt_rec(f, &shape[1..], &data[i * step..(i + 1) * step], depth + 1)?;
+        if i + 1 < n {
+            if shape.len() > 1 {
+                write!(f, ",\n{:width$}", "", width = depth + 1)?;
+            } else {
+                write!(f, ", ")?;
+            }
+        }
+    }
+    write!(f, "]")
+}
+
+impl<T: Float> fmt::Display for Tensor<T> {
+    /// Prints like a nested array (NumPy style); long axes are elided with `...`.
+    /// The precision flag applies to every element: `format!("{t:.3}")`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.numel() == 0 {
+            return write!(f, "[] (shape {})", fmt_shape(&self.shape));
+        }
+        fmt_rec(f, &self.shape, &self.data, 0)
+    }
+}
+
+impl<T: Float> fmt::Debug for Tensor<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Tensor<{}>{} ", T::NAME, fmt_shape(&self.shape))?;
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl<T: Float + approx::AbsDiffEq<Epsilon = T>> approx::AbsDiffEq for Tensor<T> {
+    type Epsilon = T;
+    fn default_epsilon() -> T {
+        T::default_epsilon()
+    }
+    fn abs_diff_eq(&self, other: &Self, epsilon: T) -> bool {
+        self.shape == other.shape
+            && self
+                .data
+                .iter()
+                .zip(other.data.iter())
+                .all(|(a, b)| a.abs_diff_eq(b, epsilon))
+    }
+}
+
+impl<T: Float + approx::RelativeEq<Epsilon = T>> approx::RelativeEq for Tensor<T> {
+    fn default_max_relative() -> T {
+        T::default_max_relative()
+    }
+    fn relative_eq(&self, other: &Self, epsilon: T, max_relative: T) -> bool {
+        self.shape == other.shape
+            && self
+                .data
+                .iter()
+                .zip(other.data.iter())
+                .all(|(a, b)| a.relative_eq(b, epsilon, max_relative))
+    }
+}

@@ -1,0 +1,128 @@
+//! Registry-driven checks: every registered op, every sample, no per-op test code.
+
+use tapegrad::check::{GradcheckOptions, check_registry, gradcheck};
+use tapegrad::{OpInfo, Registry, Tape, Tensor, Var};
+
+#[test]
+fn every_registered_op_passes_gradcheck_in_f64() {
+    let failures = check_registry(Registry::builtin(), &GradcheckOptions::default());
+    assert!(
+        failures.is_empty(),
+        "{} failure(s):\n{}",
+        failures.len(),
+        failures.iter().map(|f| f.to_string()).collect::<Vec<_>>().join("\n")
+    );
+}
+
+#[test]
+fn registry_lists_the_required_primitives() {
+    let reg = Registry::builtin();
+    for name in [
+        "add",
+        "sub",
+        "mul",
+        "div",
+        "neg",
+        "exp",
+        "log",
+        "sqrt",
+        "powf",
+        "tanh",
+        "sigmoid",
+        "relu",
+        "abs",
+        "sum",
+        "mean",
+        "max",
+        "matmul",
+        "permute",
+        "reshape",
+        "broadcast_to",
+        "sum_to",
+    ] {
+        assert!(reg.get(name).is_some(), "op {name} is not registered");
+    }
+}
+
+#[test]
+fn samples_cover_broadcast_one_element_and_3d_inputs() {
+    let reg = Registry::builtin();
+    let mut saw_1 = false;
+    let mut saw_3d = false;
+    for info in reg.iter() {
+        for s in (info.samples)() {
+            saw_1 |= s.inputs.iter().any(|x| x.numel() == 1);
+            saw_3d |= s.inputs.iter().any(|x| x.ndim() == 3);
+        }
+    }
+    assert!(saw_1 && saw_3d);
+    let add = (reg.get("add").unwrap().samples)();
+    assert!(
+        add.iter().any(|s| s.inputs[0].shape() != s.inputs[1].shape()),
+        "add has no broadcast sample"
+    );
+}
+
+#[test]
+fn an_op_registered_without_samples_fails_the_check() {
+    let mut reg = Registry::new();
+    reg.register(OpInfo {
+        name: "exp",
+        summary: "test entry with no samples",
+        differentiable_twice: true,
+        samples: Vec::new,
+    });
+    let failures = check_registry(&reg, &GradcheckOptions::default());
+    assert_eq!(failures.len(), 1);
+    assert!(failures[0].problem.contains("without samples"));
+}
+
+#[test]
+fn a_sample_that_does_not_record_its_op_fails_the_check() {
+    let mut reg = Registry::new();
+    reg.register(OpInfo {
+        name: "tanh",
+        summary: "mislabelled sample",
+        differentiable_twice: true,
+        samples: || vec![tapegrad::sample!("exp instead", [Tensor::scalar(0.5)], |v| v[0].exp())],
+    });
+    let failures = check_registry(&reg, &GradcheckOptions::default());
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert!(failures[0].problem.contains("never records"));
+}
+
+#[test]
+fn every_registered_op_runs_in_f32_and_agrees_with_f64() {
+    for info in Registry::builtin().iter() {
+        for s in (info.samples)() {
+            let t64 = Tape::<f64>::new();
+            let v64: Vec<Var<'_, f64>> = s.inputs.iter().map(|x| t64.var(x.clone())).collect();
+            let o64 = (s.f64)(&v64);
+            let t32 = Tape::<f32>::new();
+            let v32: Vec<Var<'_, f32>> = s.inputs.iter().map(|x| t32.var(x.cast())).collect();
+            let o32 = (s.f32)(&v32);
+            let diff = o32.value().cast::<f64>().max_abs_diff(&o64.value());
+            assert!(
+                diff < 1e-4,
+                "{} [{}]: f32 forward differs by {diff}",
+                info.name,
+                s.label
+            );
+            let g64 = t64.grad(&[o64], &[Tensor::ones(o64.shape())], &v64);
+            let g32 = t32.grad(&[o32], &[Tensor::ones(o32.shape())], &v32);
+            for (a, b) in g32.iter().zip(&g64) {
+                let d = a.cast::<f64>().max_abs_diff(b);
+                assert!(
+                    d < 1e-3 * (1.0 + b.data().iter().fold(0.0f64, |m, x| m.max(x.abs()))),
+                    "{} [{}]: f32 gradient differs by {d}",
+                    info.name,
+                    s.label
+                );
+            }
+            // gradcheck in f32 with f32 tolerances.
+            let inputs32: Vec<Tensor<f32>> = s.inputs.iter().map(|x| x.cast()).collect();
+            let r = gradcheck(s.f32, &inputs32, &GradcheckOptions::for_f32());
+            assert!(r.passed, "{} [{}] in f32: {r}", info.name, s.label);
+        }
+    }
+}
