@@ -43,6 +43,7 @@ pub mod op;
 pub mod ops;
 pub mod rng;
 pub mod shape;
+pub mod softmax;
 pub mod tape;
 pub mod tensor;
 
