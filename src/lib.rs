@@ -50,7 +50,7 @@ pub mod tensor;
 pub use backward::Grads;
 pub use error::{Error, ErrorKind, Result};
 pub use float::Float;
-pub use op::{Cotangents, Op, VjpCtx};
+pub use op::{Cotangents, EagerCtx, Op, TensorGrads, VjpCtx};
 pub use ops::{OpInfo, Registry, Sample};
 pub use shape::Shape;
 pub use tape::{NoGradGuard, Tape, Var};

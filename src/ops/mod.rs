@@ -167,6 +167,9 @@ pub(crate) fn broadcast_zip<T: Float>(
             ),
         )
     })?;
+    if a.numel() == 1 && b.numel() == 1 {
+        return Ok(Tensor::one_of_shape(out, f(a.data()[0], b.data()[0])));
+    }
     let data = kernels::binary(a.data(), a.shape(), b.data(), b.shape(), &out, f);
     Ok(Tensor::from_parts(out, data))
 }
