@@ -622,3 +622,55 @@ fn gradgradcheck_negative_control_on_a_wrong_second_derivative() {
     assert!(!r.passed, "{r}");
     assert!(r.to_string().contains("FAILED"));
 }
+
+#[test]
+fn several_outputs_and_repeated_outputs_accumulate_their_recorded_seeds() {
+    // Seeds (y, a) and (y, b) on the same output, plus (z, c): g = (a + b)·∂y/∂x + c·∂z/∂x, and its
+    // derivative with respect to the cotangents (which are variables) is the Jacobians themselves.
+    let tape = Tape::<f64>::new();
+    let xv = t(&[0.3, -0.8], &[2]);
+    let x = tape.var(xv.clone());
+    let (y, z) = (x.exp(), x * x);
+    let (a, b, c) = (
+        tape.var(t(&[1.0, 2.0], &[2])),
+        tape.var(t(&[0.5, 0.5], &[2])),
+        tape.var(t(&[3.0, -1.0], &[2])),
+    );
+    let g = tape.grad_graph(&[y, y, z], &[a, b, c], &[x])[0];
+    for i in 0..2 {
+        let xi = xv.data()[i];
+        let expect = (a.value().data()[i] + b.value().data()[i]) * xi.exp() + c.value().data()[i] * 2.0 * xi;
+        assert_relative_eq!(g.value().data()[i], expect, max_relative = 1e-14);
+    }
+    let d = tape.grad(&[g], &[Tensor::ones([2])], &[a, b, c, x]);
+    for i in 0..2 {
+        let xi = xv.data()[i];
+        assert_relative_eq!(d[0].data()[i], xi.exp(), max_relative = 1e-14);
+        assert_relative_eq!(d[1].data()[i], xi.exp(), max_relative = 1e-14);
+        assert_relative_eq!(d[2].data()[i], 2.0 * xi, max_relative = 1e-14);
+        let expect = (a.value().data()[i] + b.value().data()[i]) * xi.exp() + c.value().data()[i] * 2.0;
+        assert_relative_eq!(d[3].data()[i], expect, max_relative = 1e-14);
+    }
+}
+
+#[test]
+fn a_failed_recorded_backward_leaves_the_tape_as_it_was() {
+    struct NoRule;
+    impl<T: Float> Op<T> for NoRule {
+        fn name(&self) -> &'static str {
+            "no_rule_here"
+        }
+        fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
+            Ok(x[0].clone())
+        }
+    }
+    let tape = Tape::<f64>::new();
+    let x = tape.var(t(&[1.0, 2.0], &[2]));
+    // exp's rule runs (and is recorded) before the sweep reaches the op without a rule.
+    let y = tape.apply(NoRule, &[x * 2.0]).exp().sum();
+    let n = tape.len();
+    let e = tape.try_grad_graph(&[y], &[tape.scalar(1.0)], &[x]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NoVjp);
+    assert!(e.to_string().contains("no_rule_here"));
+    assert_eq!(tape.len(), n + 1, "only the seed made before the call may remain");
+}
