@@ -674,3 +674,27 @@ fn a_failed_recorded_backward_leaves_the_tape_as_it_was() {
     assert!(e.to_string().contains("no_rule_here"));
     assert_eq!(tape.len(), n + 1, "only the seed made before the call may remain");
 }
+
+#[test]
+fn asking_for_the_gradient_of_a_constant_is_an_error_not_a_silent_zero() {
+    // d(c²)/dc = 2c ≠ 0, but a constant is pruned from the sweep: the core used to return 0.
+    let tape = Tape::<f64>::new();
+    let c = tape.constant(Tensor::scalar(3.0));
+    let x = tape.var(Tensor::scalar(2.0));
+    let y = c * c + x;
+    let line = line!() + 1;
+    let e = tape.try_grad(&[y], &[Tensor::scalar(1.0)], &[x, c]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Invalid);
+    assert!(
+        e.to_string().contains("silent zero") && e.to_string().contains("constant"),
+        "{e}"
+    );
+    assert_eq!(e.location().map(|l| (l.file(), l.line())), Some((file!(), line)));
+    let e = tape
+        .try_grad_graph(&[y], &[tape.scalar(1.0)], &[x.detach()])
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Invalid);
+    // A variable the output does not depend on still gets zeros.
+    let unused = tape.var(Tensor::scalar(5.0));
+    assert_eq!(tape.grad(&[y], &[Tensor::scalar(1.0)], &[unused])[0].item(), 0.0);
+}
