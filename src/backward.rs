@@ -348,7 +348,9 @@ pub(crate) fn sweep_graph<'t, T: Float>(
 impl<T: Float> Tape<T> {
     /// Gradients of `Σ_k ⟨cotangents[k], outputs[k]⟩` with respect to each of `wrt`, as tensors.
     /// This is the general vector-Jacobian product; an input the outputs do not depend on gets
-    /// zeros. The tape is left as it was. Panics on error; see [`try_grad`](Self::try_grad).
+    /// zeros. Each of `wrt` must require a gradient (a [`Tape::var`] or a value computed from
+    /// one): asking for the gradient of a constant is an error, not a silent zero. The tape is
+    /// left as it was. Panics on error; see [`try_grad`](Self::try_grad).
     ///
     /// ```
     /// use tapegrad::{Tape, Tensor};
@@ -492,7 +494,23 @@ impl<T: Float> Tape<T> {
 
     fn wrt_indices(&self, wrt: &[Var<'_, T>], loc: &'static Location<'static>) -> Result<Vec<usize>> {
         wrt.iter()
-            .map(|w| self.check_own(w, "grad").map(|_| w.index).map_err(|e| e.at(loc)))
+            .map(|w| {
+                self.check_own(w, "grad").map_err(|e| e.at(loc))?;
+                // A value that does not require a gradient is pruned from every path, so its
+                // gradient would come back as zeros even when the outputs depend on it.
+                if !w.requires_grad() {
+                    return Err(Error::new(
+                        ErrorKind::Invalid,
+                        "grad",
+                        format!(
+                            "{} does not require a gradient (a constant, a detached value, or recorded under no_grad), so its gradient would be a silent zero; record it with tape.var(..)",
+                            self.describe(w.index)
+                        ),
+                    )
+                    .at(loc));
+                }
+                Ok(w.index)
+            })
             .collect()
     }
 }

@@ -39,6 +39,7 @@ pub mod backward;
 pub mod check;
 pub mod error;
 pub mod float;
+pub mod functional;
 pub mod op;
 pub mod ops;
 pub mod rng;
