@@ -33,7 +33,7 @@
 
 use crate::error::{Error, Result};
 use crate::float::Float;
-use crate::op::{Cotangents, Op, VjpCtx};
+use crate::op::{Cotangents, EagerCtx, Op, TensorGrads, VjpCtx};
 use crate::ops::{OpInfo, Registry, arity, resolve_axis};
 use crate::sample;
 use crate::shape::{fmt_shape, numel, shape_of};
@@ -207,6 +207,11 @@ impl<T: Float> Op<T> for SoftmaxOp {
         let a = softmax_axis("softmax", self.axis, x[0])?;
         Ok(along_axis(x, a, |d, n| softmax_rows(d[0], n)))
     }
+    fn vjp_tensors(&self, cx: &EagerCtx<'_, T>, g: &Tensor<T>) -> Option<TensorGrads<T>> {
+        let y = cx.output();
+        let a = softmax_axis("softmax", self.axis, y).ok()?;
+        Some(cx.grads([&|| along_axis(&[y, g], a, |d, n| softmax_backward_rows(d[0], d[1], n))]))
+    }
     /// `y ⊙ (g − Σ g⊙y)`, recorded as the `softmax_backward` op on the saved output.
     fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
         Ok(cx.grads([Some(softmax_backward(cx.output(), g, self.axis))]))
@@ -267,6 +272,11 @@ impl<T: Float> Op<T> for LogSoftmaxOp {
         arity("log_softmax", x, 1)?;
         let a = softmax_axis("log_softmax", self.axis, x[0])?;
         Ok(along_axis(x, a, |d, n| log_softmax_rows(d[0], n)))
+    }
+    fn vjp_tensors(&self, cx: &EagerCtx<'_, T>, g: &Tensor<T>) -> Option<TensorGrads<T>> {
+        let out = cx.output();
+        let a = softmax_axis("log_softmax", self.axis, out).ok()?;
+        Some(cx.grads([&|| along_axis(&[out, g], a, |d, n| log_softmax_backward_rows(d[0], d[1], n))]))
     }
     /// `g − softmax(x) · Σg`, recorded as `log_softmax_backward` on the saved output.
     fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
@@ -466,6 +476,21 @@ impl<T: Float> Op<T> for CrossEntropyOp<T> {
         let probs = Tensor::from_parts(shape_of(logits.shape()), p);
         *s.probs.borrow_mut() = Some(from_last(probs, a));
         Ok(Tensor::scalar(total * s.scale(x[0], a)))
+    }
+    fn vjp_tensors(&self, cx: &EagerCtx<'_, T>, g: &Tensor<T>) -> Option<TensorGrads<T>> {
+        let x = cx.input(0);
+        let back = CrossEntropyBackwardOp(self.0.clone());
+        if self.0.classes.is_some() {
+            return Some(cx.grads([&|| back.forward(&[x, g]).expect("checked by the forward")]));
+        }
+        let t = cx.input(1);
+        let a = softmax_axis("cross_entropy", self.0.axis, x).ok()?;
+        let k = g.item() * self.0.scale(x, a);
+        Some(
+            cx.grads([&|| back.forward(&[x, g, t]).expect("checked by the forward"), &|| {
+                along_axis(&[x], a, |d, n| log_softmax_rows(d[0], n)).map(|v| -v * k)
+            }]),
+        )
     }
     /// `(softmax(x) − t) · g / rows`, recorded as `cross_entropy_backward` (which reuses the
     /// softmax saved by the forward); for probability targets also `−log_softmax(x) · g / rows`.

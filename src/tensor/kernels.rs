@@ -358,7 +358,5 @@ pub(crate) fn matmul<T: Float>(
 
 /// `x ← eˣ` elementwise (the one place softmax-like kernels exponentiate a slice).
 pub(crate) fn exp_inplace<T: Float>(x: &mut [T]) {
-    for v in x {
-        *v = v.exp();
-    }
+    T::exp_inplace(x)
 }

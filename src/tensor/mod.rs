@@ -11,6 +11,8 @@
 //! ```
 
 pub(crate) mod kernels;
+#[allow(dead_code)] // the full kernel set (scalar and forced-path variants) is kept with its tests
+pub(crate) mod vmath;
 
 use crate::error::{Error, ErrorKind, Result, fail};
 use crate::float::Float;
@@ -346,6 +348,13 @@ impl<T: Float> Tensor<T> {
         }
     }
 
+    /// A copy with `f` applied to the whole buffer in place (for vectorised slice kernels).
+    pub(crate) fn map_slice(&self, f: impl Fn(&mut [T])) -> Self {
+        let mut out = Tensor::from_parts(self.shape.clone(), self.data.to_vec());
+        f(out.data_mut());
+        out
+    }
+
     /// `f` applied to every element.
     pub fn map(&self, f: impl Fn(T) -> T) -> Self {
         Tensor {
@@ -419,6 +428,51 @@ impl<T: Float> Tensor<T> {
     /// True when every element is finite.
     pub fn all_finite(&self) -> bool {
         self.data.iter().all(|x| x.is_finite())
+    }
+
+    /// Sums down to `shape`, the inverse of broadcasting `shape` up to this tensor's shape (shares
+    /// the buffer when the shapes are equal). The caller checks that `shape` broadcasts up.
+    pub(crate) fn sum_to(&self, shape: &[usize]) -> Self {
+        if self.shape[..] == *shape {
+            return self.clone();
+        }
+        if numel(shape) == 1 {
+            return Self::one_of_shape(shape::shape_of(shape), self.sum_all());
+        }
+        Tensor::from_parts(shape::shape_of(shape), kernels::sum_to(&self.data, &self.shape, shape))
+    }
+
+    /// `f` elementwise over two tensors of the same shape (no broadcasting work).
+    pub(crate) fn zip_same(&self, other: &Self, f: impl Fn(T, T) -> T) -> Self {
+        debug_assert_eq!(self.shape, other.shape);
+        match (&self.data, &other.data) {
+            (Buf::One(a), Buf::One(b)) => Tensor::one_of_shape(self.shape.clone(), f(*a, *b)),
+            _ => Tensor::from_parts(
+                self.shape.clone(),
+                self.data
+                    .iter()
+                    .zip(other.data.iter())
+                    .map(|(&a, &b)| f(a, b))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// `f` elementwise over three tensors of the same shape.
+    pub(crate) fn zip3_same(&self, b: &Self, c: &Self, f: impl Fn(T, T, T) -> T) -> Self {
+        debug_assert!(self.shape == b.shape && b.shape == c.shape);
+        if self.numel() == 1 {
+            return Tensor::one_of_shape(self.shape.clone(), f(self.data[0], b.data[0], c.data[0]));
+        }
+        Tensor::from_parts(
+            self.shape.clone(),
+            self.data
+                .iter()
+                .zip(b.data.iter())
+                .zip(c.data.iter())
+                .map(|((&a, &b), &c)| f(a, b, c))
+                .collect(),
+        )
     }
 
     /// A one-element tensor of the given shape (no allocation).
