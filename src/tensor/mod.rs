@@ -69,7 +69,6 @@ impl<T: Float> std::ops::Deref for Buf<T> {
 ///
 /// The buffer is reference-counted: cloning a tensor, reshaping it or recording it on a tape does
 /// not copy the data. Mutation (`data_mut`) copies only when the buffer is shared.
-#[derive(Clone)]
 pub struct Tensor<T: Float> {
     shape: Shape,
     data: Buf<T>,
@@ -350,7 +349,7 @@ impl<T: Float> Tensor<T> {
 
     /// A copy with `f` applied to the whole buffer in place (for vectorised slice kernels).
     pub(crate) fn map_slice(&self, f: impl Fn(&mut [T])) -> Self {
-        let mut out = Tensor::from_parts(self.shape.clone(), self.data.to_vec());
+        let mut out = Tensor::from_parts(Shape::from_slice(&self.shape), self.data.to_vec());
         f(out.data_mut());
         out
     }
@@ -358,7 +357,7 @@ impl<T: Float> Tensor<T> {
     /// `f` applied to every element.
     pub fn map(&self, f: impl Fn(T) -> T) -> Self {
         Tensor {
-            shape: self.shape.clone(),
+            shape: Shape::from_slice(&self.shape),
             data: match &self.data {
                 Buf::One(x) => Buf::One(f(*x)),
                 Buf::Many(v) => Buf::from_vec(v.iter().map(|&x| f(x)).collect()),
@@ -395,7 +394,7 @@ impl<T: Float> Tensor<T> {
     /// ```
     pub fn cast<U: Float>(&self) -> Tensor<U> {
         Tensor {
-            shape: self.shape.clone(),
+            shape: Shape::from_slice(&self.shape),
             data: Buf::from_vec(self.data.iter().map(|x| U::from_f64(x.to_f64())).collect()),
         }
     }
@@ -446,9 +445,9 @@ impl<T: Float> Tensor<T> {
     pub(crate) fn zip_same(&self, other: &Self, f: impl Fn(T, T) -> T) -> Self {
         debug_assert_eq!(self.shape, other.shape);
         match (&self.data, &other.data) {
-            (Buf::One(a), Buf::One(b)) => Tensor::one_of_shape(self.shape.clone(), f(*a, *b)),
+            (Buf::One(a), Buf::One(b)) => Tensor::one_of_shape(Shape::from_slice(&self.shape), f(*a, *b)),
             _ => Tensor::from_parts(
-                self.shape.clone(),
+                Shape::from_slice(&self.shape),
                 self.data
                     .iter()
                     .zip(other.data.iter())
@@ -462,10 +461,10 @@ impl<T: Float> Tensor<T> {
     pub(crate) fn zip3_same(&self, b: &Self, c: &Self, f: impl Fn(T, T, T) -> T) -> Self {
         debug_assert!(self.shape == b.shape && b.shape == c.shape);
         if self.numel() == 1 {
-            return Tensor::one_of_shape(self.shape.clone(), f(self.data[0], b.data[0], c.data[0]));
+            return Tensor::one_of_shape(Shape::from_slice(&self.shape), f(self.data[0], b.data[0], c.data[0]));
         }
         Tensor::from_parts(
-            self.shape.clone(),
+            Shape::from_slice(&self.shape),
             self.data
                 .iter()
                 .zip(b.data.iter())
@@ -489,6 +488,16 @@ impl<T: Float> Tensor<T> {
         Tensor {
             shape,
             data: Buf::from_vec(data),
+        }
+    }
+}
+
+impl<T: Float> Clone for Tensor<T> {
+    fn clone(&self) -> Self {
+        // `from_slice` copies the inline shape in one move (SmallVec's `clone` pushes one by one).
+        Tensor {
+            shape: Shape::from_slice(&self.shape),
+            data: self.data.clone(),
         }
     }
 }
