@@ -38,7 +38,7 @@ use crate::ops::{OpInfo, Registry, arity, resolve_axis};
 use crate::sample;
 use crate::shape::{fmt_shape, numel, shape_of};
 use crate::tape::{OpRef, Var};
-use crate::tensor::{Tensor, kernels};
+use crate::tensor::{Tensor, kernels, pool};
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -49,7 +49,7 @@ use std::rc::Rc;
 
 /// `y = softmax(x)` row by row: max, exp(x − max) with the sum, scale by 1/sum.
 fn softmax_rows<T: Float>(x: &[T], n: usize) -> Vec<T> {
-    let mut out = x.to_vec();
+    let mut out = pool::copy(x);
     for row in out.chunks_exact_mut(n) {
         let m = kernels::max_slice(row);
         row.iter_mut().for_each(|v| *v -= m);
@@ -62,7 +62,7 @@ fn softmax_rows<T: Float>(x: &[T], n: usize) -> Vec<T> {
 
 /// `dx = y ⊙ (g − Σ g⊙y)` row by row.
 fn softmax_backward_rows<T: Float>(y: &[T], g: &[T], n: usize) -> Vec<T> {
-    let mut out = Vec::with_capacity(y.len());
+    let mut out = pool::alloc(y.len());
     for (yr, gr) in y.chunks_exact(n).zip(g.chunks_exact(n)) {
         let s = dot(yr, gr);
         out.extend(yr.iter().zip(gr).map(|(&y, &g)| y * (g - s)));
@@ -72,7 +72,7 @@ fn softmax_backward_rows<T: Float>(y: &[T], g: &[T], n: usize) -> Vec<T> {
 
 /// `x − m − log Σ exp(x − m)` row by row.
 fn log_softmax_rows<T: Float>(x: &[T], n: usize) -> Vec<T> {
-    let mut out = x.to_vec();
+    let mut out = pool::copy(x);
     for (row, xr) in out.chunks_exact_mut(n).zip(x.chunks_exact(n)) {
         let lse = logsumexp(xr, row);
         row.iter_mut().zip(xr).for_each(|(o, &v)| *o = v - lse);
@@ -82,7 +82,7 @@ fn log_softmax_rows<T: Float>(x: &[T], n: usize) -> Vec<T> {
 
 /// `dx = g − exp(out) · Σg` row by row.
 fn log_softmax_backward_rows<T: Float>(out: &[T], g: &[T], n: usize) -> Vec<T> {
-    let mut dx = out.to_vec();
+    let mut dx = pool::copy(out);
     for (d, gr) in dx.chunks_exact_mut(n).zip(g.chunks_exact(n)) {
         let s = kernels::sum_slice(gr);
         kernels::exp_inplace(d);
@@ -451,7 +451,7 @@ impl<T: Float> Op<T> for CrossEntropyOp<T> {
         let a = s.check("cross_entropy", x)?;
         let logits = to_last(x[0], a);
         let n = logits.shape()[logits.ndim() - 1];
-        let mut p = logits.data().to_vec();
+        let mut p = pool::copy(logits.data());
         let mut total = T::ZERO;
         let targets_last = if s.classes.is_none() {
             Some(to_last(x[1], a))
@@ -553,7 +553,7 @@ impl<T: Float> Op<T> for CrossEntropyBackwardOp<T> {
                 // Rows of t need not sum to 1: d/dx (lse·Σt − ⟨t, x⟩) = p·Σt − t.
                 let p = Tensor::from_parts(shape_of(logits.shape()), d);
                 return Ok(along_axis(&[&p, x[2]], a, |r, n| {
-                    let mut out = Vec::with_capacity(r[0].len());
+                    let mut out = pool::alloc(r[0].len());
                     for (pr, tr) in r[0].chunks_exact(n).zip(r[1].chunks_exact(n)) {
                         let st = kernels::sum_slice(tr);
                         out.extend(pr.iter().zip(tr).map(|(&p, &t)| (p * st - t) * k));

@@ -11,6 +11,7 @@
 //! ```
 
 pub(crate) mod kernels;
+pub mod pool;
 #[allow(dead_code)] // the full kernel set (scalar and forced-path variants) is kept with its tests
 pub(crate) mod vmath;
 
@@ -26,7 +27,7 @@ use std::sync::Arc;
 #[derive(Clone)]
 enum Buf<T: Float> {
     One(T),
-    Many(Arc<Vec<T>>),
+    Many(Arc<pool::PoolVec<T>>),
 }
 
 impl<T: Float> Buf<T> {
@@ -34,19 +35,22 @@ impl<T: Float> Buf<T> {
         if v.len() == 1 {
             Buf::One(v[0])
         } else {
-            Buf::Many(Arc::new(v))
+            Buf::Many(Arc::new(pool::PoolVec(v)))
         }
     }
     fn make_mut(&mut self) -> &mut [T] {
         match self {
             Buf::One(x) => std::slice::from_mut(x),
-            Buf::Many(v) => Arc::make_mut(v).as_mut_slice(),
+            Buf::Many(v) => Arc::make_mut(v).0.as_mut_slice(),
         }
     }
     fn into_vec(self) -> Vec<T> {
         match self {
             Buf::One(x) => vec![x],
-            Buf::Many(v) => Arc::try_unwrap(v).unwrap_or_else(|d| d.to_vec()),
+            Buf::Many(v) => match Arc::try_unwrap(v) {
+                Ok(mut p) => std::mem::take(&mut p.0),
+                Err(shared) => shared.0.to_vec(),
+            },
         }
     }
     fn ptr_eq(&self, other: &Self) -> bool {
@@ -60,7 +64,7 @@ impl<T: Float> std::ops::Deref for Buf<T> {
     fn deref(&self) -> &[T] {
         match self {
             Buf::One(x) => std::slice::from_ref(x),
-            Buf::Many(v) => v,
+            Buf::Many(v) => &v.0,
         }
     }
 }
@@ -120,7 +124,7 @@ impl<T: Float> Tensor<T> {
     pub fn full(shape: impl AsRef<[usize]>, x: T) -> Self {
         let shape = shape::shape_of(shape);
         Tensor {
-            data: Buf::from_vec(vec![x; numel(&shape)]),
+            data: Buf::from_vec(pool::filled(numel(&shape), x)),
             shape,
         }
     }
@@ -349,7 +353,7 @@ impl<T: Float> Tensor<T> {
 
     /// A copy with `f` applied to the whole buffer in place (for vectorised slice kernels).
     pub(crate) fn map_slice(&self, f: impl Fn(&mut [T])) -> Self {
-        let mut out = Tensor::from_parts(Shape::from_slice(&self.shape), self.data.to_vec());
+        let mut out = Tensor::from_parts(Shape::from_slice(&self.shape), pool::copy(&self.data));
         f(out.data_mut());
         out
     }
@@ -360,7 +364,7 @@ impl<T: Float> Tensor<T> {
             shape: Shape::from_slice(&self.shape),
             data: match &self.data {
                 Buf::One(x) => Buf::One(f(*x)),
-                Buf::Many(v) => Buf::from_vec(v.iter().map(|&x| f(x)).collect()),
+                Buf::Many(v) => Buf::from_vec(pool::collect(v.0.len(), v.0.iter().map(|&x| f(x)))),
             },
         }
     }
@@ -448,11 +452,10 @@ impl<T: Float> Tensor<T> {
             (Buf::One(a), Buf::One(b)) => Tensor::one_of_shape(Shape::from_slice(&self.shape), f(*a, *b)),
             _ => Tensor::from_parts(
                 Shape::from_slice(&self.shape),
-                self.data
-                    .iter()
-                    .zip(other.data.iter())
-                    .map(|(&a, &b)| f(a, b))
-                    .collect(),
+                pool::collect(
+                    self.numel(),
+                    self.data.iter().zip(other.data.iter()).map(|(&a, &b)| f(a, b)),
+                ),
             ),
         }
     }
@@ -465,12 +468,14 @@ impl<T: Float> Tensor<T> {
         }
         Tensor::from_parts(
             Shape::from_slice(&self.shape),
-            self.data
-                .iter()
-                .zip(b.data.iter())
-                .zip(c.data.iter())
-                .map(|((&a, &b), &c)| f(a, b, c))
-                .collect(),
+            pool::collect(
+                self.numel(),
+                self.data
+                    .iter()
+                    .zip(b.data.iter())
+                    .zip(c.data.iter())
+                    .map(|((&a, &b), &c)| f(a, b, c)),
+            ),
         )
     }
 
