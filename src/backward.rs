@@ -137,26 +137,28 @@ fn rule_error<T: Float>(tape: &Tape<T>, i: usize, e: Error) -> Error {
 }
 
 /// Checks a rule's gradient for input `k` of node `i`: present when needed, of the input's shape.
-fn check_rule_grad<T: Float>(tape: &Tape<T>, i: usize, k: usize, shape: Option<&[usize]>) -> Result<()> {
+/// Returns the input's node index.
+fn check_rule_grad<T: Float>(tape: &Tape<T>, i: usize, k: usize, shape: Option<&[usize]>) -> Result<usize> {
     let e = {
         let nodes = tape.nodes.borrow();
-        let want = nodes[nodes[i].inputs[k]].value.shape();
-        let name = nodes[i].op.as_ref().map_or("leaf", |o| o.get().name());
+        let j = nodes[i].inputs[k];
+        let want = nodes[j].value.shape();
+        let name = || nodes[i].op.as_ref().map_or("leaf", |o| o.get().name());
         match shape {
+            Some(s) if s == want => return Ok(j),
             None => Error::new(
                 ErrorKind::NoVjp,
-                name,
+                name(),
                 format!("the VJP rule gave no gradient for input {k}, which needs one"),
             ),
-            Some(s) if s != want => Error::shape(
-                name,
+            Some(s) => Error::shape(
+                name(),
                 format!(
                     "the VJP rule returned a gradient of shape {} for input {k} of shape {}",
                     fmt_shape(s),
                     fmt_shape(want)
                 ),
             ),
-            Some(_) => return Ok(()),
         }
     };
     Err(rule_error(tape, i, e))
@@ -262,8 +264,7 @@ pub(crate) fn sweep_values<T: Float>(
             if !needs[k] {
                 continue;
             }
-            check_rule_grad(tape, i, k, gk.as_ref().map(|t| t.shape()))?;
-            let j = tape.nodes.borrow()[i].inputs[k];
+            let j = check_rule_grad(tape, i, k, gk.as_ref().map(|t| t.shape()))?;
             grads[j] = Some(accumulate(grads[j].take(), gk.expect("checked")));
         }
     }
@@ -336,8 +337,7 @@ pub(crate) fn sweep_graph<'t, T: Float>(
             if !needs[k] {
                 continue;
             }
-            check_rule_grad(tape, i, k, gk.map(|v| v.shape()).as_deref())?;
-            let j = inputs[k].index;
+            let j = check_rule_grad(tape, i, k, gk.map(|v| v.shape()).as_deref())?;
             let gk = gk.expect("checked");
             grads[j] = Some(match grads[j] {
                 None => gk,

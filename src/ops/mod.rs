@@ -157,6 +157,9 @@ pub(crate) fn broadcast_zip<T: Float>(
     b: &Tensor<T>,
     f: impl Fn(T, T) -> T,
 ) -> Result<Tensor<T>> {
+    if a.shape() == b.shape() {
+        return Ok(a.zip_same(b, f));
+    }
     let out = broadcast_shapes(a.shape(), b.shape()).ok_or_else(|| {
         Error::shape(
             op,

@@ -353,6 +353,11 @@ impl<T: Float> Tensor<T> {
 
     /// A copy with `f` applied to the whole buffer in place (for vectorised slice kernels).
     pub(crate) fn map_slice(&self, f: impl Fn(&mut [T])) -> Self {
+        if let Buf::One(x) = self.data {
+            let mut one = [x];
+            f(&mut one);
+            return Tensor::one_of_shape(Shape::from_slice(&self.shape), one[0]);
+        }
         let mut out = Tensor::from_parts(Shape::from_slice(&self.shape), pool::copy(&self.data));
         f(out.data_mut());
         out
