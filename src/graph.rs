@@ -26,7 +26,7 @@
 //! let y = e / e.sum_axis(1, true);
 //! let dot = y.to_dot(&DotOptions::default().title("softmax, composed"));
 //! assert!(dot.starts_with("digraph"));
-//! assert!(dot.contains("exp") && dot.contains("sum_axis") && dot.contains("detach"));
+//! assert!(dot.contains("exp") && dot.contains("sum(axis=1, keepdim)") && dot.contains("detach"));
 //! // Render it with: dot -Tsvg graph.dot -o graph.svg
 //! ```
 
