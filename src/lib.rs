@@ -40,6 +40,8 @@ pub mod check;
 pub mod error;
 pub mod float;
 pub mod graph;
+#[cfg(feature = "ndarray")]
+pub mod interop;
 pub mod nn;
 pub mod op;
 pub mod ops;
