@@ -27,7 +27,11 @@ fn main() {
     println!("diag(y) - y yT:\n{analytic:.6}\n");
     println!("largest difference: {:.3e}\n", j.max_abs_diff(&analytic));
 
-    let report = gradcheck(|v| softmax_composed(v[0]), std::slice::from_ref(&x), &GradcheckOptions::default());
+    let report = gradcheck(
+        |v| softmax_composed(v[0]),
+        std::slice::from_ref(&x),
+        &GradcheckOptions::default(),
+    );
     println!("{report}\n");
 
     let diag = Tensor::from_fn([3, 3], |f| {
