@@ -5,56 +5,31 @@
 //! Write the graph pictures' DOT sources too: `cargo run --release --example profile -- --dot docs`
 //! (`scripts/render-graphs.sh` does that and renders them to SVG with Graphviz).
 //!
-//! The fused softmax here is a user-defined op (`FusedSoftmax` below): one forward kernel and the
-//! closed-form VJP `y ⊙ (g − Σ g⊙y)`, saving only `y`. LEAD HOOK: once the library's fused
-//! `Var::softmax(axis)` lands, replace `fused_softmax(x)` with `x.softmax(-1)`.
+//! Both are the library's: `Var::softmax_composed` (max detached, exp, sum, div: no custom rule)
+//! and the fused `Var::softmax` (one forward pass per row, VJP `y ⊙ (g − Σ g⊙y)`, saving only `y`).
+//! The same comparison follows for cross-entropy (`cross_entropy_composed` vs `cross_entropy`).
 
-use tapegrad::graph::DotOptions;
-use tapegrad::profile::{ProfileOptions, profile_fn};
-use tapegrad::{Cotangents, Float, Op, Result, Tape, Tensor, Var, VjpCtx};
+use tapegrad::graph::{DotOptions, fmt_bytes};
+use tapegrad::profile::{Profile, ProfileOptions, profile_fn};
+use tapegrad::softmax::{CrossEntropy, Target};
+use tapegrad::{Tape, Tensor, Var};
 
-/// Softmax over the last axis from primitives: the gradient comes from their rules alone.
-fn softmax_composed<'t, T: Float>(x: Var<'t, T>) -> Var<'t, T> {
-    let m = x.max_axis(-1, true).detach(); // shift invariance: exact, and no gradient needed
-    let e = (x - m).exp();
-    e / e.sum_axis(-1, true)
+fn softmax_composed<'t>(x: Var<'t, f32>) -> Var<'t, f32> {
+    x.softmax_composed(-1)
 }
 
-/// Softmax over the last axis as one op.
-struct FusedSoftmax;
-
-impl<T: Float> Op<T> for FusedSoftmax {
-    fn name(&self) -> &'static str {
-        "softmax"
-    }
-    fn params(&self) -> String {
-        "axis=-1".into()
-    }
-    fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
-        let x = x[0];
-        let n = *x.shape().last().unwrap_or(&1);
-        let mut out = x.to_vec();
-        for row in out.chunks_mut(n.max(1)) {
-            let m = row.iter().copied().fold(T::NEG_INFINITY, T::max);
-            let mut s = T::ZERO;
-            for v in row.iter_mut() {
-                *v = (*v - m).exp();
-                s += *v;
-            }
-            let inv = T::ONE / s;
-            row.iter_mut().for_each(|v| *v *= inv);
-        }
-        Tensor::try_from_vec(out, x.shape())
-    }
-    /// `y ⊙ (g − Σ g⊙y)`: needs only the output `y`.
-    fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
-        let y = cx.output();
-        Ok(cx.grads([Some(y * (g - (g * y).sum_axis(-1, true)))]))
-    }
+fn fused_softmax<'t>(x: Var<'t, f32>) -> Var<'t, f32> {
+    x.softmax(-1)
 }
 
-fn fused_softmax<'t, T: Float>(x: Var<'t, T>) -> Var<'t, T> {
-    x.tape().apply(FusedSoftmax, &[x])
+/// (forward, backward, bytes) of the rows other than the leaves and `skip`.
+fn part(p: &Profile, skip: &[&str]) -> (f64, f64, usize) {
+    p.rows
+        .iter()
+        .filter(|r| !matches!(r.op, "var" | "constant" | "detach") && !skip.contains(&r.op))
+        .fold((0.0, 0.0, 0), |(f, b, k), r| {
+            (f + r.forward.as_secs_f64(), b + r.backward.as_secs_f64(), k + r.bytes)
+        })
 }
 
 fn main() {
@@ -68,12 +43,12 @@ fn main() {
             (
                 "softmax_composed",
                 "softmax composed from primitives: loss = Σ softmax(x) ⊙ g",
-                softmax_composed::<f32> as for<'t> fn(Var<'t, f32>) -> Var<'t, f32>,
+                softmax_composed as for<'t> fn(Var<'t, f32>) -> Var<'t, f32>,
             ),
             (
                 "softmax_fused",
-                "fused softmax (one op, VJP y ⊙ (g − Σ g⊙y)): loss = Σ softmax(x) ⊙ g",
-                fused_softmax::<f32>,
+                "fused softmax (one op, VJP y ⊙ (g − Σ g⊙y) as its own op): loss = Σ softmax(x) ⊙ g",
+                fused_softmax,
             ),
         ] {
             let tape = Tape::<f32>::new();
@@ -103,20 +78,32 @@ fn main() {
     println!("loss = Σ softmax(x) ⊙ g,  x: [{b}, {c}] f32\n");
     println!("composed softmax:\n{composed}\n");
     println!("fused softmax:\n{fused}\n");
-    let sm = |p: &tapegrad::profile::Profile| {
-        p.rows
-            .iter()
-            .filter(|r| !matches!(r.op, "var" | "constant" | "detach" | "mul" | "sum"))
-            .fold((0.0, 0.0, 0usize), |(f, b, k), r| {
-                (f + r.forward.as_secs_f64(), b + r.backward.as_secs_f64(), k + r.bytes)
-            })
-    };
-    let (cf, cb, ck) = sm(&composed);
-    let (ff, fb, fk) = sm(&fused);
+    let (cf, cb, ck) = part(&composed, &["mul", "sum"]);
+    let (ff, fb, fk) = part(&fused, &["mul", "sum"]);
     println!(
-        "softmax part only: composed / fused = {:.2}× forward, {:.2}× backward, {:.2}× bytes kept",
+        "softmax part only: composed / fused = {:.2}× forward, {:.2}× backward, {:.2}× bytes kept\n",
         cf / ff,
         cb / fb,
         ck as f64 / fk as f64
+    );
+
+    // Cross-entropy with class targets, mean over the batch.
+    let labels: Vec<usize> = (0..b).map(|i| (i * 7919) % c).collect();
+    let ce_c = profile_fn(
+        |t| {
+            t.var(x.clone())
+                .cross_entropy_composed(Target::Classes(&labels), CrossEntropy::default())
+        },
+        &opts,
+    );
+    let ce_f = profile_fn(|t| t.var(x.clone()).cross_entropy(Target::Classes(&labels)), &opts);
+    println!("cross-entropy, composed:\n{ce_c}\n");
+    println!("cross-entropy, fused:\n{ce_f}\n");
+    println!(
+        "cross-entropy: composed / fused = {:.2}× forward, {:.2}× backward; op outputs kept: {} vs {}",
+        ce_c.forward_total().as_secs_f64() / ce_f.forward_total().as_secs_f64(),
+        ce_c.backward_total().as_secs_f64() / ce_f.backward_total().as_secs_f64(),
+        fmt_bytes(ce_c.bytes_saved_by_ops()),
+        fmt_bytes(ce_f.bytes_saved_by_ops())
     );
 }

@@ -27,7 +27,7 @@
 
 use crate::error::{Error, ErrorKind, Result, fail};
 use crate::float::Float;
-use crate::op::VjpCtx;
+use crate::op::{EagerCtx, VjpCtx};
 use crate::shape::fmt_shape;
 use crate::tape::{Tape, Var};
 use crate::tensor::Tensor;
@@ -108,33 +108,190 @@ impl<'t, T: Float> std::ops::Index<Var<'t, T>> for Grads<T> {
     }
 }
 
-/// The backward sweep. `seeds` pairs each output with its cotangent (same shape, same tape);
-/// returns the gradient of each `wrt` node, or `None` when no path leads to it.
-pub(crate) fn sweep<'t, T: Float>(
-    tape: &'t Tape<T>,
-    seeds: &[(Var<'t, T>, Var<'t, T>)],
-    wrt: &[usize],
-    create_graph: bool,
-) -> Result<Vec<Option<Var<'t, T>>>> {
-    let Some(top) = seeds.iter().map(|s| s.0.index).max() else {
-        return Ok(vec![None; wrt.len()]);
-    };
-    // relevant[i]: a gradient flowing into node i can reach a requested input.
+/// Marks the nodes a gradient must flow through: those on a path from a requested input up to
+/// node `top` (only nodes that require a gradient pass it on).
+fn relevance<T: Float>(tape: &Tape<T>, top: usize, wrt: &[usize]) -> Vec<bool> {
     let mut relevant = vec![false; top + 1];
     for &w in wrt {
         if w <= top {
             relevant[w] = true;
         }
     }
-    {
-        let nodes = tape.nodes.borrow();
-        for i in 0..=top {
-            if !relevant[i] && nodes[i].requires_grad {
-                relevant[i] = nodes[i].inputs.iter().any(|&j| relevant[j]);
-            }
+    let nodes = tape.nodes.borrow();
+    for i in 0..=top {
+        if !relevant[i] && nodes[i].requires_grad {
+            relevant[i] = nodes[i].inputs.iter().any(|&j| relevant[j]);
         }
     }
-    let _guard = (!create_graph).then(|| tape.no_grad_guard());
+    relevant
+}
+
+/// Wraps an error raised by node `i`'s rule with the op, its shapes and the user's line.
+fn rule_error<T: Float>(tape: &Tape<T>, i: usize, e: Error) -> Error {
+    let (name, location, inputs, out) = {
+        let nodes = tape.nodes.borrow();
+        let n = &nodes[i];
+        let shapes: Vec<String> = n.inputs.iter().map(|&j| fmt_shape(nodes[j].value.shape())).collect();
+        let name = n.op.as_ref().map_or("leaf", |o| o.get().name());
+        (name, n.location, shapes.join(", "), fmt_shape(n.value.shape()))
+    };
+    let msg = format!(
+        "{} [backward through node #{i}: {name}({inputs}) -> {out}]",
+        e.message()
+    );
+    let mut err = Error::new(e.kind(), name, msg).at(location);
+    if let Some(l) = e.location() {
+        err = err.at(l);
+    }
+    err
+}
+
+/// Checks a rule's gradient for input `k` of node `i`: present when needed, of the input's shape.
+fn check_rule_grad<T: Float>(tape: &Tape<T>, i: usize, k: usize, shape: Option<&[usize]>) -> Result<()> {
+    let e = {
+        let nodes = tape.nodes.borrow();
+        let want = nodes[nodes[i].inputs[k]].value.shape();
+        let name = nodes[i].op.as_ref().map_or("leaf", |o| o.get().name());
+        match shape {
+            None => Error::new(
+                ErrorKind::NoVjp,
+                name,
+                format!("the VJP rule gave no gradient for input {k}, which needs one"),
+            ),
+            Some(s) if s != want => Error::shape(
+                name,
+                format!(
+                    "the VJP rule returned a gradient of shape {} for input {k} of shape {}",
+                    fmt_shape(s),
+                    fmt_shape(want)
+                ),
+            ),
+            Some(_) => return Ok(()),
+        }
+    };
+    Err(rule_error(tape, i, e))
+}
+
+/// Adds `g` into an accumulated gradient, in place when the buffer is not shared.
+fn accumulate<T: Float>(acc: Option<Tensor<T>>, g: Tensor<T>) -> Tensor<T> {
+    match acc {
+        None => g,
+        Some(mut a) => {
+            for (x, &y) in a.data_mut().iter_mut().zip(g.data()) {
+                *x += y;
+            }
+            a
+        }
+    }
+}
+
+/// The first-order sweep, on values: each node's rule runs on tensors ([`Op::vjp_tensors`]) where
+/// the op has that fast path, otherwise through its recorded rule with recording switched off (the
+/// caller truncates the tape afterwards). Gradients are dropped as soon as they are consumed and
+/// accumulated in place. Returns the gradient of each `wrt` node, or `None` when no path leads to it.
+///
+/// [`Op::vjp_tensors`]: crate::Op::vjp_tensors
+pub(crate) fn sweep_values<T: Float>(
+    tape: &Tape<T>,
+    seeds: Vec<(usize, Tensor<T>)>,
+    wrt: &[usize],
+) -> Result<Vec<Option<Tensor<T>>>> {
+    let Some(top) = seeds.iter().map(|s| s.0).max() else {
+        return Ok(vec![None; wrt.len()]);
+    };
+    let relevant = relevance(tape, top, wrt);
+    let mut keep = vec![false; top + 1];
+    for &w in wrt {
+        if w <= top {
+            keep[w] = true;
+        }
+    }
+    let _guard = tape.no_grad_guard();
+    let mut grads: Vec<Option<Tensor<T>>> = vec![None; top + 1];
+    for (i, seed) in seeds {
+        grads[i] = Some(accumulate(grads[i].take(), seed));
+    }
+    let mut needs: SmallVec<[bool; 4]> = SmallVec::new();
+    for i in (0..=top).rev() {
+        if !relevant[i] || grads[i].is_none() {
+            continue;
+        }
+        let g = if keep[i] { grads[i].clone() } else { grads[i].take() }.expect("checked above");
+        // Fast path: the op's tensor rule, with the node values borrowed in place.
+        let (gs, fallback) = {
+            let nodes = tape.nodes.borrow();
+            let node = &nodes[i];
+            let Some(op) = &node.op else { continue };
+            needs.clear();
+            needs.extend(node.inputs.iter().map(|&j| relevant[j]));
+            if !needs.iter().any(|&n| n) {
+                continue;
+            }
+            let ins: SmallVec<[&Tensor<T>; 4]> = node.inputs.iter().map(|&j| &nodes[j].value).collect();
+            let cx = EagerCtx {
+                inputs: &ins,
+                output: &node.value,
+                needs: &needs,
+            };
+            match op.get().vjp_tensors(&cx, &g) {
+                Some(gs) => (gs, None),
+                None => (SmallVec::new(), Some((op.clone(), node.inputs.clone()))),
+            }
+        };
+        let gs = match fallback {
+            None => gs,
+            Some((op, input_idx)) => {
+                // Slow path: the recorded rule, evaluated with recording off.
+                let inputs: SmallVec<[Var<'_, T>; 4]> = input_idx.iter().map(|&index| Var { tape, index }).collect();
+                let gv = tape.constant(g);
+                let cx = VjpCtx {
+                    inputs: &inputs,
+                    output: Var { tape, index: i },
+                    needs: &needs,
+                };
+                let vs = op.get().vjp(&cx, gv).map_err(|e| rule_error(tape, i, e))?;
+                vs.into_iter().map(|v| v.map(|v| v.value())).collect()
+            }
+        };
+        if gs.len() != needs.len() {
+            let e = Error::new(
+                ErrorKind::Invalid,
+                "vjp",
+                format!(
+                    "the VJP rule returned {} gradients for {} inputs",
+                    gs.len(),
+                    needs.len()
+                ),
+            );
+            return Err(rule_error(tape, i, e));
+        }
+        for (k, gk) in gs.into_iter().enumerate() {
+            if !needs[k] {
+                continue;
+            }
+            check_rule_grad(tape, i, k, gk.as_ref().map(|t| t.shape()))?;
+            let j = tape.nodes.borrow()[i].inputs[k];
+            grads[j] = Some(accumulate(grads[j].take(), gk.expect("checked")));
+        }
+    }
+    Ok(wrt
+        .iter()
+        .map(|&w| if w <= top { grads[w].take() } else { None })
+        .collect())
+}
+
+/// The recorded sweep: every rule runs through [`Op::vjp`](crate::Op::vjp) with recording on, so
+/// the returned gradients are `Var`s that can be differentiated again. `seeds` pairs each output
+/// with its cotangent (same shape, same tape).
+pub(crate) fn sweep_graph<'t, T: Float>(
+    tape: &'t Tape<T>,
+    seeds: &[(Var<'t, T>, Var<'t, T>)],
+    wrt: &[usize],
+) -> Result<Vec<Option<Var<'t, T>>>> {
+    let Some(top) = seeds.iter().map(|s| s.0.index).max() else {
+        return Ok(vec![None; wrt.len()]);
+    };
+    let relevant = relevance(tape, top, wrt);
     let mut grads: Vec<Option<Var<'t, T>>> = vec![None; top + 1];
     for &(out, seed) in seeds {
         let i = out.index;
@@ -150,7 +307,7 @@ pub(crate) fn sweep<'t, T: Float>(
             continue;
         }
         let Some(g) = grads[i] else { continue };
-        let (op, location) = {
+        let op = {
             let node = tape.node(i);
             let Some(op) = node.op.clone() else { continue };
             inputs.clear();
@@ -159,7 +316,7 @@ pub(crate) fn sweep<'t, T: Float>(
                 inputs.push(Var { tape, index: j });
                 needs.push(relevant[j]);
             }
-            (op, node.location)
+            op
         };
         if !needs.iter().any(|&n| n) {
             continue;
@@ -169,24 +326,9 @@ pub(crate) fn sweep<'t, T: Float>(
             output: Var { tape, index: i },
             needs: &needs,
         };
-        let context = |e: Error| {
-            let shapes: Vec<String> = inputs.iter().map(|v| fmt_shape(&v.shape())).collect();
-            let msg = format!(
-                "{} [backward through node #{i}: {}({}) -> {}]",
-                e.message(),
-                op.get().name(),
-                shapes.join(", "),
-                fmt_shape(&cx.output.shape())
-            );
-            let mut err = Error::new(e.kind(), op.get().name(), msg).at(location);
-            if let Some(l) = e.location() {
-                err = err.at(l);
-            }
-            err
-        };
-        let gs = op.get().vjp(&cx, g).map_err(context)?;
+        let gs = op.get().vjp(&cx, g).map_err(|e| rule_error(tape, i, e))?;
         if gs.len() != inputs.len() {
-            return Err(context(Error::new(
+            let e = Error::new(
                 ErrorKind::Invalid,
                 op.get().name(),
                 format!(
@@ -194,31 +336,16 @@ pub(crate) fn sweep<'t, T: Float>(
                     gs.len(),
                     inputs.len()
                 ),
-            )));
+            );
+            return Err(rule_error(tape, i, e));
         }
         for (k, gk) in gs.into_iter().enumerate() {
             if !needs[k] {
                 continue;
             }
+            check_rule_grad(tape, i, k, gk.map(|v| v.shape()).as_deref())?;
             let j = inputs[k].index;
-            let Some(gk) = gk else {
-                return Err(context(Error::new(
-                    ErrorKind::NoVjp,
-                    op.get().name(),
-                    format!("the VJP rule gave no gradient for input {k}, which needs one"),
-                )));
-            };
-            let (gs, is) = (gk.shape(), inputs[k].shape());
-            if gs != is {
-                return Err(context(Error::shape(
-                    op.get().name(),
-                    format!(
-                        "the VJP rule returned a gradient of shape {} for input {k} of shape {}",
-                        fmt_shape(&gs),
-                        fmt_shape(&is)
-                    ),
-                )));
-            }
+            let gk = gk.expect("checked");
             grads[j] = Some(match grads[j] {
                 None => gk,
                 Some(acc) => acc + gk,
@@ -231,7 +358,9 @@ pub(crate) fn sweep<'t, T: Float>(
 impl<T: Float> Tape<T> {
     /// Gradients of `Σ_k ⟨cotangents[k], outputs[k]⟩` with respect to each of `wrt`, as tensors.
     /// This is the general vector-Jacobian product; an input the outputs do not depend on gets
-    /// zeros. The tape is left as it was. Panics on error; see [`try_grad`](Self::try_grad).
+    /// zeros. Each of `wrt` must require a gradient (a [`Tape::var`] or a value computed from
+    /// one): asking for the gradient of a constant is an error, not a silent zero. The tape is
+    /// left as it was. Panics on error; see [`try_grad`](Self::try_grad).
     ///
     /// ```
     /// use tapegrad::{Tape, Tensor};
@@ -264,11 +393,16 @@ impl<T: Float> Tape<T> {
                 loc,
             )?;
             let wrt_idx = self.wrt_indices(wrt, loc)?;
-            let gs = sweep(self, &seeds, &wrt_idx, false).map_err(|e| e.at(loc))?;
+            let seeds = seeds
+                .iter()
+                .zip(cotangents)
+                .map(|((o, _), c)| (o.index, c.clone()))
+                .collect();
+            let gs = sweep_values(self, seeds, &wrt_idx).map_err(|e| e.at(loc))?;
             Ok(gs
                 .into_iter()
                 .zip(wrt)
-                .map(|(g, w)| g.map_or_else(|| Tensor::zeros(w.shape()), |g| g.value()))
+                .map(|(g, w)| g.unwrap_or_else(|| Tensor::zeros(w.shape())))
                 .collect())
         })();
         self.truncate(start);
@@ -318,7 +452,7 @@ impl<T: Float> Tape<T> {
                 loc,
             )?;
             let wrt_idx = self.wrt_indices(wrt, loc)?;
-            let gs = sweep(self, &seeds, &wrt_idx, true).map_err(|e| e.at(loc))?;
+            let gs = sweep_graph(self, &seeds, &wrt_idx).map_err(|e| e.at(loc))?;
             Ok(gs
                 .into_iter()
                 .zip(wrt)
@@ -370,7 +504,23 @@ impl<T: Float> Tape<T> {
 
     fn wrt_indices(&self, wrt: &[Var<'_, T>], loc: &'static Location<'static>) -> Result<Vec<usize>> {
         wrt.iter()
-            .map(|w| self.check_own(w, "grad").map(|_| w.index).map_err(|e| e.at(loc)))
+            .map(|w| {
+                self.check_own(w, "grad").map_err(|e| e.at(loc))?;
+                // A value that does not require a gradient is pruned from every path, so its
+                // gradient would come back as zeros even when the outputs depend on it.
+                if !w.requires_grad() {
+                    return Err(Error::new(
+                        ErrorKind::Invalid,
+                        "grad",
+                        format!(
+                            "{} does not require a gradient (a constant, a detached value, or recorded under no_grad), so its gradient would be a silent zero; record it with tape.var(..)",
+                            self.describe(w.index)
+                        ),
+                    )
+                    .at(loc));
+                }
+                Ok(w.index)
+            })
             .collect()
     }
 }

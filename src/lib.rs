@@ -39,6 +39,7 @@ pub mod backward;
 pub mod check;
 pub mod error;
 pub mod float;
+pub mod functional;
 pub mod graph;
 #[cfg(feature = "ndarray")]
 pub mod interop;
@@ -49,13 +50,14 @@ pub mod optim;
 pub mod profile;
 pub mod rng;
 pub mod shape;
+pub mod softmax;
 pub mod tape;
 pub mod tensor;
 
 pub use backward::Grads;
 pub use error::{Error, ErrorKind, Result};
 pub use float::Float;
-pub use op::{Cotangents, Op, VjpCtx};
+pub use op::{Cotangents, EagerCtx, Op, TensorGrads, VjpCtx};
 pub use ops::{OpInfo, Registry, Sample};
 pub use shape::Shape;
 pub use tape::{NoGradGuard, Tape, Var};

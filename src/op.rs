@@ -51,6 +51,17 @@ pub trait Op<T: Float>: 'static {
     /// Computes the output from the input values, or reports why the inputs do not fit.
     fn forward(&self, inputs: &[&Tensor<T>]) -> Result<Tensor<T>>;
 
+    /// An optional fast path for first-order backward: the same rule as [`vjp`](Self::vjp),
+    /// computed directly on tensors, so a plain `backward()` records no nodes for this op.
+    ///
+    /// Return `None` (the default) to use `vjp`. An op that provides both has its two forms
+    /// checked against each other by the registry tests: `gradcheck` runs the first-order path,
+    /// `gradgradcheck` and the recorded backward run `vjp`.
+    fn vjp_tensors(&self, cx: &EagerCtx<'_, T>, g: &Tensor<T>) -> Option<TensorGrads<T>> {
+        let _ = (cx, g);
+        None
+    }
+
     /// The vector-Jacobian product: given the gradient `g` of the loss with respect to this op's
     /// output, returns the gradients with respect to its inputs, built from `Var` operations.
     ///
@@ -64,6 +75,38 @@ pub trait Op<T: Float>: 'static {
             "this operation has no vector-Jacobian product rule, so no gradient can flow through it \
              (use detach() on its inputs if no gradient is wanted)",
         ))
+    }
+}
+
+/// Per-input gradients as tensors, returned by [`Op::vjp_tensors`]; `None` for inputs that need none.
+pub type TensorGrads<T> = SmallVec<[Option<Tensor<T>>; 2]>;
+
+/// What a tensor-level VJP rule ([`Op::vjp_tensors`]) may look at: input and output values.
+pub struct EagerCtx<'a, T: Float> {
+    pub(crate) inputs: &'a [&'a Tensor<T>],
+    pub(crate) output: &'a Tensor<T>,
+    pub(crate) needs: &'a [bool],
+}
+
+impl<'a, T: Float> EagerCtx<'a, T> {
+    /// The value of input `i`.
+    pub fn input(&self, i: usize) -> &'a Tensor<T> {
+        self.inputs[i]
+    }
+
+    /// The op's output value.
+    pub fn output(&self) -> &'a Tensor<T> {
+        self.output
+    }
+
+    /// Whether input `i` needs a gradient.
+    pub fn needs_grad(&self, i: usize) -> bool {
+        self.needs[i]
+    }
+
+    /// Packs per-input gradients, computing only those that are needed.
+    pub fn grads<const N: usize>(&self, g: [&dyn Fn() -> Tensor<T>; N]) -> TensorGrads<T> {
+        g.iter().enumerate().map(|(i, f)| self.needs[i].then(f)).collect()
     }
 }
 

@@ -5,10 +5,10 @@
 //! * **forward** — each op node's [`Op::forward`](crate::Op::forward) is re-run, in tape order, on
 //!   the input values stored on the tape, every result kept until the replay ends (as a real
 //!   recording keeps them);
-//! * **backward** — a first-order backward sweep from the loss is re-run exactly as
-//!   [`Var::backward`](crate::Var::backward) runs it (rules under no-grad, their nodes dropped at
-//!   the end), timing each node's VJP rule and, separately, the additions that accumulate the
-//!   gradient of a value used more than once;
+//! * **backward** — a first-order backward sweep from the loss is re-run as
+//!   [`Var::backward`](crate::Var::backward) runs it (on values: each op's tensor rule where it has
+//!   one, else its `Var` rule with recording off), timing each node's VJP rule and, separately, the
+//!   additions that accumulate the gradient of a value used more than once;
 //! * **kept** — the bytes of value each node keeps alive on the tape (a buffer shared by a reshape
 //!   or a detach is counted once).
 //!
@@ -35,7 +35,7 @@
 
 use crate::float::Float;
 use crate::graph::{fmt_bytes, nodes_info, reach};
-use crate::op::VjpCtx;
+use crate::op::{EagerCtx, VjpCtx};
 use crate::tape::{Tape, Var};
 use crate::tensor::Tensor;
 use std::fmt;
@@ -279,57 +279,76 @@ fn replay_forward<T: Float>(tape: &Tape<T>, used: &[bool], times: &mut [Duration
     std::hint::black_box(keep);
 }
 
-/// One first-order backward sweep from `loss`, as [`Var::backward`] runs it (rules under no-grad,
-/// nodes dropped at the end), timing each node's VJP rule and each accumulation of the gradients
-/// of a value used more than once. Returns the accumulation time.
+/// One first-order backward sweep from `loss`, as [`Var::backward`] runs it: on values, each
+/// rule through the op's tensor fast path ([`Op::vjp_tensors`](crate::Op::vjp_tensors)) when it
+/// has one, otherwise through its `Var` rule with recording off (nodes dropped at the end);
+/// gradients dropped once consumed and accumulated in place. Times each node's rule and,
+/// separately, the accumulation of the gradients of values used more than once; returns the latter.
 #[track_caller]
-fn replay_backward<'t, T: Float>(loss: Var<'t, T>, grad: &[bool], times: &mut [Duration]) -> Duration {
+fn replay_backward<T: Float>(loss: Var<'_, T>, grad: &[bool], times: &mut [Duration]) -> Duration {
     let tape = loss.tape;
     let start = tape.len();
     let _ng = tape.no_grad_guard();
     let mut acc_time = Duration::ZERO;
-    let mut grads: Vec<Option<Var<'t, T>>> = vec![None; loss.index + 1];
-    grads[loss.index] = Some(tape.constant(Tensor::ones(loss.shape())));
+    let mut grads: Vec<Option<Tensor<T>>> = vec![None; loss.index + 1];
+    grads[loss.index] = Some(Tensor::ones(loss.shape()));
     let mut result = Ok(());
     for i in (0..=loss.index).rev() {
-        let Some(g) = grads[i].filter(|_| grad[i]) else {
+        if !grad[i] {
             continue;
-        };
-        let (op, inputs) = {
+        }
+        let Some(g) = grads[i].take() else { continue };
+        let (op, input_idx) = {
             let node = tape.node(i);
             let Some(op) = node.op.clone() else { continue };
-            let ins: Vec<Var<'t, T>> = node.inputs.iter().map(|&index| Var { tape, index }).collect();
-            (op, ins)
+            (op, node.inputs.clone())
         };
-        let needs: Vec<bool> = inputs.iter().map(|v| grad[v.index]).collect();
+        let needs: Vec<bool> = input_idx.iter().map(|&j| grad[j]).collect();
         if !needs.iter().any(|&b| b) {
             continue;
         }
-        let cx = VjpCtx {
-            inputs: &inputs,
-            output: Var { tape, index: i },
-            needs: &needs,
-        };
         let t0 = Instant::now();
-        let gs = op.get().vjp(&cx, g);
-        times[i] = t0.elapsed();
-        let gs = match gs {
-            Ok(gs) => gs,
-            Err(e) => {
-                result = Err(e);
-                break;
+        let fast = {
+            let nodes = tape.nodes.borrow();
+            let ins: Vec<&Tensor<T>> = input_idx.iter().map(|&j| &nodes[j].value).collect();
+            let cx = EagerCtx {
+                inputs: &ins,
+                output: &nodes[i].value,
+                needs: &needs,
+            };
+            op.get().vjp_tensors(&cx, &g)
+        };
+        let gs: Vec<Option<Tensor<T>>> = match fast {
+            Some(gs) => gs.into_iter().collect(),
+            None => {
+                let inputs: Vec<Var<'_, T>> = input_idx.iter().map(|&index| Var { tape, index }).collect();
+                let cx = VjpCtx {
+                    inputs: &inputs,
+                    output: Var { tape, index: i },
+                    needs: &needs,
+                };
+                match op.get().vjp(&cx, tape.constant(g)) {
+                    Ok(vs) => vs.into_iter().map(|v| v.map(|v| v.value())).collect(),
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                }
             }
         };
+        times[i] = t0.elapsed();
         for (k, gk) in gs.into_iter().enumerate() {
             let (true, Some(gk)) = (needs[k], gk) else { continue };
-            let j = inputs[k].index;
-            grads[j] = Some(match grads[j] {
+            let j = input_idx[k];
+            grads[j] = Some(match grads[j].take() {
                 None => gk,
-                Some(a) => {
+                Some(mut a) => {
                     let t0 = Instant::now();
-                    let s = a + gk;
+                    for (x, &y) in a.data_mut().iter_mut().zip(gk.data()) {
+                        *x += y;
+                    }
                     acc_time += t0.elapsed();
-                    s
+                    a
                 }
             });
         }

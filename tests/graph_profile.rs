@@ -59,10 +59,12 @@ fn dot_has_one_node_per_tape_node_and_one_edge_per_input() {
 #[test]
 fn dot_colours_gradient_flow_and_greys_unused_nodes() {
     let tape = Tape::<f64>::new();
-    let x = tape.var(Tensor::from_vec(vec![1.0, 2.0], [2]));
-    let c = tape.constant(Tensor::from_vec(vec![3.0, 4.0], [2]));
+    let x = tape.var(Tensor::from_vec(vec![1.0, 2.0, 3.0, 4.0], [2, 2]));
+    let c = tape.constant(Tensor::from_vec(vec![3.0, 4.0, 5.0, 6.0], [2, 2]));
     let unused = x.exp(); // recorded, never used by the loss
-    let m = x.max_axis(0, true); // used only through detach: value, no gradient
+    // used only through detach: value, no gradient ([2, 1]: one-element values are held inline
+    // and share no buffer, so a detach of one is drawn as a plain constant)
+    let m = x.max_axis(1, true);
     let loss = (x * c + m.detach()).sum();
     let dot = loss.to_dot(&DotOptions::default());
     let line = |i: usize| {

@@ -4,9 +4,9 @@
 //!
 //! Run: `cargo run --release --example digits [-- --svg PATH] [--epochs N]`
 //!
-//! The loss is log-softmax composed from primitives, `x − max(x).detach() − log Σ exp(x − max)`,
-//! against one-hot targets. LEAD HOOK: once the fused cross-entropy lands, replace
-//! `cross_entropy_composed(logits, targets)` with the library's fused op.
+//! The loss is the library's fused softmax cross-entropy (gradient `(softmax(x) − t) / batch`);
+//! `--loss composed` uses log-softmax composed from primitives instead,
+//! `x − max(x).detach() − log Σ exp(x − max)` against one-hot targets, for comparison.
 
 mod data;
 mod plot;
@@ -16,12 +16,23 @@ use std::time::Instant;
 use tapegrad::nn::{Activation, Mlp, ParamStore, argmax_rows, one_hot};
 use tapegrad::optim::{Adam, Optimizer};
 use tapegrad::rng::Rng;
+use tapegrad::softmax::Target;
 use tapegrad::{Tape, Tensor, Var};
 
 /// Peak learning rate.
 const LR: f64 = 3e-3;
 
-/// Mean cross-entropy of `logits: [B, C]` against one-hot `targets: [B, C]`.
+/// Mean cross-entropy of `logits: [B, C]` against the labels, fused or composed from primitives.
+fn cross_entropy<'t>(composed: bool, logits: Var<'t, f32>, labels: &[usize]) -> Var<'t, f32> {
+    if composed {
+        let t = logits.tape().constant(one_hot(labels, 10));
+        cross_entropy_composed(logits, t)
+    } else {
+        logits.cross_entropy(Target::Classes(labels))
+    }
+}
+
+/// Mean cross-entropy of `logits: [B, C]` against one-hot `targets: [B, C]`, from primitives.
 fn cross_entropy_composed<'t>(logits: Var<'t, f32>, targets: Var<'t, f32>) -> Var<'t, f32> {
     let shifted = logits - logits.max_axis(1, true).detach();
     let log_p = shifted - shifted.exp().sum_axis(1, true).log();
@@ -29,24 +40,24 @@ fn cross_entropy_composed<'t>(logits: Var<'t, f32>, targets: Var<'t, f32>) -> Va
     (targets * log_p).sum().mul_scalar(-1.0 / b)
 }
 
-/// Rows `idx` of the data set as a `[len, 64]` input and a `[len, 10]` one-hot target.
-fn batch(d: &data::Digits, idx: &[usize]) -> (Tensor<f32>, Tensor<f32>, Vec<usize>) {
+/// Rows `idx` of the data set as a `[len, 64]` input and their labels.
+fn batch(d: &data::Digits, idx: &[usize]) -> (Tensor<f32>, Vec<usize>) {
     let mut x = Vec::with_capacity(idx.len() * 64);
     let labels: Vec<usize> = idx.iter().map(|&i| d.labels[i]).collect();
     for &i in idx {
         x.extend_from_slice(&d.pixels[i]);
     }
-    (Tensor::from_vec(x, [idx.len(), 64]), one_hot(&labels, 10), labels)
+    (Tensor::from_vec(x, [idx.len(), 64]), labels)
 }
 
 /// Loss and accuracy of the model on rows `idx`, without recording gradients.
-fn evaluate(mlp: &Mlp, store: &ParamStore<f32>, d: &data::Digits, idx: &[usize]) -> (f32, f32) {
+fn evaluate(mlp: &Mlp, store: &ParamStore<f32>, d: &data::Digits, idx: &[usize], composed: bool) -> (f32, f32) {
     let tape = Tape::new();
-    let (x, t, labels) = batch(d, idx);
+    let (x, labels) = batch(d, idx);
     tape.no_grad(|| {
         let p = store.bind(&tape);
         let logits = mlp.forward(&p, tape.constant(x));
-        let loss = cross_entropy_composed(logits, tape.constant(t)).item();
+        let loss = cross_entropy(composed, logits, &labels).item();
         let pred = argmax_rows(&logits.value());
         let correct = pred.iter().zip(&labels).filter(|(a, b)| a == b).count();
         (loss, correct as f32 / labels.len() as f32)
@@ -81,6 +92,7 @@ fn main() {
     let svg_path = arg("--svg").unwrap_or_else(|| "target/digits_loss.svg".into());
     let epochs: usize = arg("--epochs").map_or(30, |s| s.parse().expect("--epochs N"));
     let seed: u64 = arg("--seed").map_or(7, |s| s.parse().expect("--seed N"));
+    let composed = arg("--loss").is_some_and(|l| l == "composed");
     let hidden: usize = arg("--hidden").map_or(128, |s| s.parse().expect("--hidden N"));
 
     let t_load = Instant::now();
@@ -106,8 +118,10 @@ fn main() {
     let mut store = ParamStore::<f32>::new();
     let mlp = Mlp::new(&mut store, "mlp", &[64, hidden, 10], Activation::Relu, seed);
     println!(
-        "model: MLP 64 → {hidden} (ReLU) → 10, {} parameters; AdamW lr {LR:e} (cosine decay), wd 1e-4, batch 32\n",
-        store.numel()
+        "model: MLP 64 → {hidden} (ReLU) → 10, {} parameters; AdamW lr {LR:e} (cosine decay), wd 1e-4, batch 32; \
+         {} cross-entropy\n",
+        store.numel(),
+        if composed { "composed" } else { "fused" }
     );
     let mut opt = Adam::adamw(LR, 1e-4);
     let bs = 32;
@@ -127,11 +141,11 @@ fn main() {
         let mut sum_loss = 0.0;
         let mut correct = 0;
         for (s, chunk) in train_idx.chunks(bs).enumerate() {
-            let (x, t, labels) = batch(&d, chunk);
+            let (x, labels) = batch(&d, chunk);
             let mut grads = {
                 let p = store.bind(&tape);
                 let logits = mlp.forward(&p, tape.constant(x));
-                let loss = cross_entropy_composed(logits, tape.constant(t));
+                let loss = cross_entropy(composed, logits, &labels);
                 sum_loss += loss.item() * chunk.len() as f32;
                 correct += argmax_rows(&logits.value())
                     .iter()
@@ -147,7 +161,7 @@ fn main() {
         }
         let train_loss = sum_loss / train_idx.len() as f32;
         let train_acc = correct as f32 / train_idx.len() as f32;
-        let (test_loss, test_acc) = evaluate(&mlp, &store, &d, test_idx);
+        let (test_loss, test_acc) = evaluate(&mlp, &store, &d, test_idx, composed);
         clear_progress();
         println!(
             "epoch {epoch:>2}  train loss {train_loss:.4} acc {:.2}%  |  test loss {test_loss:.4} acc {:.2}%  [{:.2} s]",

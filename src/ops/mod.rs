@@ -38,8 +38,8 @@ pub struct Sample {
     pub f32: for<'t> fn(&[Var<'t, f32>]) -> Var<'t, f32>,
 }
 
-/// Builds a [`Sample`]: a label, a list of input tensors, and one expression over the recorded
-/// inputs (written once, instantiated for `f64` and `f32`).
+/// Builds a [`Sample`]: a label, a list of input tensors (`[a, b]`, or any expression that yields
+/// tensors), and one expression over the recorded inputs (written once, instantiated for `f64` and `f32`).
 ///
 /// ```
 /// use tapegrad::{sample, Tensor};
@@ -52,6 +52,14 @@ macro_rules! sample {
         $crate::Sample {
             label: ::std::string::String::from($label),
             inputs: ::std::vec![$($input),*],
+            f64: |$v| $body,
+            f32: |$v| $body,
+        }
+    };
+    ($label:expr, $inputs:expr, |$v:ident| $body:expr) => {
+        $crate::Sample {
+            label: ::std::string::String::from($label),
+            inputs: ::std::iter::IntoIterator::into_iter($inputs).collect(),
             f64: |$v| $body,
             f32: |$v| $body,
         }
@@ -94,6 +102,7 @@ impl Registry {
             reduce::register(&mut r);
             layout::register(&mut r);
             linalg::register(&mut r);
+            crate::softmax::register(&mut r);
             r
         })
     }
@@ -158,6 +167,9 @@ pub(crate) fn broadcast_zip<T: Float>(
             ),
         )
     })?;
+    if a.numel() == 1 && b.numel() == 1 {
+        return Ok(Tensor::one_of_shape(out, f(a.data()[0], b.data()[0])));
+    }
     let data = kernels::binary(a.data(), a.shape(), b.data(), b.shape(), &out, f);
     Ok(Tensor::from_parts(out, data))
 }

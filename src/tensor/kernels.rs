@@ -355,3 +355,10 @@ pub(crate) fn matmul<T: Float>(
     }
     out
 }
+
+/// `x ← eˣ` elementwise (the one place softmax-like kernels exponentiate a slice).
+pub(crate) fn exp_inplace<T: Float>(x: &mut [T]) {
+    for v in x {
+        *v = v.exp();
+    }
+}

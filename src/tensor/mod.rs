@@ -19,6 +19,50 @@ use crate::shape::{self, Shape, broadcast_shapes, broadcasts_to, fmt_shape, nume
 use std::fmt;
 use std::sync::Arc;
 
+/// The element buffer: a single value lives inline (no allocation, so 0-d and one-element values
+/// are cheap to record); anything larger is a reference-counted vector shared by clones.
+#[derive(Clone)]
+enum Buf<T: Float> {
+    One(T),
+    Many(Arc<Vec<T>>),
+}
+
+impl<T: Float> Buf<T> {
+    fn from_vec(v: Vec<T>) -> Self {
+        if v.len() == 1 {
+            Buf::One(v[0])
+        } else {
+            Buf::Many(Arc::new(v))
+        }
+    }
+    fn make_mut(&mut self) -> &mut [T] {
+        match self {
+            Buf::One(x) => std::slice::from_mut(x),
+            Buf::Many(v) => Arc::make_mut(v).as_mut_slice(),
+        }
+    }
+    fn into_vec(self) -> Vec<T> {
+        match self {
+            Buf::One(x) => vec![x],
+            Buf::Many(v) => Arc::try_unwrap(v).unwrap_or_else(|d| d.to_vec()),
+        }
+    }
+    fn ptr_eq(&self, other: &Self) -> bool {
+        matches!((self, other), (Buf::Many(a), Buf::Many(b)) if Arc::ptr_eq(a, b))
+    }
+}
+
+impl<T: Float> std::ops::Deref for Buf<T> {
+    type Target = [T];
+    #[inline]
+    fn deref(&self) -> &[T] {
+        match self {
+            Buf::One(x) => std::slice::from_ref(x),
+            Buf::Many(v) => v,
+        }
+    }
+}
+
 /// A dense, row-major n-dimensional array of `f32` or `f64`.
 ///
 /// The buffer is reference-counted: cloning a tensor, reshaping it or recording it on a tape does
@@ -26,7 +70,7 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct Tensor<T: Float> {
     shape: Shape,
-    data: Arc<Vec<T>>,
+    data: Buf<T>,
 }
 
 impl<T: Float> Tensor<T> {
@@ -59,7 +103,7 @@ impl<T: Float> Tensor<T> {
         }
         Ok(Tensor {
             shape,
-            data: Arc::new(data),
+            data: Buf::from_vec(data),
         })
     }
 
@@ -67,7 +111,7 @@ impl<T: Float> Tensor<T> {
     pub fn scalar(x: T) -> Self {
         Tensor {
             shape: Shape::new(),
-            data: Arc::new(vec![x]),
+            data: Buf::One(x),
         }
     }
 
@@ -75,7 +119,7 @@ impl<T: Float> Tensor<T> {
     pub fn full(shape: impl AsRef<[usize]>, x: T) -> Self {
         let shape = shape::shape_of(shape);
         Tensor {
-            data: Arc::new(vec![x; numel(&shape)]),
+            data: Buf::from_vec(vec![x; numel(&shape)]),
             shape,
         }
     }
@@ -114,7 +158,7 @@ impl<T: Float> Tensor<T> {
     pub fn from_fn(shape: impl AsRef<[usize]>, f: impl FnMut(usize) -> T) -> Self {
         let shape = shape::shape_of(shape);
         Tensor {
-            data: Arc::new((0..numel(&shape)).map(f).collect()),
+            data: Buf::from_vec((0..numel(&shape)).map(f).collect()),
             shape,
         }
     }
@@ -141,7 +185,7 @@ impl<T: Float> Tensor<T> {
 
     /// Mutable access to the elements (copies the buffer first if it is shared).
     pub fn data_mut(&mut self) -> &mut [T] {
-        Arc::make_mut(&mut self.data).as_mut_slice()
+        self.data.make_mut()
     }
 
     /// The elements as a new `Vec`.
@@ -151,12 +195,13 @@ impl<T: Float> Tensor<T> {
 
     /// The elements as a `Vec`, without copying when the buffer is not shared.
     pub fn into_vec(self) -> Vec<T> {
-        Arc::try_unwrap(self.data).unwrap_or_else(|d| d.to_vec())
+        self.data.into_vec()
     }
 
-    /// True when two tensors share one buffer (no copy was made between them).
+    /// True when two tensors share one heap buffer (no copy was made between them). One-element
+    /// tensors hold their value inline, so they never share.
     pub fn shares_buffer(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.data, &other.data)
+        self.data.ptr_eq(&other.data)
     }
 
     /// The flat row-major offset of a multi-index. Panics when out of range.
@@ -262,7 +307,7 @@ impl<T: Float> Tensor<T> {
         }
         let shape: Shape = perm.iter().map(|&p| self.shape[p]).collect();
         Ok(Tensor {
-            data: Arc::new(kernels::permute(&self.data, &self.shape, perm)),
+            data: Buf::from_vec(kernels::permute(&self.data, &self.shape, perm)),
             shape,
         })
     }
@@ -296,7 +341,7 @@ impl<T: Float> Tensor<T> {
             return self.clone();
         }
         Tensor {
-            data: Arc::new(kernels::broadcast_to(&self.data, &self.shape, to)),
+            data: Buf::from_vec(kernels::broadcast_to(&self.data, &self.shape, to)),
             shape: shape::shape_of(to),
         }
     }
@@ -305,7 +350,10 @@ impl<T: Float> Tensor<T> {
     pub fn map(&self, f: impl Fn(T) -> T) -> Self {
         Tensor {
             shape: self.shape.clone(),
-            data: Arc::new(self.data.iter().map(|&x| f(x)).collect()),
+            data: match &self.data {
+                Buf::One(x) => Buf::One(f(*x)),
+                Buf::Many(v) => Buf::from_vec(v.iter().map(|&x| f(x)).collect()),
+            },
         }
     }
 
@@ -325,7 +373,7 @@ impl<T: Float> Tensor<T> {
         let data = kernels::binary(&self.data, &self.shape, &other.data, &other.shape, &out, f);
         Tensor {
             shape: out,
-            data: Arc::new(data),
+            data: Buf::from_vec(data),
         }
     }
 
@@ -339,7 +387,7 @@ impl<T: Float> Tensor<T> {
     pub fn cast<U: Float>(&self) -> Tensor<U> {
         Tensor {
             shape: self.shape.clone(),
-            data: Arc::new(self.data.iter().map(|x| U::from_f64(x.to_f64())).collect()),
+            data: Buf::from_vec(self.data.iter().map(|x| U::from_f64(x.to_f64())).collect()),
         }
     }
 
@@ -373,18 +421,27 @@ impl<T: Float> Tensor<T> {
         self.data.iter().all(|x| x.is_finite())
     }
 
+    /// A one-element tensor of the given shape (no allocation).
+    pub(crate) fn one_of_shape(shape: Shape, x: T) -> Self {
+        debug_assert_eq!(numel(&shape), 1);
+        Tensor {
+            shape,
+            data: Buf::One(x),
+        }
+    }
+
     pub(crate) fn from_parts(shape: Shape, data: Vec<T>) -> Self {
         debug_assert_eq!(numel(&shape), data.len());
         Tensor {
             shape,
-            data: Arc::new(data),
+            data: Buf::from_vec(data),
         }
     }
 }
 
 impl<T: Float> PartialEq for Tensor<T> {
     fn eq(&self, other: &Self) -> bool {
-        self.shape == other.shape && self.data == other.data
+        self.shape == other.shape && self.data[..] == other.data[..]
     }
 }
 

@@ -1,0 +1,604 @@
+//! Function transforms on top of the tape: vector-Jacobian and Jacobian-vector products,
+//! Jacobians, Hessians, Hessian-vector products, and `gradgradcheck`.
+//!
+//! Every transform takes a function of [`Var`]s, records it on a fresh [`Tape`] and differentiates
+//! it — once with [`Tape::grad`], or twice through a recorded backward pass
+//! ([`Tape::grad_graph`]). Costs are stated in units of one *gradient*: one forward pass plus one
+//! plain backward pass, with `n` the number of input elements.
+//!
+//! | transform | what it returns | cost |
+//! |---|---|---|
+//! | [`grad`], [`value_and_grad`] | `∇f(x)` | 1 gradient |
+//! | [`vjp`], [`vjp_n`] | `vᵀ J` | 1 gradient |
+//! | [`jvp`], [`jvp_n`] | `J t` (double-VJP trick) | ≈ 2–3 gradients |
+//! | [`hvp`], [`hvp_n`] | `H v` (reverse over reverse) | a small constant: ≤ ≈ 4 gradients in theory, 1.3–1.8 measured |
+//! | [`with_hessian`] | `H v` for many `v` at one `x` | 1 recorded gradient, then ≈ 0.5–1 gradient per product (measured) |
+//! | [`jacobian`] | `J` | `m` backward passes (`m` outputs) |
+//! | [`hessian`] | `H` | 1 recorded gradient + `n` backward passes |
+//!
+//! ```
+//! use tapegrad::{functional::{hessian, hvp}, Tensor};
+//! // f(x) = Σ x³:  H = diag(6x)
+//! let x = Tensor::from_vec(vec![1.0, -2.0], [2]);
+//! let h = hessian(|x| (x * x * x).sum(), &x);
+//! assert_eq!(h.to_vec(), vec![6.0, 0.0, 0.0, -12.0]);
+//! let hv = hvp(|x| (x * x * x).sum(), &x, &Tensor::from_vec(vec![1.0, 1.0], [2]));
+//! assert_eq!(hv.to_vec(), vec![6.0, -12.0]);
+//! ```
+//!
+//! # Higher order, and rules that are first order only
+//!
+//! A built-in op's VJP is written with `Var` operations, so it is recorded and differentiable
+//! again. A user op whose rule computes its gradient from *values* (tensors) instead would make a
+//! second derivative silently zero; such a rule should return its gradients through
+//! [`VjpCtx::first_order_only`], which records them as a node that fails loudly — naming the op and
+//! the line that built it — when a second derivative reaches it. [`gradgradcheck_registry`] checks
+//! both promises: ops declared `differentiable_twice` pass [`gradgradcheck`]; the others fail
+//! loudly when differentiated twice.
+
+use crate::check::{GradcheckOptions, GradcheckReport, RegistryFailure, gradcheck};
+use crate::error::{Error, ErrorKind, Result, fail};
+use crate::float::Float;
+use crate::op::{Cotangents, Op, VjpCtx};
+use crate::ops::Registry;
+use crate::rng::Rng;
+use crate::shape::fmt_shape;
+use crate::tape::{OpRef, Tape, Var};
+use crate::tensor::Tensor;
+use std::fmt;
+use std::panic::Location;
+use std::rc::Rc;
+
+/// Fails (with the caller's line) unless `y` has exactly one element.
+#[track_caller]
+fn need_scalar<T: Float>(what: &str, y: Var<'_, T>) {
+    if y.numel() != 1 {
+        fail(
+            Error::new(
+                ErrorKind::NonScalar,
+                what,
+                format!(
+                    "{what} needs a function with a one-element output, but it returned shape {}",
+                    fmt_shape(&y.shape())
+                ),
+            )
+            .at(Location::caller()),
+        );
+    }
+}
+
+/// Fails (with the caller's line) unless `t` has `shape`.
+#[track_caller]
+fn need_shape<T: Float>(what: &str, name: &str, t: &Tensor<T>, shape: &[usize]) {
+    if t.shape() != shape {
+        fail(
+            Error::shape(
+                what,
+                format!(
+                    "{name} has shape {} but must have shape {}",
+                    fmt_shape(t.shape()),
+                    fmt_shape(shape)
+                ),
+            )
+            .at(Location::caller()),
+        );
+    }
+}
+
+/// `f(x)` and its gradient, for `f` with a one-element output. Cost: 1 gradient.
+///
+/// ```
+/// let (y, g) = tapegrad::functional::value_and_grad(|x| (x * x).sum(), &tapegrad::Tensor::from_vec(vec![3.0f64], [1]));
+/// assert_eq!((y, g.to_vec()), (9.0, vec![6.0]));
+/// ```
+#[track_caller]
+pub fn value_and_grad<T: Float, F>(f: F, x: &Tensor<T>) -> (T, Tensor<T>)
+where
+    F: for<'t> Fn(Var<'t, T>) -> Var<'t, T>,
+{
+    let tape = Tape::new();
+    let xv = tape.var(x.clone());
+    let y = f(xv);
+    need_scalar("value_and_grad", y);
+    let g = tape.grad(&[y], &[Tensor::ones(y.shape())], &[xv]);
+    (y.item(), g.into_iter().next().unwrap())
+}
+
+/// The gradient of `f` (one-element output) at `x`. Cost: 1 gradient.
+#[track_caller]
+pub fn grad<T: Float, F>(f: F, x: &Tensor<T>) -> Tensor<T>
+where
+    F: for<'t> Fn(Var<'t, T>) -> Var<'t, T>,
+{
+    value_and_grad(f, x).1
+}
+
+/// `(f(x), vᵀ J)`: the vector-Jacobian product, where `J = ∂f/∂x` and `v` has the shape of
+/// `f(x)`. Cost: 1 gradient (a forward and one backward pass), whatever the sizes.
+///
+/// ```
+/// use tapegrad::{functional::vjp, Tensor};
+/// let (y, g) = vjp(|x| x * x, &Tensor::from_vec(vec![1.0f64, 2.0], [2]), &Tensor::from_vec(vec![1.0, 10.0], [2]));
+/// assert_eq!((y.to_vec(), g.to_vec()), (vec![1.0, 4.0], vec![2.0, 40.0]));
+/// ```
+#[track_caller]
+pub fn vjp<T: Float, F>(f: F, x: &Tensor<T>, v: &Tensor<T>) -> (Tensor<T>, Tensor<T>)
+where
+    F: for<'t> Fn(Var<'t, T>) -> Var<'t, T>,
+{
+    let (y, mut g) = vjp_n(|xs| f(xs[0]), std::slice::from_ref(x), v);
+    (y, g.pop().unwrap())
+}
+
+/// Multi-input [`vjp`]: `(f(xs), [vᵀ ∂f/∂x_k for each k])`. Cost: 1 gradient.
+#[track_caller]
+pub fn vjp_n<T: Float, F>(f: F, xs: &[Tensor<T>], v: &Tensor<T>) -> (Tensor<T>, Vec<Tensor<T>>)
+where
+    F: for<'t> Fn(&[Var<'t, T>]) -> Var<'t, T>,
+{
+    let tape = Tape::new();
+    let vars: Vec<Var<'_, T>> = xs.iter().map(|x| tape.var(x.clone())).collect();
+    let y = f(&vars);
+    need_shape("vjp", "the cotangent v", v, &y.shape());
+    let g = tape.grad(&[y], std::slice::from_ref(v), &vars);
+    (y.value(), g)
+}
+
+/// `(f(x), J t)`: the Jacobian-vector (forward-mode) product, with `t` shaped like `x`.
+///
+/// Computed by the double-VJP trick: `u ↦ Jᵀ u` is linear in a dummy cotangent `u`, so recording
+/// that backward pass and differentiating it with respect to `u` in direction `t` gives `J t`.
+/// Cost: a forward pass, a recorded backward pass and a backward pass through both — about 2–3
+/// gradients, independent of the sizes (versus `n` backward passes for the full Jacobian).
+///
+/// ```
+/// use tapegrad::{functional::jvp, Tensor};
+/// // f(x) = [x0·x1, x0²],  J t = [x1 t0 + x0 t1, 2 x0 t0]
+/// fn f(x: tapegrad::Var<'_, f64>) -> tapegrad::Var<'_, f64> {
+///     (x.reshape([2, 1]) * x.reshape([1, 2])).reshape([4])     // outer product, flattened
+/// }
+/// let (_, jt) = jvp(f, &Tensor::from_vec(vec![2.0, 3.0], [2]), &Tensor::from_vec(vec![1.0, 0.0], [2]));
+/// assert_eq!(jt.to_vec(), vec![4.0, 3.0, 3.0, 0.0]);
+/// ```
+#[track_caller]
+pub fn jvp<T: Float, F>(f: F, x: &Tensor<T>, t: &Tensor<T>) -> (Tensor<T>, Tensor<T>)
+where
+    F: for<'t> Fn(Var<'t, T>) -> Var<'t, T>,
+{
+    jvp_n(|xs| f(xs[0]), std::slice::from_ref(x), std::slice::from_ref(t))
+}
+
+/// Multi-input [`jvp`]: `(f(xs), Σ_k ∂f/∂x_k · t_k)`. Cost: about 2–3 gradients.
+#[track_caller]
+pub fn jvp_n<T: Float, F>(f: F, xs: &[Tensor<T>], ts: &[Tensor<T>]) -> (Tensor<T>, Tensor<T>)
+where
+    F: for<'t> Fn(&[Var<'t, T>]) -> Var<'t, T>,
+{
+    if xs.len() != ts.len() {
+        fail(
+            Error::new(
+                ErrorKind::Invalid,
+                "jvp",
+                format!("{} inputs but {} tangents", xs.len(), ts.len()),
+            )
+            .at(Location::caller()),
+        );
+    }
+    for (x, t) in xs.iter().zip(ts) {
+        need_shape("jvp", "a tangent", t, x.shape());
+    }
+    let tape = Tape::new();
+    let vars: Vec<Var<'_, T>> = xs.iter().map(|x| tape.var(x.clone())).collect();
+    let y = f(&vars);
+    // The dummy cotangent: its value is irrelevant (Jᵀu is linear in u), zeros are cheapest.
+    let u = tape.var(Tensor::zeros(y.shape()));
+    let jtu = tape.grad_graph(&[y], &[u], &vars);
+    let jt = tape.grad(&jtu, ts, &[u]);
+    (y.value(), jt.into_iter().next().unwrap())
+}
+
+/// The full Jacobian of `f` at `x` (shape `f(x).shape ++ x.shape`), in reverse mode: one
+/// backward pass per output element on one recording. Cost: 1 forward + `m` backward passes for
+/// `m` output elements; for a wide Jacobian (few inputs, many outputs) `n` calls of [`jvp`] are
+/// cheaper. The same function as [`check::jacobian`](crate::check::jacobian).
+#[track_caller]
+pub fn jacobian<T: Float, F>(f: F, x: &Tensor<T>) -> Tensor<T>
+where
+    F: for<'t> Fn(Var<'t, T>) -> Var<'t, T>,
+{
+    crate::check::jacobian(f, x)
+}
+
+/// `f` and its gradient recorded at one point, ready for many Hessian-vector products; see
+/// [`with_hessian`].
+pub struct HessianAt<'t, T: Float> {
+    tape: &'t Tape<T>,
+    xs: Vec<Var<'t, T>>,
+    value: Var<'t, T>,
+    grads: Vec<Var<'t, T>>,
+}
+
+impl<'t, T: Float> HessianAt<'t, T> {
+    /// `f(x)`.
+    pub fn value(&self) -> T {
+        self.value.item()
+    }
+
+    /// `∇f(x)` (for several inputs, the gradient of the first; see [`grads`](Self::grads)).
+    pub fn grad(&self) -> Tensor<T> {
+        self.grads[0].value()
+    }
+
+    /// `∇f` with respect to each input.
+    pub fn grads(&self) -> Vec<Tensor<T>> {
+        self.grads.iter().map(|g| g.value()).collect()
+    }
+
+    /// `H v`. One backward pass through the recorded forward and backward passes (about 1–3
+    /// gradients); the tape is left as it was, so this can be called any number of times.
+    #[track_caller]
+    pub fn hvp(&self, v: &Tensor<T>) -> Tensor<T> {
+        self.hvp_n(std::slice::from_ref(v)).pop().unwrap()
+    }
+
+    /// Multi-input `H v`: `[Σ_j ∂²f/∂x_k∂x_j · v_j for each k]`.
+    #[track_caller]
+    pub fn hvp_n(&self, vs: &[Tensor<T>]) -> Vec<Tensor<T>> {
+        if vs.len() != self.xs.len() {
+            fail(
+                Error::new(
+                    ErrorKind::Invalid,
+                    "hvp",
+                    format!("{} inputs but {} directions", self.xs.len(), vs.len()),
+                )
+                .at(Location::caller()),
+            );
+        }
+        for (v, x) in vs.iter().zip(&self.xs) {
+            need_shape("hvp", "the direction v", v, &x.shape());
+        }
+        self.tape.grad(&self.grads, vs, &self.xs)
+    }
+}
+
+/// Records `f` and its gradient at `x` once, then runs `body`, which can ask for any number of
+/// Hessian-vector products at that point (`h.hvp(&v)`) — the shape of Newton–CG and Lanczos.
+/// Cost: 1 recorded gradient up front, then one backward pass through it per product.
+///
+/// ```
+/// use tapegrad::{functional::with_hessian, Tensor, Var};
+/// // f(x) = ½ xᵀ A x with A symmetric:  ∇f = A x,  H = A
+/// fn f(x: Var<'_, f64>) -> Var<'_, f64> {
+///     let a = x.tape().constant(Tensor::from_vec(vec![2.0, 1.0, 1.0, 3.0], [2, 2]));
+///     x.reshape([1, 2]).matmul(a).matmul(x.reshape([2, 1])).sum() * 0.5
+/// }
+/// let x = Tensor::from_vec(vec![1.0, 2.0], [2]);
+/// let (g, he0, he1) = with_hessian(f, &x, |h| {
+///     (h.grad(), h.hvp(&Tensor::from_vec(vec![1.0, 0.0], [2])), h.hvp(&Tensor::from_vec(vec![0.0, 1.0], [2])))
+/// });
+/// assert_eq!(g.to_vec(), vec![4.0, 7.0]);
+/// assert_eq!((he0.to_vec(), he1.to_vec()), (vec![2.0, 1.0], vec![1.0, 3.0]));
+/// ```
+///
+/// Pass a closure inline (or an `fn` item): a closure stored in a `let` first does not get the
+/// `for<'t>` signature the transforms need.
+#[track_caller]
+pub fn with_hessian<T: Float, F, R>(f: F, x: &Tensor<T>, body: impl for<'a> FnOnce(&HessianAt<'a, T>) -> R) -> R
+where
+    F: for<'t> Fn(Var<'t, T>) -> Var<'t, T>,
+{
+    with_hessian_n(|xs| f(xs[0]), std::slice::from_ref(x), body)
+}
+
+/// Multi-input [`with_hessian`].
+#[track_caller]
+pub fn with_hessian_n<T: Float, F, R>(f: F, xs: &[Tensor<T>], body: impl for<'a> FnOnce(&HessianAt<'a, T>) -> R) -> R
+where
+    F: for<'t> Fn(&[Var<'t, T>]) -> Var<'t, T>,
+{
+    let tape = Tape::new();
+    let vars: Vec<Var<'_, T>> = xs.iter().map(|x| tape.var(x.clone())).collect();
+    let y = f(&vars);
+    need_scalar("hessian", y);
+    let one = tape.constant(Tensor::ones(y.shape()));
+    let grads = tape.grad_graph(&[y], &[one], &vars);
+    body(&HessianAt {
+        tape: &tape,
+        xs: vars,
+        value: y,
+        grads,
+    })
+}
+
+/// The Hessian-vector product `H v = ∇(⟨∇f(x), v⟩)` of `f` (one-element output) at `x`, by
+/// reverse-over-reverse: a recorded gradient, then one backward pass through it. Cost: a small
+/// constant times one gradient, independent of the size of `x` — 1.3–1.8× in `benches/hvp.rs`
+/// (softmax regression and a two-layer MLP), because the forward pass is shared.
+#[track_caller]
+pub fn hvp<T: Float, F>(f: F, x: &Tensor<T>, v: &Tensor<T>) -> Tensor<T>
+where
+    F: for<'t> Fn(Var<'t, T>) -> Var<'t, T>,
+{
+    with_hessian(f, x, |h| h.hvp(v))
+}
+
+/// Multi-input [`hvp`]: the blocks of the Hessian over all inputs applied to `vs`.
+#[track_caller]
+pub fn hvp_n<T: Float, F>(f: F, xs: &[Tensor<T>], vs: &[Tensor<T>]) -> Vec<Tensor<T>>
+where
+    F: for<'t> Fn(&[Var<'t, T>]) -> Var<'t, T>,
+{
+    with_hessian_n(f, xs, |h| h.hvp_n(vs))
+}
+
+/// The Hessian of `f` (one-element output) at `x`, shape `x.shape ++ x.shape`: one recorded
+/// gradient, then one Hessian-vector product per element of `x`. Cost: 1 recorded gradient + `n`
+/// backward passes through it — use [`hvp`] when only products are needed.
+#[track_caller]
+pub fn hessian<T: Float, F>(f: F, x: &Tensor<T>) -> Tensor<T>
+where
+    F: for<'t> Fn(Var<'t, T>) -> Var<'t, T>,
+{
+    with_hessian(f, x, |h| {
+        let n = x.numel();
+        let mut data = Vec::with_capacity(n * n);
+        for i in 0..n {
+            let e = Tensor::from_fn(x.shape(), |j| if i == j { T::ONE } else { T::ZERO });
+            // H is symmetric, so row i is H e_i.
+            data.extend_from_slice(h.hvp(&e).data());
+        }
+        let mut shape = x.shape().to_vec();
+        shape.extend_from_slice(x.shape());
+        Tensor::from_vec(data, shape)
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// First-order-only rules.
+
+/// The gradient of one input produced by a first-order-only rule: a node whose inputs are the
+/// op's inputs, its output and the incoming gradient (so a second derivative always reaches it),
+/// whose value was computed by the rule, and which has no VJP of its own.
+struct FirstOrderGrad<T: Float> {
+    op: &'static str,
+    input: usize,
+    value: Tensor<T>,
+}
+
+impl<T: Float> Op<T> for FirstOrderGrad<T> {
+    fn name(&self) -> &'static str {
+        self.op
+    }
+    fn params(&self) -> String {
+        format!("first-order VJP, input {}", self.input)
+    }
+    fn forward(&self, _: &[&Tensor<T>]) -> Result<Tensor<T>> {
+        Ok(self.value.clone())
+    }
+    fn vjp<'t>(&self, _: &VjpCtx<'_, 't, T>, _: Var<'t, T>) -> Result<Cotangents<'t, T>> {
+        Err(Error::new(
+            ErrorKind::NoVjp,
+            self.op,
+            format!(
+                "the VJP rule of op {:?} is first order only (it computes its gradient from values, not \
+                 recorded operations), so it cannot be differentiated twice; a Hessian, hvp, jvp or \
+                 gradgradcheck through it would be wrong",
+                self.op
+            ),
+        ))
+    }
+}
+
+impl<'t, T: Float> VjpCtx<'_, 't, T> {
+    /// Packs gradients that a rule computed from tensor values (not from `Var` operations), for a
+    /// rule that is first order only. Each is recorded as a node that depends on the op's inputs,
+    /// its output and `g`, and that fails loudly — naming `op` and the line that built the op's
+    /// node — if a second derivative ever reaches it; a plain backward pays only for the rule.
+    ///
+    /// `op` should be the op's [`name`](Op::name). Register such an op with
+    /// `differentiable_twice: false`.
+    ///
+    /// ```
+    /// use tapegrad::{Cotangents, Float, Op, Result, Tape, Tensor, Var, VjpCtx, ErrorKind};
+    /// struct Square;
+    /// impl<T: Float> Op<T> for Square {
+    ///     fn name(&self) -> &'static str { "square_fo" }
+    ///     fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> { Ok(x[0].map(|a| a * a)) }
+    ///     fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
+    ///         let gx = cx.input(0).value().zip_map(&g.value(), |x, g| T::from_f64(2.0) * x * g);
+    ///         Ok(cx.first_order_only("square_fo", g, [Some(gx)]))
+    ///     }
+    /// }
+    /// let tape = Tape::<f64>::new();
+    /// let x = tape.var(Tensor::scalar(3.0));
+    /// let y = tape.apply(Square, &[x]);
+    /// assert_eq!(y.backward()[x].item(), 6.0);                      // first order: fine
+    /// let dy = tape.grad_graph(&[y], &[tape.scalar(1.0)], &[x])[0];
+    /// let e = tape.try_grad(&[dy], &[Tensor::scalar(1.0)], &[x]).unwrap_err();
+    /// assert_eq!(e.kind(), ErrorKind::NoVjp);                       // second order: loud
+    /// assert!(e.to_string().contains("square_fo"));
+    /// ```
+    pub fn first_order_only<const N: usize>(
+        &self,
+        op: &'static str,
+        g: Var<'t, T>,
+        grads: [Option<Tensor<T>>; N],
+    ) -> Cotangents<'t, T> {
+        let tape = g.tape();
+        let out = self.output();
+        let mut deps: Vec<Var<'t, T>> = self.inputs().to_vec();
+        deps.push(out);
+        deps.push(g);
+        let location = out.location();
+        grads
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let v = v?;
+                if !self.needs_grad(i) {
+                    return None;
+                }
+                let node = FirstOrderGrad { op, input: i, value: v };
+                // `forward` only returns the stored value, so recording cannot fail.
+                Some(
+                    tape.record(OpRef::Shared(Rc::new(node)), &deps, location)
+                        .unwrap_or_else(|e| fail(e)),
+                )
+            })
+            .collect()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// gradgradcheck.
+
+/// What [`gradgradcheck`] found: one [`gradcheck`] of the map `(x, v) ↦ ∂⟨v, f(x)⟩/∂x_k` per input
+/// `k`, or the error that differentiating twice raised.
+#[derive(Clone, Debug)]
+pub struct GradgradcheckReport {
+    /// True when every second derivative was within tolerance and no error was raised.
+    pub passed: bool,
+    /// The error raised by differentiating twice, if any (e.g. a first-order-only rule).
+    pub error: Option<Error>,
+    /// One report per input of `f`: the check of that input's gradient as a function of all the
+    /// inputs and of the cotangent `v` (input number `inputs.len()` in the reports).
+    pub reports: Vec<GradcheckReport>,
+}
+
+impl fmt::Display for GradgradcheckReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "gradgradcheck {}", if self.passed { "passed" } else { "FAILED" })?;
+        if let Some(e) = &self.error {
+            write!(f, ": differentiating twice failed: {e}")?;
+        }
+        for (k, r) in self.reports.iter().enumerate() {
+            if !r.passed || self.reports.len() == 1 {
+                write!(f, "; gradient of input {k}: {r}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Records `f` at the inputs, then its backward with a recorded cotangent `v`, and
+/// differentiates every gradient with respect to all inputs and `v`: `Ok` when that works.
+fn differentiate_twice<T: Float, F>(f: &F, inputs: &[Tensor<T>], v: &Tensor<T>) -> Result<()>
+where
+    F: for<'t> Fn(&[Var<'t, T>]) -> Var<'t, T>,
+{
+    let tape = Tape::new();
+    let xs: Vec<Var<'_, T>> = inputs.iter().map(|x| tape.var(x.clone())).collect();
+    let y = f(&xs);
+    let vv = tape.var(v.clone());
+    let gs = tape.try_grad_graph(&[y], &[vv], &xs)?;
+    let mut wrt = xs.clone();
+    wrt.push(vv);
+    let ones: Vec<Tensor<T>> = gs.iter().map(|g| Tensor::ones(g.shape())).collect();
+    tape.try_grad(&gs, &ones, &wrt).map(|_| ())
+}
+
+/// Checks second derivatives of `f` by finite differences of its gradient, in the manner of
+/// PyTorch's `gradgradcheck`.
+///
+/// A random cotangent `v` (shaped like `f`'s output, drawn from `opts.seed`) is fixed; for each
+/// input `k`, the map `(x, v) ↦ ∂⟨v, f(x)⟩/∂x_k` — computed by a *recorded* backward pass — is
+/// itself [`gradcheck`]ed with `opts`: its derivatives from the recorded backward's own rules
+/// against central differences of first-order gradients. This covers every second derivative
+/// `∂²⟨v, f⟩/∂x_k∂x_j` and the derivative with respect to `v` (which checks the first-order VJP
+/// once more). An error while differentiating twice (a first-order-only rule) fails the check.
+///
+/// ```
+/// use tapegrad::{check::GradcheckOptions, functional::gradgradcheck, Tensor};
+/// let x = Tensor::<f64>::rand_normal([2, 3], 0.0, 1.0, 7);
+/// let r = gradgradcheck(|v| (v[0].tanh() * v[0]).sum_axis(1, false), &[x], &GradcheckOptions::default());
+/// assert!(r.passed, "{r}");
+/// ```
+pub fn gradgradcheck<T: Float, F>(f: F, inputs: &[Tensor<T>], opts: &GradcheckOptions) -> GradgradcheckReport
+where
+    F: for<'t> Fn(&[Var<'t, T>]) -> Var<'t, T>,
+{
+    let out_shape = {
+        let tape = Tape::new();
+        let xs: Vec<Var<'_, T>> = inputs.iter().map(|x| tape.var(x.clone())).collect();
+        f(&xs).shape()
+    };
+    let mut rng = Rng::new(opts.seed ^ 0x9e37_79b9_7f4a_7c15);
+    let v = Tensor::<T>::from_fn(&out_shape, |_| T::from_f64(rng.normal()));
+    if let Err(e) = differentiate_twice(&f, inputs, &v) {
+        return GradgradcheckReport {
+            passed: false,
+            error: Some(e),
+            reports: vec![],
+        };
+    }
+    let n = inputs.len();
+    let mut all = inputs.to_vec();
+    all.push(v);
+    let reports: Vec<GradcheckReport> = (0..n)
+        .map(|k| {
+            gradcheck(
+                |vars| {
+                    // gradcheck's numeric pass records its inputs as constants; the gradient needs
+                    // variables, so re-record those (the analytic pass passes variables through).
+                    let xs: Vec<Var<'_, T>> = vars[..n]
+                        .iter()
+                        .map(|&x| if x.requires_grad() { x } else { x.tape().var(x.value()) })
+                        .collect();
+                    let y = f(&xs);
+                    y.tape().grad_graph(&[y], &[vars[n]], &[xs[k]])[0]
+                },
+                &all,
+                opts,
+            )
+        })
+        .collect();
+    GradgradcheckReport {
+        passed: reports.iter().all(|r| r.passed),
+        error: None,
+        reports,
+    }
+}
+
+/// The second-order counterpart of [`check_registry`](crate::check::check_registry), in `f64`:
+/// every sample of every op declared `differentiable_twice` must pass [`gradgradcheck`] with
+/// `opts`; every sample of an op declared first order only must fail *loudly* (an error of kind
+/// [`ErrorKind::NoVjp`] naming the op) when differentiated twice — never return a silent zero.
+/// Returns every failure (empty when all pass).
+pub fn gradgradcheck_registry(reg: &Registry, opts: &GradcheckOptions) -> Vec<RegistryFailure> {
+    let mut failures = Vec::new();
+    for info in reg.iter() {
+        for s in (info.samples)() {
+            let fail = |problem: String| RegistryFailure {
+                op: info.name,
+                sample: s.label.clone(),
+                problem,
+            };
+            if info.differentiable_twice {
+                let r = gradgradcheck(s.f64, &s.inputs, opts);
+                if !r.passed {
+                    failures.push(fail(r.to_string()));
+                }
+            } else {
+                let out_shape = {
+                    let tape = Tape::<f64>::new();
+                    let xs: Vec<Var<'_, f64>> = s.inputs.iter().map(|x| tape.var(x.clone())).collect();
+                    (s.f64)(&xs).shape()
+                };
+                let v = Tensor::rand_normal(&out_shape, 0.0, 1.0, opts.seed);
+                match differentiate_twice(&s.f64, &s.inputs, &v) {
+                    Ok(()) => failures.push(fail(
+                        "declared first order only (differentiable_twice: false), but differentiating it \
+                         twice raised no error: a second derivative would silently be wrong (or the \
+                         declaration is out of date)"
+                            .into(),
+                    )),
+                    Err(e) if e.kind() == ErrorKind::NoVjp && e.to_string().contains(info.name) => {}
+                    Err(e) => failures.push(fail(format!(
+                        "differentiating twice failed, but not with a NoVjp error naming the op: {e}"
+                    ))),
+                }
+            }
+        }
+    }
+    failures
+}
