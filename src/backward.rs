@@ -223,11 +223,14 @@ pub(crate) fn sweep_values<T: Float>(
             let node = &nodes[i];
             let Some(op) = &node.op else { continue };
             needs.clear();
-            needs.extend(node.inputs.iter().map(|&j| relevant[j]));
+            let mut ins: SmallVec<[&Tensor<T>; 4]> = SmallVec::new();
+            for &j in &node.inputs {
+                needs.push(relevant[j]);
+                ins.push(&nodes[j].value);
+            }
             if !needs.iter().any(|&n| n) {
                 continue;
             }
-            let ins: SmallVec<[&Tensor<T>; 4]> = node.inputs.iter().map(|&j| &nodes[j].value).collect();
             let cx = EagerCtx {
                 inputs: &ins,
                 output: &node.value,

@@ -52,6 +52,7 @@ pub trait Float:
     + MulAssign
     + DivAssign
     + Sum
+    + crate::tensor::pool::Pooled
 {
     /// The type's name, `"f32"` or `"f64"`.
     const NAME: &'static str;
@@ -95,6 +96,12 @@ pub trait Float:
     fn is_finite(self) -> bool;
     /// True when NaN.
     fn is_nan(self) -> bool;
+    /// `x ← eˣ` over a slice, vectorised (at most ~1 ulp from the exact result; see `vmath`).
+    #[doc(hidden)]
+    fn exp_inplace(x: &mut [Self]);
+    /// `x ← ln x` over a slice, vectorised (at most ~1 ulp from the exact result).
+    #[doc(hidden)]
+    fn ln_inplace(x: &mut [Self]);
     /// `C ← alpha·op(A)·op(B) + beta·C` on strided matrices (a thin safe wrapper over `matrixmultiply`).
     #[doc(hidden)]
     #[allow(clippy::too_many_arguments)]
@@ -114,7 +121,7 @@ pub trait Float:
 }
 
 macro_rules! impl_float {
-    ($t:ident, $gemm:ident) => {
+    ($t:ident, $gemm:ident, $exp:ident, $ln:ident) => {
         impl Float for $t {
             const NAME: &'static str = stringify!($t);
             const EPSILON: Self = $t::EPSILON;
@@ -171,6 +178,12 @@ macro_rules! impl_float {
             fn is_nan(self) -> bool {
                 $t::is_nan(self)
             }
+            fn exp_inplace(x: &mut [Self]) {
+                crate::tensor::vmath::$exp(x)
+            }
+            fn ln_inplace(x: &mut [Self]) {
+                crate::tensor::vmath::$ln(x)
+            }
             fn gemm(
                 m: usize,
                 k: usize,
@@ -214,5 +227,5 @@ macro_rules! impl_float {
     };
 }
 
-impl_float!(f32, sgemm);
-impl_float!(f64, dgemm);
+impl_float!(f32, sgemm, exp_f32_inplace, ln_f32_inplace);
+impl_float!(f64, dgemm, exp_f64_inplace, ln_f64_inplace);

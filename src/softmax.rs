@@ -33,12 +33,12 @@
 
 use crate::error::{Error, Result};
 use crate::float::Float;
-use crate::op::{Cotangents, Op, VjpCtx};
+use crate::op::{Cotangents, EagerCtx, Op, TensorGrads, VjpCtx};
 use crate::ops::{OpInfo, Registry, arity, resolve_axis};
 use crate::sample;
 use crate::shape::{fmt_shape, numel, shape_of};
 use crate::tape::{OpRef, Var};
-use crate::tensor::{Tensor, kernels};
+use crate::tensor::{Tensor, kernels, pool};
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -49,7 +49,7 @@ use std::rc::Rc;
 
 /// `y = softmax(x)` row by row: max, exp(x − max) with the sum, scale by 1/sum.
 fn softmax_rows<T: Float>(x: &[T], n: usize) -> Vec<T> {
-    let mut out = x.to_vec();
+    let mut out = pool::copy(x);
     for row in out.chunks_exact_mut(n) {
         let m = kernels::max_slice(row);
         row.iter_mut().for_each(|v| *v -= m);
@@ -62,7 +62,7 @@ fn softmax_rows<T: Float>(x: &[T], n: usize) -> Vec<T> {
 
 /// `dx = y ⊙ (g − Σ g⊙y)` row by row.
 fn softmax_backward_rows<T: Float>(y: &[T], g: &[T], n: usize) -> Vec<T> {
-    let mut out = Vec::with_capacity(y.len());
+    let mut out = pool::alloc(y.len());
     for (yr, gr) in y.chunks_exact(n).zip(g.chunks_exact(n)) {
         let s = dot(yr, gr);
         out.extend(yr.iter().zip(gr).map(|(&y, &g)| y * (g - s)));
@@ -72,7 +72,7 @@ fn softmax_backward_rows<T: Float>(y: &[T], g: &[T], n: usize) -> Vec<T> {
 
 /// `x − m − log Σ exp(x − m)` row by row.
 fn log_softmax_rows<T: Float>(x: &[T], n: usize) -> Vec<T> {
-    let mut out = x.to_vec();
+    let mut out = pool::copy(x);
     for (row, xr) in out.chunks_exact_mut(n).zip(x.chunks_exact(n)) {
         let lse = logsumexp(xr, row);
         row.iter_mut().zip(xr).for_each(|(o, &v)| *o = v - lse);
@@ -82,7 +82,7 @@ fn log_softmax_rows<T: Float>(x: &[T], n: usize) -> Vec<T> {
 
 /// `dx = g − exp(out) · Σg` row by row.
 fn log_softmax_backward_rows<T: Float>(out: &[T], g: &[T], n: usize) -> Vec<T> {
-    let mut dx = out.to_vec();
+    let mut dx = pool::copy(out);
     for (d, gr) in dx.chunks_exact_mut(n).zip(g.chunks_exact(n)) {
         let s = kernels::sum_slice(gr);
         kernels::exp_inplace(d);
@@ -207,6 +207,11 @@ impl<T: Float> Op<T> for SoftmaxOp {
         let a = softmax_axis("softmax", self.axis, x[0])?;
         Ok(along_axis(x, a, |d, n| softmax_rows(d[0], n)))
     }
+    fn vjp_tensors(&self, cx: &EagerCtx<'_, T>, g: &Tensor<T>) -> Option<TensorGrads<T>> {
+        let y = cx.output();
+        let a = softmax_axis("softmax", self.axis, y).ok()?;
+        Some(cx.grads([&|| along_axis(&[y, g], a, |d, n| softmax_backward_rows(d[0], d[1], n))]))
+    }
     /// `y ⊙ (g − Σ g⊙y)`, recorded as the `softmax_backward` op on the saved output.
     fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
         Ok(cx.grads([Some(softmax_backward(cx.output(), g, self.axis))]))
@@ -267,6 +272,11 @@ impl<T: Float> Op<T> for LogSoftmaxOp {
         arity("log_softmax", x, 1)?;
         let a = softmax_axis("log_softmax", self.axis, x[0])?;
         Ok(along_axis(x, a, |d, n| log_softmax_rows(d[0], n)))
+    }
+    fn vjp_tensors(&self, cx: &EagerCtx<'_, T>, g: &Tensor<T>) -> Option<TensorGrads<T>> {
+        let out = cx.output();
+        let a = softmax_axis("log_softmax", self.axis, out).ok()?;
+        Some(cx.grads([&|| along_axis(&[out, g], a, |d, n| log_softmax_backward_rows(d[0], d[1], n))]))
     }
     /// `g − softmax(x) · Σg`, recorded as `log_softmax_backward` on the saved output.
     fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
@@ -441,7 +451,7 @@ impl<T: Float> Op<T> for CrossEntropyOp<T> {
         let a = s.check("cross_entropy", x)?;
         let logits = to_last(x[0], a);
         let n = logits.shape()[logits.ndim() - 1];
-        let mut p = logits.data().to_vec();
+        let mut p = pool::copy(logits.data());
         let mut total = T::ZERO;
         let targets_last = if s.classes.is_none() {
             Some(to_last(x[1], a))
@@ -466,6 +476,21 @@ impl<T: Float> Op<T> for CrossEntropyOp<T> {
         let probs = Tensor::from_parts(shape_of(logits.shape()), p);
         *s.probs.borrow_mut() = Some(from_last(probs, a));
         Ok(Tensor::scalar(total * s.scale(x[0], a)))
+    }
+    fn vjp_tensors(&self, cx: &EagerCtx<'_, T>, g: &Tensor<T>) -> Option<TensorGrads<T>> {
+        let x = cx.input(0);
+        let back = CrossEntropyBackwardOp(self.0.clone());
+        if self.0.classes.is_some() {
+            return Some(cx.grads([&|| back.forward(&[x, g]).expect("checked by the forward")]));
+        }
+        let t = cx.input(1);
+        let a = softmax_axis("cross_entropy", self.0.axis, x).ok()?;
+        let k = g.item() * self.0.scale(x, a);
+        Some(
+            cx.grads([&|| back.forward(&[x, g, t]).expect("checked by the forward"), &|| {
+                along_axis(&[x], a, |d, n| log_softmax_rows(d[0], n)).map(|v| -v * k)
+            }]),
+        )
     }
     /// `(softmax(x) − t) · g / rows`, recorded as `cross_entropy_backward` (which reuses the
     /// softmax saved by the forward); for probability targets also `−log_softmax(x) · g / rows`.
@@ -528,7 +553,7 @@ impl<T: Float> Op<T> for CrossEntropyBackwardOp<T> {
                 // Rows of t need not sum to 1: d/dx (lse·Σt − ⟨t, x⟩) = p·Σt − t.
                 let p = Tensor::from_parts(shape_of(logits.shape()), d);
                 return Ok(along_axis(&[&p, x[2]], a, |r, n| {
-                    let mut out = Vec::with_capacity(r[0].len());
+                    let mut out = pool::alloc(r[0].len());
                     for (pr, tr) in r[0].chunks_exact(n).zip(r[1].chunks_exact(n)) {
                         let st = kernels::sum_slice(tr);
                         out.extend(pr.iter().zip(tr).map(|(&p, &t)| (p * st - t) * k));

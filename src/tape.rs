@@ -246,16 +246,24 @@ impl<T: Float> Tape<T> {
         }
         let (value, requires_grad) = {
             let nodes = self.nodes.borrow();
-            let vals: SmallVec<[&Tensor<T>; 4]> = inputs.iter().map(|v| &nodes[v.index].value).collect();
+            // (push loops: SmallVec's collect/extend path is several times slower for 1–2 items)
+            let mut vals: SmallVec<[&Tensor<T>; 4]> = SmallVec::new();
+            for v in inputs {
+                vals.push(&nodes[v.index].value);
+            }
             let value = o.forward(&vals).map_err(|e| e.at(location))?;
             let rg = self.grad_enabled() && inputs.iter().any(|v| nodes[v.index].requires_grad);
             (value, rg)
         };
+        let mut idx = SmallVec::new();
+        for v in inputs {
+            idx.push(v.index);
+        }
         let mut nodes = self.nodes.borrow_mut();
         nodes.push(Node {
             value,
             op: Some(op),
-            inputs: inputs.iter().map(|v| v.index).collect(),
+            inputs: idx,
             requires_grad,
             is_var: false,
             location,

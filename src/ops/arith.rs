@@ -8,12 +8,25 @@
 use super::{OpInfo, Registry, arity, broadcast_zip};
 use crate::error::Result;
 use crate::float::Float;
-use crate::op::{Cotangents, Op, VjpCtx};
+use crate::op::{Cotangents, EagerCtx, Op, TensorGrads, VjpCtx};
 use crate::sample;
 use crate::tape::{OpRef, Var};
 use crate::tensor::Tensor;
 use std::ops::{Add, Div, Mul, Neg, Sub};
 use std::rc::Rc;
+
+/// `f` elementwise over `g` (the output's shape) and an input broadcast to it.
+fn zip<T: Float>(g: &Tensor<T>, x: &Tensor<T>, f: impl Fn(T, T) -> T) -> Tensor<T> {
+    if g.shape() == x.shape() {
+        g.zip_same(x, f)
+    } else {
+        g.zip_map(x, f)
+    }
+}
+
+fn times<T: Float>(g: &Tensor<T>, x: &Tensor<T>) -> Tensor<T> {
+    zip(g, x, |a, b| a * b)
+}
 
 struct AddOp;
 impl<T: Float> Op<T> for AddOp {
@@ -23,6 +36,9 @@ impl<T: Float> Op<T> for AddOp {
     fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
         arity("add", x, 2)?;
         broadcast_zip("add", x[0], x[1], |a, b| a + b)
+    }
+    fn vjp_tensors(&self, cx: &EagerCtx<'_, T>, g: &Tensor<T>) -> Option<TensorGrads<T>> {
+        Some(cx.grads([&|| g.sum_to(cx.input(0).shape()), &|| g.sum_to(cx.input(1).shape())]))
     }
     fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
         let (a, b) = (cx.input(0), cx.input(1));
@@ -42,6 +58,11 @@ impl<T: Float> Op<T> for SubOp {
         arity("sub", x, 2)?;
         broadcast_zip("sub", x[0], x[1], |a, b| a - b)
     }
+    fn vjp_tensors(&self, cx: &EagerCtx<'_, T>, g: &Tensor<T>) -> Option<TensorGrads<T>> {
+        Some(cx.grads([&|| g.sum_to(cx.input(0).shape()), &|| {
+            g.sum_to(cx.input(1).shape()).map(|v| -v)
+        }]))
+    }
     fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
         let (a, b) = (cx.input(0), cx.input(1));
         Ok(cx.grads([
@@ -60,6 +81,10 @@ impl<T: Float> Op<T> for MulOp {
         arity("mul", x, 2)?;
         broadcast_zip("mul", x[0], x[1], |a, b| a * b)
     }
+    fn vjp_tensors(&self, cx: &EagerCtx<'_, T>, g: &Tensor<T>) -> Option<TensorGrads<T>> {
+        let (a, b) = (cx.input(0), cx.input(1));
+        Some(cx.grads([&|| times(g, b).sum_to(a.shape()), &|| times(g, a).sum_to(b.shape())]))
+    }
     fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
         let (a, b) = (cx.input(0), cx.input(1));
         Ok(cx.grads([
@@ -77,6 +102,12 @@ impl<T: Float> Op<T> for DivOp {
     fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
         arity("div", x, 2)?;
         broadcast_zip("div", x[0], x[1], |a, b| a / b)
+    }
+    fn vjp_tensors(&self, cx: &EagerCtx<'_, T>, g: &Tensor<T>) -> Option<TensorGrads<T>> {
+        let (a, b, y) = (cx.input(0), cx.input(1), cx.output());
+        Some(cx.grads([&|| zip(g, b, |g, b| g / b).sum_to(a.shape()), &|| {
+            zip(&g.zip_same(y, |g, y| -(g * y)), b, |t, b| t / b).sum_to(b.shape())
+        }]))
     }
     /// `d(a/b) = da/b − (a/b)·db/b`.
     fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
@@ -97,6 +128,9 @@ impl<T: Float> Op<T> for NegOp {
         arity("neg", x, 1)?;
         Ok(x[0].map(|a| -a))
     }
+    fn vjp_tensors(&self, cx: &EagerCtx<'_, T>, g: &Tensor<T>) -> Option<TensorGrads<T>> {
+        Some(cx.grads([&|| g.map(|v| -v)]))
+    }
     fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
         Ok(cx.grads([Some(-g)]))
     }
@@ -115,6 +149,9 @@ impl<T: Float> Op<T> for AddScalar {
         arity("add_scalar", x, 1)?;
         let c = T::from_f64(self.0);
         Ok(x[0].map(|a| a + c))
+    }
+    fn vjp_tensors(&self, cx: &EagerCtx<'_, T>, g: &Tensor<T>) -> Option<TensorGrads<T>> {
+        Some(cx.grads([&|| g.clone()]))
     }
     fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
         Ok(cx.grads([Some(g)]))
@@ -135,6 +172,10 @@ impl<T: Float> Op<T> for MulScalar {
         let c = T::from_f64(self.0);
         Ok(x[0].map(|a| a * c))
     }
+    fn vjp_tensors(&self, cx: &EagerCtx<'_, T>, g: &Tensor<T>) -> Option<TensorGrads<T>> {
+        let c = T::from_f64(self.0);
+        Some(cx.grads([&|| g.map(|v| v * c)]))
+    }
     fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
         Ok(cx.grads([Some(g.mul_scalar(T::from_f64(self.0)))]))
     }
@@ -153,6 +194,9 @@ impl<T: Float> Op<T> for RDivScalar {
         arity("rdiv_scalar", x, 1)?;
         let c = T::from_f64(self.0);
         Ok(x[0].map(|a| c / a))
+    }
+    fn vjp_tensors(&self, cx: &EagerCtx<'_, T>, g: &Tensor<T>) -> Option<TensorGrads<T>> {
+        Some(cx.grads([&|| g.zip3_same(cx.output(), cx.input(0), |g, y, x| -(g * y) / x)]))
     }
     /// `d(c/x) = −(c/x)/x · dx`.
     fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {

@@ -5,7 +5,7 @@
 use super::{OpInfo, Registry, arity};
 use crate::error::{Error, Result};
 use crate::float::Float;
-use crate::op::{Cotangents, Op, VjpCtx};
+use crate::op::{Cotangents, EagerCtx, Op, TensorGrads, VjpCtx};
 use crate::sample;
 use crate::shape::{Shape, broadcasts_to, fmt_shape, shape_of};
 use crate::tape::{OpRef, Var};
@@ -25,6 +25,9 @@ impl<T: Float> Op<T> for ReshapeOp {
         x[0].try_reshape(&self.0)
             .map_err(|e| Error::shape("reshape", e.message()))
     }
+    fn vjp_tensors(&self, cx: &EagerCtx<'_, T>, g: &Tensor<T>) -> Option<TensorGrads<T>> {
+        Some(cx.grads([&|| g.reshape(cx.input(0).shape())]))
+    }
     fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
         Ok(cx.grads([Some(g.reshape(cx.input(0).shape()))]))
     }
@@ -42,6 +45,13 @@ impl<T: Float> Op<T> for PermuteOp {
         arity("permute", x, 1)?;
         x[0].try_permute(&self.0)
             .map_err(|e| Error::new(e.kind(), "permute", e.message()))
+    }
+    fn vjp_tensors(&self, cx: &EagerCtx<'_, T>, g: &Tensor<T>) -> Option<TensorGrads<T>> {
+        let mut inv = vec![0; self.0.len()];
+        for (i, &p) in self.0.iter().enumerate() {
+            inv[p] = i;
+        }
+        Some(cx.grads([&|| g.permute(&inv)]))
     }
     fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
         let mut inv = vec![0; self.0.len()];
@@ -69,6 +79,9 @@ impl<T: Float> Op<T> for BroadcastToOp {
             ));
         }
         Ok(x[0].broadcast_to(&self.0))
+    }
+    fn vjp_tensors(&self, cx: &EagerCtx<'_, T>, g: &Tensor<T>) -> Option<TensorGrads<T>> {
+        Some(cx.grads([&|| g.sum_to(cx.input(0).shape())]))
     }
     fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
         Ok(cx.grads([Some(g.sum_to(cx.input(0).shape()))]))

@@ -7,7 +7,7 @@
 use super::{OpInfo, Registry, arity};
 use crate::error::{Error, Result};
 use crate::float::Float;
-use crate::op::{Cotangents, Op, VjpCtx};
+use crate::op::{Cotangents, EagerCtx, Op, TensorGrads, VjpCtx};
 use crate::sample;
 use crate::shape::{Shape, broadcast_shapes, fmt_shape};
 use crate::tape::{OpRef, Var};
@@ -71,6 +71,21 @@ impl<T: Float> Op<T> for MatMulOp {
         shape.push(m);
         shape.push(n);
         Ok(Tensor::from_parts(shape, data))
+    }
+    fn vjp_tensors(&self, cx: &EagerCtx<'_, T>, g: &Tensor<T>) -> Option<TensorGrads<T>> {
+        let (a, b) = (cx.input(0), cx.input(1));
+        let mm = |x: &Tensor<T>, y: &Tensor<T>, ta: bool, tb: bool| {
+            MatMulOp { ta, tb }
+                .forward(&[x, y])
+                .expect("shapes were checked by the forward")
+        };
+        let (da, db): (&dyn Fn() -> Tensor<T>, &dyn Fn() -> Tensor<T>) = match (self.ta, self.tb) {
+            (false, false) => (&|| mm(g, b, false, true), &|| mm(a, g, true, false)),
+            (false, true) => (&|| mm(g, b, false, false), &|| mm(g, a, true, false)),
+            (true, false) => (&|| mm(b, g, false, true), &|| mm(a, g, false, false)),
+            (true, true) => (&|| mm(b, g, true, true), &|| mm(g, a, true, true)),
+        };
+        Some(cx.grads([&|| da().sum_to(a.shape()), &|| db().sum_to(b.shape())]))
     }
     /// With `C = op(A) op(B)`: for `C = A B`, `dA = G Bᵀ`, `dB = Aᵀ G`; the transposed variants
     /// follow by transposing those identities. Batch broadcasting is undone by `sum_to`.

@@ -8,7 +8,7 @@
 use super::{OpInfo, Registry, arity, resolve_axis};
 use crate::error::{Error, Result};
 use crate::float::Float;
-use crate::op::{Cotangents, Op, VjpCtx};
+use crate::op::{Cotangents, EagerCtx, Op, TensorGrads, VjpCtx};
 use crate::sample;
 use crate::shape::{Shape, broadcasts_to, fmt_shape, shape_of};
 use crate::tape::{OpRef, Var};
@@ -78,6 +78,22 @@ impl<T: Float> Op<T> for SumOp {
         }
         Ok(Tensor::from_parts(shape, data))
     }
+    fn vjp_tensors(&self, cx: &EagerCtx<'_, T>, g: &Tensor<T>) -> Option<TensorGrads<T>> {
+        let x = cx.input(0);
+        let axis = self.axis.map(|a| resolve_axis("sum", a, x.ndim())).transpose().ok()?;
+        let g = if self.mean {
+            let n = axis.map_or(x.numel(), |a| x.shape()[a]);
+            let inv = T::ONE / T::from_usize(n);
+            g.map(|v| v * inv)
+        } else {
+            g.clone()
+        };
+        let keep = match axis {
+            None => g,
+            Some(a) => g.reshape(reduced_shape(x.shape(), a, true)),
+        };
+        Some(cx.grads([&|| keep.broadcast_to(x.shape())]))
+    }
     fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
         let x = cx.input(0);
         let shape = x.shape();
@@ -119,6 +135,24 @@ impl<T: Float> Op<T> for MaxOp {
         }
         let (_, vals) = kernels::argmax_axis(x.data(), x.shape(), a);
         Ok(Tensor::from_parts(reduced_shape(x.shape(), a, self.keepdim), vals))
+    }
+    /// Scatters `g` to the arg-max positions (no multiplication by a mask, so an infinite or NaN
+    /// gradient elsewhere cannot leak into the zeros).
+    fn vjp_tensors(&self, cx: &EagerCtx<'_, T>, g: &Tensor<T>) -> Option<TensorGrads<T>> {
+        let x = cx.input(0);
+        let a = resolve_axis("max", self.axis, x.ndim()).ok()?;
+        let (idx, _) = kernels::argmax_axis(x.data(), x.shape(), a);
+        let (outer, n, inner) = kernels::split_axis(x.shape(), a);
+        let gd = g.data();
+        Some(cx.grads([&|| {
+            let mut d = vec![T::ZERO; x.numel()];
+            for o in 0..outer {
+                for i in 0..inner {
+                    d[(o * n + idx[o * inner + i]) * inner + i] = gd[o * inner + i];
+                }
+            }
+            Tensor::from_parts(shape_of(x.shape()), d)
+        }]))
     }
     fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
         let x = cx.input(0).value();
@@ -165,6 +199,9 @@ impl<T: Float> Op<T> for SumToOp {
             self.0.clone(),
             kernels::sum_to(x.data(), x.shape(), &self.0),
         ))
+    }
+    fn vjp_tensors(&self, cx: &EagerCtx<'_, T>, g: &Tensor<T>) -> Option<TensorGrads<T>> {
+        Some(cx.grads([&|| g.broadcast_to(cx.input(0).shape())]))
     }
     fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
         Ok(cx.grads([Some(g.broadcast_to(cx.input(0).shape()))]))

@@ -6,15 +6,18 @@
 use super::{OpInfo, Registry, arity};
 use crate::error::Result;
 use crate::float::Float;
-use crate::op::{Cotangents, Op, VjpCtx};
+use crate::op::{Cotangents, EagerCtx, Op, TensorGrads, VjpCtx};
 use crate::sample;
 use crate::tape::{OpRef, Var};
 use crate::tensor::Tensor;
 use std::rc::Rc;
 
-/// Declares a stateless elementwise op: its forward (`|x| …` per element) and its VJP rule.
+/// Declares a stateless elementwise op: its forward (`|x| …` per element), its VJP rule on
+/// `Var`s, and the same rule per element for the first-order fast path (`|g, x, y| …`, with
+/// `x` the input and `y` the output).
 macro_rules! unary_op {
-    ($ty:ident, $name:literal, |$x:ident| $fwd:expr, |$cx:ident, $g:ident| $vjp:expr) => {
+    ($ty:ident, $name:literal, |$x:ident| $fwd:expr, |$cx:ident, $g:ident| $vjp:expr,
+     |$eg:ident, $ex:ident, $ey:ident| $eager:expr) => {
         struct $ty;
         impl<T: Float> Op<T> for $ty {
             fn name(&self) -> &'static str {
@@ -22,7 +25,17 @@ macro_rules! unary_op {
             }
             fn forward(&self, inputs: &[&Tensor<T>]) -> Result<Tensor<T>> {
                 arity($name, inputs, 1)?;
-                Ok(inputs[0].map(|$x: T| $fwd))
+                match $name {
+                    // Vectorised slice kernels for the two functions softmax-like code lives on.
+                    "exp" => Ok(inputs[0].map_slice(T::exp_inplace)),
+                    "log" => Ok(inputs[0].map_slice(T::ln_inplace)),
+                    _ => Ok(inputs[0].map(|$x: T| $fwd)),
+                }
+            }
+            fn vjp_tensors(&self, cx: &EagerCtx<'_, T>, g: &Tensor<T>) -> Option<TensorGrads<T>> {
+                #[allow(unused_variables)]
+                let f = |$eg: T, $ex: T, $ey: T| -> T { $eager };
+                Some(cx.grads([&|| g.zip3_same(cx.input(0), cx.output(), f)]))
             }
             fn vjp<'t>(&self, $cx: &VjpCtx<'_, 't, T>, $g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
                 Ok($cx.grads([Some($vjp)]))
@@ -32,40 +45,72 @@ macro_rules! unary_op {
 }
 
 // exp: d eˣ = eˣ dx — reuses the output y.
-unary_op!(ExpOp, "exp", |x| x.exp(), |cx, g| g * cx.output());
+unary_op!(ExpOp, "exp", |x| x.exp(), |cx, g| g * cx.output(), |g, x, y| g * y);
 // log: d ln x = dx / x.
-unary_op!(LogOp, "log", |x| x.ln(), |cx, g| g / cx.input(0));
+unary_op!(LogOp, "log", |x| x.ln(), |cx, g| g / cx.input(0), |g, x, y| g / x);
 // sqrt: d √x = dx / (2√x).
-unary_op!(SqrtOp, "sqrt", |x| x.sqrt(), |cx, g| (g / cx.output())
-    .mul_scalar(T::from_f64(0.5)));
+unary_op!(
+    SqrtOp,
+    "sqrt",
+    |x| x.sqrt(),
+    |cx, g| (g / cx.output()).mul_scalar(T::from_f64(0.5)),
+    |g, x, y| g / y * T::from_f64(0.5)
+);
 // tanh: d tanh x = (1 − tanh² x) dx.
-unary_op!(TanhOp, "tanh", |x| x.tanh(), |cx, g| {
-    let y = cx.output();
-    g * (-(y * y) + T::ONE)
-});
+unary_op!(
+    TanhOp,
+    "tanh",
+    |x| x.tanh(),
+    |cx, g| {
+        let y = cx.output();
+        g * (-(y * y) + T::ONE)
+    },
+    |g, x, y| g * (-(y * y) + T::ONE)
+);
 // sigmoid: d σ(x) = σ(x)(1 − σ(x)) dx.
-unary_op!(SigmoidOp, "sigmoid", |x| sigmoid(x), |cx, g| {
-    let y = cx.output();
-    g * y * (-y + T::ONE)
-});
+unary_op!(
+    SigmoidOp,
+    "sigmoid",
+    |x| sigmoid(x),
+    |cx, g| {
+        let y = cx.output();
+        g * y * (-y + T::ONE)
+    },
+    |g, x, y| g * y * (-y + T::ONE)
+);
 // relu: the gradient passes where x > 0 (a constant mask: at x = 0 the gradient is 0).
-unary_op!(ReluOp, "relu", |x| if x > T::ZERO { x } else { T::ZERO }, |cx, g| {
-    let m = cx.input(0).value().map(|x| if x > T::ZERO { T::ONE } else { T::ZERO });
-    g * g.tape().constant(m)
-});
+unary_op!(
+    ReluOp,
+    "relu",
+    |x| if x > T::ZERO { x } else { T::ZERO },
+    |cx, g| {
+        let m = cx.input(0).value().map(|x| if x > T::ZERO { T::ONE } else { T::ZERO });
+        g * g.tape().constant(m)
+    },
+    |g, x, y| if x > T::ZERO { g } else { T::ZERO }
+);
 // abs: d|x| = sign(x) dx (a constant; sign(0) = 0, the subgradient of least norm).
-unary_op!(AbsOp, "abs", |x| x.abs(), |cx, g| {
-    let s = cx.input(0).value().map(|x| {
-        if x > T::ZERO {
-            T::ONE
-        } else if x < T::ZERO {
-            -T::ONE
-        } else {
-            T::ZERO
-        }
-    });
-    g * g.tape().constant(s)
-});
+unary_op!(
+    AbsOp,
+    "abs",
+    |x| x.abs(),
+    |cx, g| {
+        let s = cx.input(0).value().map(sign);
+        g * g.tape().constant(s)
+    },
+    |g, x, y| g * sign(x)
+);
+
+#[inline(always)]
+fn sign<T: Float>(x: T) -> T {
+    if x > T::ZERO {
+        T::ONE
+    } else if x < T::ZERO {
+        -T::ONE
+    } else {
+        T::ZERO
+    }
+}
 
 #[inline(always)]
 fn sigmoid<T: Float>(x: T) -> T {
@@ -91,6 +136,13 @@ impl<T: Float> Op<T> for PowfOp {
         arity("powf", x, 1)?;
         let p = T::from_f64(self.0);
         Ok(x[0].map(|a| a.powf(p)))
+    }
+    fn vjp_tensors(&self, cx: &EagerCtx<'_, T>, g: &Tensor<T>) -> Option<TensorGrads<T>> {
+        let p = T::from_f64(self.0);
+        if self.0 == 0.0 {
+            return Some(cx.grads([&|| g.map(|_| T::ZERO)]));
+        }
+        Some(cx.grads([&|| g.zip_same(cx.input(0), |g, x| g * (x.powf(p - T::ONE) * p))]))
     }
     /// `d xᵖ = p·xᵖ⁻¹ dx` (for `p = 0` the gradient is 0).
     fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {

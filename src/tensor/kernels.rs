@@ -77,17 +77,17 @@ pub(crate) fn binary<T: Float>(
 ) -> Vec<T> {
     let n = numel(out_shape);
     if a_shape == b_shape {
-        return a.iter().zip(b).map(|(&x, &y)| f(x, y)).collect();
+        return super::pool::collect(n, a.iter().zip(b).map(|(&x, &y)| f(x, y)));
     }
     if b.len() == 1 && a_shape == out_shape {
         let y = b[0];
-        return a.iter().map(|&x| f(x, y)).collect();
+        return super::pool::collect(n, a.iter().map(|&x| f(x, y)));
     }
     if a.len() == 1 && b_shape == out_shape {
         let x = a[0];
-        return b.iter().map(|&y| f(x, y)).collect();
+        return super::pool::collect(n, b.iter().map(|&y| f(x, y)));
     }
-    let mut out = Vec::with_capacity(n);
+    let mut out = super::pool::alloc(n);
     let sa = broadcast_strides(a_shape, out_shape);
     let sb = broadcast_strides(b_shape, out_shape);
     for_each_run(out_shape, [&sa, &sb], |[oa, ob], len, [ia, ib]| match (ia, ib) {
@@ -108,7 +108,7 @@ pub(crate) fn binary<T: Float>(
 
 /// Materialises `a` (shape `from`) broadcast to `to`.
 pub(crate) fn broadcast_to<T: Float>(a: &[T], from: &[usize], to: &[usize]) -> Vec<T> {
-    let mut out = Vec::with_capacity(numel(to));
+    let mut out = super::pool::alloc(numel(to));
     let sa = broadcast_strides(from, to);
     for_each_run(to, [&sa], |[oa], len, [ia]| {
         if ia == 1 {
@@ -124,7 +124,7 @@ pub(crate) fn broadcast_to<T: Float>(a: &[T], from: &[usize], to: &[usize]) -> V
 
 /// Sums `a` (shape `from`) down to shape `to`, the inverse of broadcasting `to` up to `from`.
 pub(crate) fn sum_to<T: Float>(a: &[T], from: &[usize], to: &[usize]) -> Vec<T> {
-    let mut out = vec![T::ZERO; numel(to)];
+    let mut out = super::pool::filled(numel(to), T::ZERO);
     // Walk the input contiguously; the output is read with broadcast (0) strides.
     let so = broadcast_strides(to, from);
     let si = strides(from);
@@ -150,7 +150,7 @@ pub(crate) fn permute<T: Float>(a: &[T], shape: &[usize], perm: &[usize]) -> Vec
     let st = strides(shape);
     let new_shape: Shape = perm.iter().map(|&p| shape[p]).collect();
     let new_st: SmallVec<[usize; 4]> = perm.iter().map(|&p| st[p]).collect();
-    let mut out = Vec::with_capacity(a.len());
+    let mut out = super::pool::alloc(a.len());
     if new_shape.len() == 2 {
         // Plain 2-D transpose: walk in tiles so both sides stay in cache.
         let (r, c) = (new_shape[0], new_shape[1]);
@@ -228,7 +228,7 @@ pub(crate) fn sum_axis<T: Float>(a: &[T], shape: &[usize], axis: usize) -> Vec<T
     if inner == 1 {
         return a.chunks_exact(n.max(1)).take(outer).map(sum_slice).collect::<Vec<_>>();
     }
-    let mut out = vec![T::ZERO; outer * inner];
+    let mut out = super::pool::filled(outer * inner, T::ZERO);
     for o in 0..outer {
         let dst = &mut out[o * inner..(o + 1) * inner];
         for j in 0..n {
@@ -325,7 +325,7 @@ pub(crate) fn matmul<T: Float>(
     let (rsa, csa) = if ta { (1, ca as isize) } else { (ca as isize, 1) };
     let (rsb, csb) = if tb { (1, cb as isize) } else { (cb as isize, 1) };
     let nb = numel(batch);
-    let mut out = vec![T::ZERO; nb * m * n];
+    let mut out = super::pool::filled(nb * m * n, T::ZERO);
     let a_batch = &a_shape[..a_shape.len() - 2];
     let b_batch = &b_shape[..b_shape.len() - 2];
     let sa = broadcast_strides(a_batch, batch);
@@ -358,7 +358,5 @@ pub(crate) fn matmul<T: Float>(
 
 /// `x ← eˣ` elementwise (the one place softmax-like kernels exponentiate a slice).
 pub(crate) fn exp_inplace<T: Float>(x: &mut [T]) {
-    for v in x {
-        *v = v.exp();
-    }
+    T::exp_inplace(x)
 }

@@ -11,6 +11,9 @@
 //! ```
 
 pub(crate) mod kernels;
+pub mod pool;
+#[allow(dead_code)] // the full kernel set (scalar and forced-path variants) is kept with its tests
+pub(crate) mod vmath;
 
 use crate::error::{Error, ErrorKind, Result, fail};
 use crate::float::Float;
@@ -24,7 +27,7 @@ use std::sync::Arc;
 #[derive(Clone)]
 enum Buf<T: Float> {
     One(T),
-    Many(Arc<Vec<T>>),
+    Many(Arc<pool::PoolVec<T>>),
 }
 
 impl<T: Float> Buf<T> {
@@ -32,19 +35,22 @@ impl<T: Float> Buf<T> {
         if v.len() == 1 {
             Buf::One(v[0])
         } else {
-            Buf::Many(Arc::new(v))
+            Buf::Many(Arc::new(pool::PoolVec(v)))
         }
     }
     fn make_mut(&mut self) -> &mut [T] {
         match self {
             Buf::One(x) => std::slice::from_mut(x),
-            Buf::Many(v) => Arc::make_mut(v).as_mut_slice(),
+            Buf::Many(v) => Arc::make_mut(v).0.as_mut_slice(),
         }
     }
     fn into_vec(self) -> Vec<T> {
         match self {
             Buf::One(x) => vec![x],
-            Buf::Many(v) => Arc::try_unwrap(v).unwrap_or_else(|d| d.to_vec()),
+            Buf::Many(v) => match Arc::try_unwrap(v) {
+                Ok(mut p) => std::mem::take(&mut p.0),
+                Err(shared) => shared.0.to_vec(),
+            },
         }
     }
     fn ptr_eq(&self, other: &Self) -> bool {
@@ -58,7 +64,7 @@ impl<T: Float> std::ops::Deref for Buf<T> {
     fn deref(&self) -> &[T] {
         match self {
             Buf::One(x) => std::slice::from_ref(x),
-            Buf::Many(v) => v,
+            Buf::Many(v) => &v.0,
         }
     }
 }
@@ -67,7 +73,6 @@ impl<T: Float> std::ops::Deref for Buf<T> {
 ///
 /// The buffer is reference-counted: cloning a tensor, reshaping it or recording it on a tape does
 /// not copy the data. Mutation (`data_mut`) copies only when the buffer is shared.
-#[derive(Clone)]
 pub struct Tensor<T: Float> {
     shape: Shape,
     data: Buf<T>,
@@ -119,7 +124,7 @@ impl<T: Float> Tensor<T> {
     pub fn full(shape: impl AsRef<[usize]>, x: T) -> Self {
         let shape = shape::shape_of(shape);
         Tensor {
-            data: Buf::from_vec(vec![x; numel(&shape)]),
+            data: Buf::from_vec(pool::filled(numel(&shape), x)),
             shape,
         }
     }
@@ -346,13 +351,20 @@ impl<T: Float> Tensor<T> {
         }
     }
 
+    /// A copy with `f` applied to the whole buffer in place (for vectorised slice kernels).
+    pub(crate) fn map_slice(&self, f: impl Fn(&mut [T])) -> Self {
+        let mut out = Tensor::from_parts(Shape::from_slice(&self.shape), pool::copy(&self.data));
+        f(out.data_mut());
+        out
+    }
+
     /// `f` applied to every element.
     pub fn map(&self, f: impl Fn(T) -> T) -> Self {
         Tensor {
-            shape: self.shape.clone(),
+            shape: Shape::from_slice(&self.shape),
             data: match &self.data {
                 Buf::One(x) => Buf::One(f(*x)),
-                Buf::Many(v) => Buf::from_vec(v.iter().map(|&x| f(x)).collect()),
+                Buf::Many(v) => Buf::from_vec(pool::collect(v.0.len(), v.0.iter().map(|&x| f(x)))),
             },
         }
     }
@@ -386,7 +398,7 @@ impl<T: Float> Tensor<T> {
     /// ```
     pub fn cast<U: Float>(&self) -> Tensor<U> {
         Tensor {
-            shape: self.shape.clone(),
+            shape: Shape::from_slice(&self.shape),
             data: Buf::from_vec(self.data.iter().map(|x| U::from_f64(x.to_f64())).collect()),
         }
     }
@@ -421,6 +433,52 @@ impl<T: Float> Tensor<T> {
         self.data.iter().all(|x| x.is_finite())
     }
 
+    /// Sums down to `shape`, the inverse of broadcasting `shape` up to this tensor's shape (shares
+    /// the buffer when the shapes are equal). The caller checks that `shape` broadcasts up.
+    pub(crate) fn sum_to(&self, shape: &[usize]) -> Self {
+        if self.shape[..] == *shape {
+            return self.clone();
+        }
+        if numel(shape) == 1 {
+            return Self::one_of_shape(shape::shape_of(shape), self.sum_all());
+        }
+        Tensor::from_parts(shape::shape_of(shape), kernels::sum_to(&self.data, &self.shape, shape))
+    }
+
+    /// `f` elementwise over two tensors of the same shape (no broadcasting work).
+    pub(crate) fn zip_same(&self, other: &Self, f: impl Fn(T, T) -> T) -> Self {
+        debug_assert_eq!(self.shape, other.shape);
+        match (&self.data, &other.data) {
+            (Buf::One(a), Buf::One(b)) => Tensor::one_of_shape(Shape::from_slice(&self.shape), f(*a, *b)),
+            _ => Tensor::from_parts(
+                Shape::from_slice(&self.shape),
+                pool::collect(
+                    self.numel(),
+                    self.data.iter().zip(other.data.iter()).map(|(&a, &b)| f(a, b)),
+                ),
+            ),
+        }
+    }
+
+    /// `f` elementwise over three tensors of the same shape.
+    pub(crate) fn zip3_same(&self, b: &Self, c: &Self, f: impl Fn(T, T, T) -> T) -> Self {
+        debug_assert!(self.shape == b.shape && b.shape == c.shape);
+        if self.numel() == 1 {
+            return Tensor::one_of_shape(Shape::from_slice(&self.shape), f(self.data[0], b.data[0], c.data[0]));
+        }
+        Tensor::from_parts(
+            Shape::from_slice(&self.shape),
+            pool::collect(
+                self.numel(),
+                self.data
+                    .iter()
+                    .zip(b.data.iter())
+                    .zip(c.data.iter())
+                    .map(|((&a, &b), &c)| f(a, b, c)),
+            ),
+        )
+    }
+
     /// A one-element tensor of the given shape (no allocation).
     pub(crate) fn one_of_shape(shape: Shape, x: T) -> Self {
         debug_assert_eq!(numel(&shape), 1);
@@ -435,6 +493,16 @@ impl<T: Float> Tensor<T> {
         Tensor {
             shape,
             data: Buf::from_vec(data),
+        }
+    }
+}
+
+impl<T: Float> Clone for Tensor<T> {
+    fn clone(&self) -> Self {
+        // `from_slice` copies the inline shape in one move (SmallVec's `clone` pushes one by one).
+        Tensor {
+            shape: Shape::from_slice(&self.shape),
+            data: self.data.clone(),
         }
     }
 }
