@@ -1,5 +1,15 @@
 //! Reverse mode: one backward sweep over the tape.
 //!
+//! ```
+//! use tapegrad::{Tape, Tensor};
+//! let tape = Tape::<f64>::new();
+//! let x = tape.var(Tensor::scalar(3.0));
+//! let y = x * x + x.exp();                 // x is used three times: its gradients add up
+//! let g = y.backward();
+//! assert!((g[x].item() - (2.0 * 3.0 + 3f64.exp())).abs() < 1e-12);
+//! assert_eq!(tape.len(), 4);               // x, mul, exp, add: backward left nothing behind
+//! ```
+//!
 //! The sweep walks the nodes from the output down to index 0, once, with no recursion (a chain
 //! of 100 000 ops needs no stack). Each node's gradient is complete when the sweep reaches it,
 //! because every consumer of a node was recorded after it. A value used several times (fan-out,

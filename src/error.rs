@@ -12,6 +12,16 @@
 //! Either way the message names the operation, the shapes involved and the line of *your* code that
 //! built the node (every entry point is `#[track_caller]`). A failed operation leaves the tape as it
 //! was: nothing is half-recorded.
+//!
+//! ```
+//! use tapegrad::{ErrorKind, Tape, Tensor};
+//! let tape = Tape::<f64>::new();
+//! let y = tape.var(Tensor::ones([2, 3])).exp();
+//! let err = y.try_backward().unwrap_err();         // 6 elements, no cotangent given
+//! assert_eq!(err.kind(), ErrorKind::NonScalar);
+//! assert!(err.to_string().contains("exp [2, 3]"));  // names the op and the shape
+//! assert!(err.to_string().contains(file!()));       // and the line that called backward
+//! ```
 
 use std::fmt;
 use std::panic::Location;

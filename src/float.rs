@@ -1,4 +1,17 @@
 //! The element types a [`Tensor`](crate::Tensor) can hold: `f32` and `f64`, behind one sealed trait.
+//!
+//! ```
+//! use tapegrad::{Float, Tape, Tensor};
+//! // Code generic over the element type runs in both precisions.
+//! fn softplus_grad<T: Float>(x: T) -> T {
+//!     let tape = Tape::<T>::new();
+//!     let v = tape.var(Tensor::scalar(x));
+//!     (v.exp().add_scalar(T::ONE)).log().backward()[v].item()
+//! }
+//! assert!((softplus_grad(0.0f64) - 0.5).abs() < 1e-15);
+//! assert!((softplus_grad(0.0f32) - 0.5).abs() < 1e-7);
+//! assert_eq!(<f32 as Float>::NAME, "f32");
+//! ```
 
 use std::fmt::{Debug, Display};
 use std::iter::Sum;

@@ -40,8 +40,14 @@ pub mod check;
 pub mod error;
 pub mod float;
 pub mod functional;
+pub mod graph;
+#[cfg(feature = "ndarray")]
+pub mod interop;
+pub mod nn;
 pub mod op;
 pub mod ops;
+pub mod optim;
+pub mod profile;
 pub mod rng;
 pub mod shape;
 pub mod softmax;

@@ -2,6 +2,19 @@
 //!
 //! Reproducible across platforms, so tests and examples that say "seed 7" mean the same numbers
 //! everywhere. Not for cryptography.
+//!
+//! ```
+//! use tapegrad::rng::Rng;
+//! let mut rng = Rng::new(7);
+//! let mut order: Vec<usize> = (0..10).collect();
+//! for i in (1..order.len()).rev() {
+//!     order.swap(i, rng.below(i + 1));            // a seeded Fisher–Yates shuffle
+//! }
+//! let mut sorted = order.clone();
+//! sorted.sort();
+//! assert_eq!(sorted, (0..10).collect::<Vec<_>>());
+//! assert_eq!(Rng::new(7).next_u64(), Rng::new(7).next_u64());
+//! ```
 
 /// A seeded pseudo-random number generator.
 ///

@@ -1,4 +1,11 @@
 //! Shapes and NumPy broadcasting rules.
+//!
+//! ```
+//! use tapegrad::shape::{broadcast_shapes, numel};
+//! let s = broadcast_shapes(&[8, 1, 3], &[5, 1]).unwrap();   // aligned at the last axis
+//! assert_eq!(&s[..], &[8, 5, 3]);
+//! assert_eq!(numel(&s), 120);
+//! ```
 
 use smallvec::SmallVec;
 
