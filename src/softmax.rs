@@ -48,11 +48,15 @@ use std::rc::Rc;
 // ---------------------------------------------------------------------------------------------
 
 /// `y = softmax(x)` row by row: max, exp(x − max) with the sum, scale by 1/sum.
+///
+/// A NaN in a row makes that whole row NaN (through the sum), without a separate check.
 fn softmax_rows<T: Float>(x: &[T], n: usize) -> Vec<T> {
-    let mut out = pool::copy(x);
-    for row in out.chunks_exact_mut(n) {
-        let m = kernels::max_slice(row);
-        row.iter_mut().for_each(|v| *v -= m);
+    let mut out = pool::alloc(x.len());
+    for xr in x.chunks_exact(n) {
+        let m = kernels::max_ignoring_nan(xr);
+        let start = out.len();
+        out.extend(xr.iter().map(|&v| v - m));
+        let row = &mut out[start..];
         kernels::exp_inplace(row);
         let inv = T::ONE / kernels::sum_slice(row);
         row.iter_mut().for_each(|v| *v *= inv);
@@ -93,9 +97,10 @@ fn log_softmax_backward_rows<T: Float>(out: &[T], g: &[T], n: usize) -> Vec<T> {
 
 /// `log Σ exp(x)` of one row, using `scratch` (same length) for the exponentials.
 fn logsumexp<T: Float>(x: &[T], scratch: &mut [T]) -> T {
-    let m = kernels::max_slice(x);
+    // A NaN is ignored here but reaches the result through exp and the sum.
+    let m = kernels::max_ignoring_nan(x);
     if !m.is_finite() {
-        // All −∞ (log 0 = −∞), or a +∞ / NaN that must propagate.
+        // All −∞ (log 0 = −∞), or a +∞ that must propagate.
         return m;
     }
     scratch.iter_mut().zip(x).for_each(|(s, &v)| *s = v - m);

@@ -325,3 +325,16 @@ fn zero_d_input_is_rejected_with_the_op_name() {
     assert!(msg.contains("softmax") && msg.contains("0-d"), "{msg}");
     let _ = ErrorKind::Shape;
 }
+
+#[test]
+fn a_nan_logit_poisons_only_its_own_row() {
+    let x = Tensor::from_vec(vec![1.0, f64::NAN, 0.5, 0.2, -0.3, 0.9], [2, 3]);
+    for way in [Way::Composed, Way::Fused] {
+        let (y, _) = vjp(way, &x, &Tensor::ones([2, 3]), 1);
+        assert!(y.data()[..3].iter().all(|v| v.is_nan()), "{way:?}: {y}");
+        assert!(y.data()[3..].iter().all(|v| v.is_finite()), "{way:?}: {y}");
+    }
+    let tape = Tape::<f64>::new();
+    let ls = tape.constant(x).log_softmax(1).value();
+    assert!(ls.data()[..3].iter().all(|v| v.is_nan()) && ls.data()[3..].iter().all(|v| v.is_finite()));
+}

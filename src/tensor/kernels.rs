@@ -194,6 +194,27 @@ pub(crate) fn sum_slice<T: Float>(x: &[T]) -> T {
     s
 }
 
+/// Maximum of a slice, ignoring NaN (−∞ for an empty or all-NaN slice). Callers whose result
+/// must be NaN when the input has one get it from later arithmetic (see softmax).
+pub(crate) fn max_ignoring_nan<T: Float>(x: &[T]) -> T {
+    let mut acc = [T::NEG_INFINITY; 8];
+    let chunks = x.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for k in 0..8 {
+            acc[k] = if c[k] > acc[k] { c[k] } else { acc[k] };
+        }
+    }
+    let mut m = acc
+        .iter()
+        .copied()
+        .fold(T::NEG_INFINITY, |a, b| if b > a { b } else { a });
+    for &r in rest {
+        m = if r > m { r } else { m };
+    }
+    m
+}
+
 /// Maximum of a non-empty slice (NaN propagates).
 pub(crate) fn max_slice<T: Float>(x: &[T]) -> T {
     let mut acc = [T::NEG_INFINITY; 8];
