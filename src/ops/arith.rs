@@ -5,6 +5,7 @@
 //!
 //! Broadcasting VJPs sum each gradient back to its input's shape (`sum_to`).
 
+use super::select::sz;
 use super::{OpInfo, Registry, arity, broadcast_zip};
 use crate::error::Result;
 use crate::float::Float;
@@ -24,8 +25,9 @@ fn zip<T: Float>(g: &Tensor<T>, x: &Tensor<T>, f: impl Fn(T, T) -> T) -> Tensor<
     }
 }
 
+/// `g · x` with a strong zero (0 where `g` is 0, even if `x` is infinite or NaN): see `ops::select`.
 fn times<T: Float>(g: &Tensor<T>, x: &Tensor<T>) -> Tensor<T> {
-    zip(g, x, |a, b| a * b)
+    zip(g, x, |a, b| sz(a, a * b))
 }
 
 struct AddOp;
@@ -88,8 +90,8 @@ impl<T: Float> Op<T> for MulOp {
     fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
         let (a, b) = (cx.input(0), cx.input(1));
         Ok(cx.grads([
-            cx.needs_grad(0).then(|| (g * b).sum_to(a.shape())),
-            cx.needs_grad(1).then(|| (g * a).sum_to(b.shape())),
+            cx.needs_grad(0).then(|| g.chain_mul(b).sum_to(a.shape())),
+            cx.needs_grad(1).then(|| g.chain_mul(a).sum_to(b.shape())),
         ]))
     }
 }
@@ -105,16 +107,17 @@ impl<T: Float> Op<T> for DivOp {
     }
     fn vjp_tensors(&self, cx: &EagerCtx<'_, T>, g: &Tensor<T>) -> Option<TensorGrads<T>> {
         let (a, b, y) = (cx.input(0), cx.input(1), cx.output());
-        Some(cx.grads([&|| zip(g, b, |g, b| g / b).sum_to(a.shape()), &|| {
-            zip(&g.zip_same(y, |g, y| -(g * y)), b, |t, b| t / b).sum_to(b.shape())
+        Some(cx.grads([&|| zip(g, b, |g, b| sz(g, g / b)).sum_to(a.shape()), &|| {
+            zip(&g.zip_same(y, |g, y| sz(g, -(g * y))), b, |t, b| sz(t, t / b)).sum_to(b.shape())
         }]))
     }
     /// `d(a/b) = da/b − (a/b)·db/b`.
     fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
         let (a, b, y) = (cx.input(0), cx.input(1), cx.output());
         Ok(cx.grads([
-            cx.needs_grad(0).then(|| (g / b).sum_to(a.shape())),
-            cx.needs_grad(1).then(|| (-(g * y) / b).sum_to(b.shape())),
+            cx.needs_grad(0).then(|| g.chain_div(b).sum_to(a.shape())),
+            cx.needs_grad(1)
+                .then(|| (-g.chain_mul(y).chain_div(b)).sum_to(b.shape())),
         ]))
     }
 }
@@ -196,12 +199,12 @@ impl<T: Float> Op<T> for RDivScalar {
         Ok(x[0].map(|a| c / a))
     }
     fn vjp_tensors(&self, cx: &EagerCtx<'_, T>, g: &Tensor<T>) -> Option<TensorGrads<T>> {
-        Some(cx.grads([&|| g.zip3_same(cx.output(), cx.input(0), |g, y, x| -(g * y) / x)]))
+        Some(cx.grads([&|| g.zip3_same(cx.output(), cx.input(0), |g, y, x| sz(g, -(g * y) / x))]))
     }
     /// `d(c/x) = −(c/x)/x · dx`.
     fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
         let (x, y) = (cx.input(0), cx.output());
-        Ok(cx.grads([Some(-(g * y) / x)]))
+        Ok(cx.grads([Some(-g.chain_mul(y).chain_div(x))]))
     }
 }
 

@@ -15,6 +15,7 @@ pub(crate) mod arith;
 pub(crate) mod layout;
 pub(crate) mod linalg;
 pub(crate) mod reduce;
+pub mod select;
 pub(crate) mod unary;
 
 use crate::error::{Error, Result};
@@ -103,6 +104,7 @@ impl Registry {
             layout::register(&mut r);
             linalg::register(&mut r);
             crate::softmax::register(&mut r);
+            select::register(&mut r);
             r
         })
     }

@@ -3,6 +3,7 @@
 //! Each rule is the textbook derivative, written with `Var` operations so it can be differentiated
 //! again. Rules reuse the saved output where that is cheaper (`exp`, `sqrt`, `tanh`, `sigmoid`).
 
+use super::select::sz;
 use super::{OpInfo, Registry, arity};
 use crate::error::Result;
 use crate::float::Float;
@@ -44,17 +45,32 @@ macro_rules! unary_op {
     };
 }
 
+// Where the local derivative can be infinite or NaN (exp, log, sqrt, powf) the chain-rule product
+// has a strong zero (`chain_mul`/`chain_div` on Vars, `sz` per element: exactly 0 where g = 0), so a
+// branch masked out by `select` contributes nothing (see `ops::select`).
 // exp: d eˣ = eˣ dx — reuses the output y.
-unary_op!(ExpOp, "exp", |x| x.exp(), |cx, g| g * cx.output(), |g, x, y| g * y);
+unary_op!(
+    ExpOp,
+    "exp",
+    |x| x.exp(),
+    |cx, g| g.chain_mul(cx.output()),
+    |g, x, y| sz(g, g * y)
+);
 // log: d ln x = dx / x.
-unary_op!(LogOp, "log", |x| x.ln(), |cx, g| g / cx.input(0), |g, x, y| g / x);
+unary_op!(
+    LogOp,
+    "log",
+    |x| x.ln(),
+    |cx, g| g.chain_div(cx.input(0)),
+    |g, x, y| sz(g, g / x)
+);
 // sqrt: d √x = dx / (2√x).
 unary_op!(
     SqrtOp,
     "sqrt",
     |x| x.sqrt(),
-    |cx, g| (g / cx.output()).mul_scalar(T::from_f64(0.5)),
-    |g, x, y| g / y * T::from_f64(0.5)
+    |cx, g| g.chain_div(cx.output()).mul_scalar(T::from_f64(0.5)),
+    |g, x, y| sz(g, g / y * T::from_f64(0.5))
 );
 // tanh: d tanh x = (1 − tanh² x) dx.
 unary_op!(
@@ -142,7 +158,7 @@ impl<T: Float> Op<T> for PowfOp {
         if self.0 == 0.0 {
             return Some(cx.grads([&|| g.map(|_| T::ZERO)]));
         }
-        Some(cx.grads([&|| g.zip_same(cx.input(0), |g, x| g * (x.powf(p - T::ONE) * p))]))
+        Some(cx.grads([&|| g.zip_same(cx.input(0), |g, x| sz(g, g * (x.powf(p - T::ONE) * p)))]))
     }
     /// `d xᵖ = p·xᵖ⁻¹ dx` (for `p = 0` the gradient is 0).
     fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
@@ -150,7 +166,7 @@ impl<T: Float> Op<T> for PowfOp {
         if self.0 == 0.0 {
             return Ok(cx.grads([Some(g.mul_scalar(T::ZERO))]));
         }
-        Ok(cx.grads([Some(g * cx.input(0).powf(p - T::ONE).mul_scalar(p))]))
+        Ok(cx.grads([Some(g.chain_mul(cx.input(0).powf(p - T::ONE).mul_scalar(p)))]))
     }
 }
 

@@ -1,0 +1,407 @@
+//! Selection and comparison: `select` (NumPy's `where`), the comparisons `gt lt ge le eq` that
+//! build its masks, and the strong-zero chain-rule products `chain_mul chain_div` that keep a
+//! masked-out branch from leaking NaN into a gradient.
+//!
+//! # Masks have no gradient
+//!
+//! A comparison returns a tensor of `1.0` (true) and `0.0` (false). It is piecewise constant, so it
+//! is recorded as a **constant**: no gradient flows through it, whatever its inputs are — the
+//! output of `x.gt(y)` has `requires_grad() == false` even when `x` is a variable.
+//!
+//! # "Not taken" means "contributes nothing"
+//!
+//! `cond.select(a, b)` takes `a` where `cond ≠ 0` and `b` elsewhere (a NaN in `cond` counts as
+//! true). Its VJP *selects* the gradient — `select(cond, g, 0)` for `a`, `select(cond, 0, g)` for
+//! `b` — it never multiplies `g` by a 0/1 mask, which would turn `0 · ∞` into NaN.
+//!
+//! That alone is not enough: in `where(x > 0, sqrt(x), 0)` at `x = 0`, the zero cotangent reaching
+//! `sqrt` meets its infinite local derivative `1 / (2√x)`. So the chain-rule products of the rules
+//! whose local derivative can be infinite or NaN (`exp log sqrt powf mul div rdiv_scalar`) use
+//! the **strong-zero** convention: [`chain_mul`](Var::chain_mul) and [`chain_div`](Var::chain_div)
+//! give exactly `0` where the cotangent is `0`, whatever the other factor. A branch that is not
+//! taken therefore contributes nothing, even when its value or its gradient is `±∞` or NaN:
+//!
+//! ```
+//! use tapegrad::{Tape, Tensor};
+//! let tape = Tape::<f64>::new();
+//! let x = tape.var(Tensor::from_vec(vec![4.0, 0.0, -1.0], [3]));
+//! let zero = tape.scalar(0.0);
+//! let y = x.gt(zero).select(x.sqrt(), zero).sum();
+//! assert_eq!(y.backward()[x].to_vec(), vec![0.25, 0.0, 0.0]);   // not NaN
+//! ```
+//!
+//! Limit: the convention covers elementwise ops. A `matmul` whose operand holds `±∞` or NaN still
+//! mixes it into every output of its row/column (IEEE `0 · ∞ = NaN` inside the kernel).
+
+use super::{OpInfo, Registry, arity, broadcast_zip};
+use crate::error::{Error, Result};
+use crate::float::Float;
+use crate::op::{Cotangents, Op, VjpCtx};
+use crate::sample;
+use crate::shape::{broadcast_shapes, fmt_shape};
+use crate::tape::{OpRef, Var};
+use crate::tensor::Tensor;
+use std::panic::Location;
+
+/// The strong-zero product for per-element (tensor) VJP rules: `v`, but exactly `0` where the
+/// cotangent `g` is `0` (`v` is computed either way; the select compiles to a blend).
+#[inline(always)]
+pub(crate) fn sz<T: Float>(g: T, v: T) -> T {
+    if g == T::ZERO { T::ZERO } else { v }
+}
+
+/// An elementwise comparison producing a 0/1 mask (recorded as a constant: no gradient).
+struct CmpOp {
+    name: &'static str,
+    f: fn(f64, f64) -> bool,
+}
+
+impl<T: Float> Op<T> for CmpOp {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
+        arity(self.name, x, 2)?;
+        let f = self.f;
+        broadcast_zip(self.name, x[0], x[1], |a, b| {
+            if f(a.to_f64(), b.to_f64()) { T::ONE } else { T::ZERO }
+        })
+    }
+    /// Never reached: a comparison is recorded with tracking off, so no gradient flows into it.
+    /// Should one arrive (a hand-built tape), the mask is piecewise constant: zero gradients.
+    fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
+        let tape = g.tape();
+        Ok(cx.grads([
+            Some(tape.constant(Tensor::zeros(cx.input(0).shape()))),
+            Some(tape.constant(Tensor::zeros(cx.input(1).shape()))),
+        ]))
+    }
+}
+
+static GT: CmpOp = CmpOp {
+    name: "gt",
+    f: |a, b| a > b,
+};
+static LT: CmpOp = CmpOp {
+    name: "lt",
+    f: |a, b| a < b,
+};
+static GE: CmpOp = CmpOp {
+    name: "ge",
+    f: |a, b| a >= b,
+};
+static LE: CmpOp = CmpOp {
+    name: "le",
+    f: |a, b| a <= b,
+};
+static EQ: CmpOp = CmpOp {
+    name: "eq",
+    f: |a, b| a == b,
+};
+
+/// `select(cond, a, b)`: `a` where `cond ≠ 0`, `b` elsewhere; all three broadcast together.
+struct SelectOp;
+
+impl<T: Float> Op<T> for SelectOp {
+    fn name(&self) -> &'static str {
+        "select"
+    }
+    fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
+        arity("select", x, 3)?;
+        let (c, a, b) = (x[0], x[1], x[2]);
+        let out = broadcast_shapes(c.shape(), a.shape())
+            .and_then(|s| broadcast_shapes(&s, b.shape()))
+            .ok_or_else(|| {
+                Error::shape(
+                    "select",
+                    format!(
+                        "condition {}, on-true {} and on-false {} do not broadcast together",
+                        fmt_shape(c.shape()),
+                        fmt_shape(a.shape()),
+                        fmt_shape(b.shape())
+                    ),
+                )
+            })?;
+        let (c, a, b) = (c.broadcast_to(&out), a.broadcast_to(&out), b.broadcast_to(&out));
+        let data = c
+            .data()
+            .iter()
+            .zip(a.data().iter().zip(b.data()))
+            .map(|(&c, (&a, &b))| if c != T::ZERO { a } else { b })
+            .collect();
+        Ok(Tensor::from_parts(out, data))
+    }
+    /// Selects the gradient: `a` gets `select(cond, g, 0)`, `b` gets `select(cond, 0, g)`, so a
+    /// NaN or infinite `g` at a position the branch did not supply never reaches it. The
+    /// condition is piecewise constant: its gradient is zero.
+    fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
+        let (c, a, b) = (cx.input(0), cx.input(1), cx.input(2));
+        let tape = g.tape();
+        let zero = || tape.scalar(T::ZERO);
+        Ok(cx.grads([
+            cx.needs_grad(0).then(|| tape.constant(Tensor::zeros(c.shape()))),
+            cx.needs_grad(1).then(|| c.select(g, zero()).sum_to(a.shape())),
+            cx.needs_grad(2).then(|| c.select(zero(), g).sum_to(b.shape())),
+        ]))
+    }
+}
+
+/// The chain-rule product with a strong zero: `g · d`, but exactly `0` where `g = 0`.
+struct ChainMulOp;
+
+impl<T: Float> Op<T> for ChainMulOp {
+    fn name(&self) -> &'static str {
+        "chain_mul"
+    }
+    fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
+        arity("chain_mul", x, 2)?;
+        broadcast_zip(
+            "chain_mul",
+            x[0],
+            x[1],
+            |g, d| if g == T::ZERO { T::ZERO } else { g * d },
+        )
+    }
+    /// Away from `g = 0` this is `g · d`: `∂/∂g = d`, `∂/∂d = g`, both again with a strong zero.
+    fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, h: Var<'t, T>) -> Result<Cotangents<'t, T>> {
+        let (g, d) = (cx.input(0), cx.input(1));
+        Ok(cx.grads([
+            cx.needs_grad(0).then(|| h.chain_mul(d).sum_to(g.shape())),
+            cx.needs_grad(1).then(|| h.chain_mul(g).sum_to(d.shape())),
+        ]))
+    }
+}
+
+/// The chain-rule quotient with a strong zero: `g / d`, but exactly `0` where `g = 0`.
+struct ChainDivOp;
+
+impl<T: Float> Op<T> for ChainDivOp {
+    fn name(&self) -> &'static str {
+        "chain_div"
+    }
+    fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
+        arity("chain_div", x, 2)?;
+        broadcast_zip(
+            "chain_div",
+            x[0],
+            x[1],
+            |g, d| if g == T::ZERO { T::ZERO } else { g / d },
+        )
+    }
+    /// With `y = g / d`: `∂/∂g = 1/d`, `∂/∂d = −y/d`, both with a strong zero in the incoming `h`.
+    fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, h: Var<'t, T>) -> Result<Cotangents<'t, T>> {
+        let (g, d, y) = (cx.input(0), cx.input(1), cx.output());
+        Ok(cx.grads([
+            cx.needs_grad(0).then(|| h.chain_div(d).sum_to(g.shape())),
+            cx.needs_grad(1)
+                .then(|| (-h.chain_mul(y).chain_div(d)).sum_to(d.shape())),
+        ]))
+    }
+}
+
+impl<'t, T: Float> Var<'t, T> {
+    #[track_caller]
+    fn compare(self, op: &'static CmpOp, other: Var<'t, T>) -> Var<'t, T> {
+        let loc = Location::caller();
+        let _off = self.tape.no_grad_guard();
+        self.tape
+            .record(OpRef::Static(op), &[self, other], loc)
+            .unwrap_or_else(|e| crate::error::fail(e))
+    }
+
+    /// The mask `self > other` (1 where true, 0 where false), broadcasting. A constant: no
+    /// gradient flows through a comparison. Comparisons with NaN are false.
+    ///
+    /// ```
+    /// use tapegrad::{Tape, Tensor};
+    /// let tape = Tape::<f64>::new();
+    /// let x = tape.var(Tensor::from_vec(vec![-1.0, 0.0, 2.0], [3]));
+    /// let m = x.gt(tape.scalar(0.0));
+    /// assert_eq!(m.value().to_vec(), vec![0.0, 0.0, 1.0]);
+    /// assert!(!m.requires_grad());
+    /// ```
+    #[track_caller]
+    pub fn gt(self, other: Var<'t, T>) -> Var<'t, T> {
+        self.compare(&GT, other)
+    }
+
+    /// The mask `self < other`; see [`gt`](Self::gt).
+    #[track_caller]
+    pub fn lt(self, other: Var<'t, T>) -> Var<'t, T> {
+        self.compare(&LT, other)
+    }
+
+    /// The mask `self ≥ other`; see [`gt`](Self::gt).
+    #[track_caller]
+    pub fn ge(self, other: Var<'t, T>) -> Var<'t, T> {
+        self.compare(&GE, other)
+    }
+
+    /// The mask `self ≤ other`; see [`gt`](Self::gt).
+    #[track_caller]
+    pub fn le(self, other: Var<'t, T>) -> Var<'t, T> {
+        self.compare(&LE, other)
+    }
+
+    /// The mask `self == other` (exact equality); see [`gt`](Self::gt).
+    #[track_caller]
+    pub fn eq(self, other: Var<'t, T>) -> Var<'t, T> {
+        self.compare(&EQ, other)
+    }
+
+    /// NumPy's `where(self, on_true, on_false)`: `on_true` where this mask is non-zero (NaN counts
+    /// as true), `on_false` elsewhere; the three broadcast together. The branch not taken gets a
+    /// gradient of exactly zero, even where its value or derivative is infinite or NaN (see the
+    /// [module docs](crate::ops::select)).
+    ///
+    /// ```
+    /// use tapegrad::{Tape, Tensor};
+    /// let tape = Tape::<f64>::new();
+    /// let x = tape.var(Tensor::from_vec(vec![-2.0, 3.0], [2]));
+    /// let y = x.lt(tape.scalar(0.0)).select(-x, x * x);   // |x| on the left, x² on the right
+    /// assert_eq!(y.value().to_vec(), vec![2.0, 9.0]);
+    /// assert_eq!(y.sum().backward()[x].to_vec(), vec![-1.0, 6.0]);
+    /// ```
+    #[track_caller]
+    pub fn select(self, on_true: Var<'t, T>, on_false: Var<'t, T>) -> Var<'t, T> {
+        self.tape.op(OpRef::Static(&SelectOp), &[self, on_true, on_false])
+    }
+
+    /// The chain-rule product `self · d` with a strong zero: exactly `0` where `self` is `0`, even
+    /// when `d` is infinite or NaN. For VJP rules whose local derivative `d` can be non-finite.
+    ///
+    /// ```
+    /// use tapegrad::{Tape, Tensor};
+    /// let tape = Tape::<f64>::new();
+    /// let g = tape.constant(Tensor::from_vec(vec![0.0, 2.0], [2]));
+    /// let d = tape.constant(Tensor::from_vec(vec![f64::INFINITY, 3.0], [2]));
+    /// assert_eq!(g.chain_mul(d).value().to_vec(), vec![0.0, 6.0]);
+    /// ```
+    #[track_caller]
+    pub fn chain_mul(self, d: Var<'t, T>) -> Var<'t, T> {
+        self.tape.op(OpRef::Static(&ChainMulOp), &[self, d])
+    }
+
+    /// The chain-rule quotient `self / d` with a strong zero: exactly `0` where `self` is `0`,
+    /// even when `d` is `0` or NaN.
+    #[track_caller]
+    pub fn chain_div(self, d: Var<'t, T>) -> Var<'t, T> {
+        self.tape.op(OpRef::Static(&ChainDivOp), &[self, d])
+    }
+}
+
+pub(crate) fn register(r: &mut Registry) {
+    // Inputs whose pairs are never within 0.1 of each other, so finite differences do not straddle
+    // a flip of the comparison.
+    fn apart(shape: &[usize], seed: u64) -> Tensor<f64> {
+        let n: usize = shape.iter().product();
+        let mut rng = crate::rng::Rng::new(seed);
+        Tensor::from_fn(shape, |i| {
+            let s = if rng.uniform() < 0.5 { -1.0 } else { 1.0 };
+            // Odd and even seeds differ by 0.1 in magnitude at every position: no ties between them.
+            s * (0.3 + 0.25 * ((i * 7 + 3) % n.max(1)) as f64 + 0.1 * (seed & 1) as f64)
+        })
+    }
+    macro_rules! cmp_entry {
+        ($name:literal, $summary:literal, $m:ident) => {
+            r.register(OpInfo {
+                name: $name,
+                summary: $summary,
+                differentiable_twice: true,
+                samples: || {
+                    vec![
+                        sample!(
+                            "select by mask, [2,3]",
+                            [apart(&[2, 3], 80), apart(&[2, 3], 81)],
+                            |v| v[0].$m(v[1]).select(v[0] * v[1], v[1])
+                        ),
+                        sample!("against 0-d, [3]", [apart(&[3], 82)], |v| {
+                            let z = v[0].tape().scalar(0.0);
+                            v[0].$m(z).select(v[0], -v[0]) + v[0].$m(z) * v[0]
+                        }),
+                    ]
+                },
+            })
+        };
+    }
+    cmp_entry!("gt", "mask a > b (constant, no gradient)", gt);
+    cmp_entry!("lt", "mask a < b (constant, no gradient)", lt);
+    cmp_entry!("ge", "mask a ≥ b (constant, no gradient)", ge);
+    cmp_entry!("le", "mask a ≤ b (constant, no gradient)", le);
+    r.register(OpInfo {
+        name: "eq",
+        summary: "mask a == b (constant, no gradient)",
+        differentiable_twice: true,
+        samples: || {
+            // Equality is a measure-zero event: the mask compares fixed data (as when testing
+            // labels or indices), the gradient flows through the selected branches.
+            vec![sample!(
+                "mask from fixed data, [2,2]",
+                [
+                    Tensor::rand_normal([2, 2], 0.0, 1.0, 83),
+                    Tensor::rand_normal([2, 2], 0.0, 1.0, 79)
+                ],
+                |v| {
+                    let tape = v[0].tape();
+                    let labels = tape.constant(Tensor::from_vec(vec![1.0, 0.0, 2.0, 2.0], [2, 2]));
+                    labels.eq(tape.scalar(2.0)).select(v[0] * v[1], v[0] + v[1])
+                }
+            )]
+        },
+    });
+    r.register(OpInfo {
+        name: "select",
+        summary: "where(cond, a, b), broadcasting; the branch not taken gets exactly zero gradient",
+        differentiable_twice: true,
+        samples: || {
+            let n = |s: &[usize], seed| Tensor::<f64>::rand_normal(s, 0.0, 1.0, seed);
+            vec![
+                sample!("same [2,3]", [n(&[2, 3], 84), n(&[2, 3], 85), n(&[2, 3], 86)], |v| v[0]
+                    .detach()
+                    .gt(v[1].detach())
+                    .select(v[1] * v[2], v[2])),
+                sample!(
+                    "broadcast [2,1] cond, [3] a, 0-d b",
+                    [n(&[2, 1], 87), n(&[3], 88), n(&[], 89)],
+                    |v| {
+                        let c = v[0].gt(v[0].tape().scalar(0.0));
+                        c.select(v[1] * v[1], v[2])
+                    }
+                ),
+                sample!("3-D [2,3,2] against [3,1]", [n(&[2, 3, 2], 90), n(&[3, 1], 91)], |v| v
+                    [0]
+                .lt(v[1])
+                .select(v[0].exp(), v[1].tanh())),
+            ]
+        },
+    });
+    r.register(OpInfo {
+        name: "chain_mul",
+        summary: "g · d with a strong zero (0 where g = 0), the chain-rule product of VJP rules",
+        differentiable_twice: true,
+        samples: || {
+            let n = |s: &[usize], seed| Tensor::<f64>::rand_uniform(s, 0.3, 2.0, seed);
+            vec![
+                sample!("same [2,3]", [n(&[2, 3], 92), n(&[2, 3], 93)], |v| v[0].chain_mul(v[1])),
+                sample!("broadcast [2,3] by [3]", [n(&[2, 3], 94), n(&[3], 95)], |v| v[0]
+                    .chain_mul(v[1])),
+                sample!("[3] by [2,3]", [n(&[3], 96), n(&[2, 3], 97)], |v| v[0].chain_mul(v[1])),
+            ]
+        },
+    });
+    r.register(OpInfo {
+        name: "chain_div",
+        summary: "g / d with a strong zero (0 where g = 0), the chain-rule quotient of VJP rules",
+        differentiable_twice: true,
+        samples: || {
+            let n = |s: &[usize], seed| Tensor::<f64>::rand_uniform(s, 0.3, 2.0, seed);
+            vec![
+                sample!("same [2,3]", [n(&[2, 3], 98), n(&[2, 3], 99)], |v| v[0].chain_div(v[1])),
+                sample!("broadcast [2,3] by [3]", [n(&[2, 3], 100), n(&[3], 101)], |v| v[0]
+                    .chain_div(v[1])),
+                sample!("[3] by [2,3]", [n(&[3], 102), n(&[2, 3], 103)], |v| v[0]
+                    .chain_div(v[1])),
+            ]
+        },
+    });
+}
