@@ -209,6 +209,8 @@ pub(crate) fn sweep_values<T: Float>(
         }
     }
     let _guard = tape.no_grad_guard();
+    // Anomaly mode checks each gradient as the sweep produces it (below), not the rules' inner ops.
+    let anomaly = crate::anomaly::pause_forward_checks(tape);
     let mut grads: Vec<Option<Tensor<T>>> = vec![None; top + 1];
     for (i, seed) in seeds {
         grads[i] = Some(accumulate(grads[i].take(), seed));
@@ -219,6 +221,7 @@ pub(crate) fn sweep_values<T: Float>(
             continue;
         }
         let g = if keep[i] { grads[i].clone() } else { grads[i].take() }.expect("checked above");
+        let g_finite = !anomaly.on() || crate::anomaly::all_finite(g.data());
         // Fast path: the op's tensor rule, with the node values borrowed in place.
         let (gs, fallback) = {
             let nodes = tape.nodes.borrow();
@@ -275,6 +278,9 @@ pub(crate) fn sweep_values<T: Float>(
                 continue;
             }
             let j = check_rule_grad(tape, i, k, gk.as_ref().map(|t| t.shape()))?;
+            if anomaly.on() {
+                crate::anomaly::check_gradient(tape, i, k, gk.as_ref().expect("checked"), g_finite, top)?;
+            }
             grads[j] = Some(accumulate(grads[j].take(), gk.expect("checked")));
         }
     }
@@ -296,6 +302,7 @@ pub(crate) fn sweep_graph<'t, T: Float>(
         return Ok(vec![None; wrt.len()]);
     };
     let relevant = relevance(tape, top, wrt);
+    let anomaly = crate::anomaly::pause_forward_checks(tape);
     let mut grads: Vec<Option<Var<'t, T>>> = vec![None; top + 1];
     for &(out, seed) in seeds {
         let i = out.index;
@@ -349,6 +356,10 @@ pub(crate) fn sweep_graph<'t, T: Float>(
             }
             let j = check_rule_grad(tape, i, k, gk.map(|v| v.shape()).as_deref())?;
             let gk = gk.expect("checked");
+            if anomaly.on() {
+                let g_finite = crate::anomaly::all_finite(g.value().data());
+                crate::anomaly::check_gradient(tape, i, k, &gk.value(), g_finite, top)?;
+            }
             grads[j] = Some(match grads[j] {
                 None => gk,
                 Some(acc) => acc + gk,

@@ -35,6 +35,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+pub mod anomaly;
 pub mod backward;
 pub mod check;
 pub mod error;

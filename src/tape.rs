@@ -68,6 +68,8 @@ static NEXT_TAPE_ID: AtomicU64 = AtomicU64::new(1);
 pub struct Tape<T: Float> {
     pub(crate) nodes: RefCell<Vec<Node<T>>>,
     no_grad_depth: Cell<u32>,
+    /// Anomaly mode (see [`crate::anomaly`]): check every recorded value and gradient for NaN/±∞.
+    pub(crate) anomaly: Cell<bool>,
     id: u64,
 }
 
@@ -110,6 +112,7 @@ impl<T: Float> Tape<T> {
         Tape {
             nodes: RefCell::new(Vec::new()),
             no_grad_depth: Cell::new(0),
+            anomaly: Cell::new(false),
             id: NEXT_TAPE_ID.fetch_add(1, Ordering::Relaxed),
         }
     }
@@ -252,6 +255,9 @@ impl<T: Float> Tape<T> {
                 vals.push(&nodes[v.index].value);
             }
             let value = o.forward(&vals).map_err(|e| e.at(location))?;
+            if self.anomaly.get() && !crate::anomaly::all_finite(value.data()) {
+                return Err(crate::anomaly::forward_error(self, o, inputs, &value).at(location));
+            }
             let rg = self.grad_enabled() && inputs.iter().any(|v| nodes[v.index].requires_grad);
             (value, rg)
         };
