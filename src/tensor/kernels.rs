@@ -246,8 +246,11 @@ pub(crate) fn split_axis(shape: &[usize], axis: usize) -> (usize, usize, usize) 
 /// Sum over one axis; the result has that axis removed (callers reshape for `keepdim`).
 pub(crate) fn sum_axis<T: Float>(a: &[T], shape: &[usize], axis: usize) -> Vec<T> {
     let (outer, n, inner) = split_axis(shape, axis);
+    if n == 0 {
+        return vec![T::ZERO; outer * inner]; // an empty sum is 0
+    }
     if inner == 1 {
-        return a.chunks_exact(n.max(1)).take(outer).map(sum_slice).collect::<Vec<_>>();
+        return a.chunks_exact(n).take(outer).map(sum_slice).collect::<Vec<_>>();
     }
     let mut out = super::pool::filled(outer * inner, T::ZERO);
     for o in 0..outer {

@@ -1,0 +1,253 @@
+//! Each bad input of the README's table: what the user sees, proved here. Every error names the
+//! op, the shapes and the line of *this* file that built the node.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use tapegrad::{ErrorKind, Op, Result, Tape, Tensor, Var};
+
+fn panic_message<R>(f: impl FnOnce() -> R) -> String {
+    let Err(e) = catch_unwind(AssertUnwindSafe(f)) else {
+        panic!("expected a panic")
+    };
+    e.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap()
+}
+
+fn here(line: u32) -> String {
+    format!("{}:{line}", file!())
+}
+
+#[test]
+fn shape_mismatch() {
+    let tape = Tape::<f64>::new();
+    let a = tape.var(Tensor::zeros([2, 3]));
+    let b = tape.var(Tensor::zeros([4]));
+    let line = line!() + 1;
+    let msg = panic_message(|| a + b);
+    assert!(msg.starts_with("tapegrad: add:"), "{msg}");
+    assert!(
+        msg.contains("[2, 3]") && msg.contains("[4]") && msg.contains("do not broadcast"),
+        "{msg}"
+    );
+    assert!(msg.contains(&here(line)), "{msg}");
+    assert_eq!(tape.len(), 2, "a failed op records nothing");
+}
+
+#[test]
+fn var_from_another_tape() {
+    let t1 = Tape::<f64>::new();
+    let t2 = Tape::<f64>::new();
+    let a = t1.var(Tensor::scalar(1.0));
+    let b = t2.var(Tensor::scalar(2.0));
+    let line = line!() + 1;
+    let msg = panic_message(|| a * b);
+    assert!(
+        msg.contains("mul") && msg.contains(&format!("from tape #{}", t2.id())),
+        "{msg}"
+    );
+    assert!(msg.contains(&here(line)), "{msg}");
+    // The try_ form reports the same kind.
+    struct Id;
+    impl Op<f64> for Id {
+        fn name(&self) -> &'static str {
+            "id"
+        }
+        fn forward(&self, x: &[&Tensor<f64>]) -> Result<Tensor<f64>> {
+            Ok(x[0].clone())
+        }
+    }
+    assert_eq!(t1.try_apply(Id, &[b]).unwrap_err().kind(), ErrorKind::ForeignVar);
+}
+
+#[test]
+fn non_scalar_backward() {
+    let tape = Tape::<f64>::new();
+    let x = tape.var(Tensor::ones([2, 3]));
+    let line = line!() + 1;
+    let y = x.exp();
+    let e = y.try_backward().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NonScalar);
+    let msg = e.to_string();
+    assert!(msg.contains("6 elements") && msg.contains("exp [2, 3]"), "{msg}");
+    assert!(msg.contains(&here(line)), "names the line that built the output: {msg}");
+    assert!(msg.contains("backward_with"), "suggests the fix: {msg}");
+}
+
+#[test]
+fn op_without_a_rule_reached_by_a_gradient() {
+    struct Floor;
+    impl Op<f64> for Floor {
+        fn name(&self) -> &'static str {
+            "floor"
+        }
+        fn forward(&self, x: &[&Tensor<f64>]) -> Result<Tensor<f64>> {
+            Ok(x[0].map(f64::floor))
+        }
+    }
+    let tape = Tape::<f64>::new();
+    let x = tape.var(Tensor::from_vec(vec![1.5, 2.5], [2]));
+    let line = line!() + 1;
+    let y = tape.apply(Floor, &[x]);
+    let e = (y * x).sum().try_backward().unwrap_err();
+    assert_eq!((e.kind(), e.op()), (ErrorKind::NoVjp, "floor"));
+    assert!(e.to_string().contains(&here(line)), "{e}");
+    // Off the gradient path (detached input) the same op is fine.
+    let z = tape.apply(Floor, &[x.detach()]);
+    assert_eq!((z * x).sum().backward()[x].to_vec(), vec![1.0, 2.0]);
+}
+
+#[test]
+fn nan_input_propagates_unless_anomaly_mode() {
+    let tape = Tape::<f64>::new();
+    let x = tape.var(Tensor::from_vec(vec![1.0, f64::NAN], [2]));
+    let y = (x * x).sum();
+    assert!(y.item().is_nan());
+    let g = y.backward();
+    assert_eq!(g[x].data()[0], 2.0);
+    assert!(g[x].data()[1].is_nan());
+    // Anomaly mode names the leaf that carried the NaN in.
+    tape.set_anomaly(true);
+    let line = line!() - 8;
+    let msg = panic_message(|| x * x);
+    assert!(msg.contains("NaN") && msg.contains("input 0 (var [2]"), "{msg}");
+    assert!(msg.contains(&here(line)), "{msg}");
+}
+
+#[test]
+fn empty_tensor() {
+    let tape = Tape::<f64>::new();
+    let x = tape.var(Tensor::zeros([0]));
+    let s = x.sum();
+    assert_eq!(s.item(), 0.0);
+    assert!(x.mean().item().is_nan(), "mean of nothing is 0/0, as in NumPy");
+    let g = (x.exp() * x).sum().backward();
+    assert_eq!(g[x].shape(), &[0]);
+    assert_eq!(format!("{}", x.value()), "[] (shape [0])");
+    // Matmul with an empty inner size is a matrix of zeros; gradients have the operands' shapes.
+    let a = tape.var(Tensor::ones([2, 0]));
+    let b = tape.var(Tensor::ones([0, 3]));
+    let c = a.matmul(b);
+    assert_eq!(c.value(), Tensor::zeros([2, 3]));
+    let g = c.sum().backward();
+    assert_eq!((g[a].shape(), g[b].shape()), (&[2, 0][..], &[0, 3][..]));
+}
+
+#[test]
+fn zero_size_axis() {
+    let tape = Tape::<f64>::new();
+    let x = tape.var(Tensor::zeros([3, 0]));
+    // Summing over the empty axis gives zeros of the right shape (a kernel bug fixed here).
+    let s = x.sum_axis(1, false);
+    assert_eq!(s.value(), Tensor::zeros([3]));
+    assert_eq!(x.sum_axis(1, true).shape().as_slice(), &[3, 1]);
+    assert_eq!((s * s).sum().backward()[x].shape(), &[3, 0]);
+    // Summing over the non-empty axis gives an empty result.
+    assert_eq!(x.sum_axis(0, false).shape().as_slice(), &[0]);
+    // max over an empty axis has no answer: a shape error naming the axis.
+    let line = line!() + 1;
+    let msg = panic_message(|| x.max_axis(1, true));
+    assert!(msg.contains("max") && msg.contains("empty axis 1 of [3, 0]"), "{msg}");
+    assert!(msg.contains(&here(line)), "{msg}");
+    // max over the other axis is fine (and empty).
+    assert_eq!(x.max_axis(0, false).shape().as_slice(), &[0]);
+}
+
+#[test]
+fn log_of_a_negative_number() {
+    let tape = Tape::<f64>::new();
+    let x = tape.var(Tensor::from_vec(vec![-1.0, 0.0, 1.0], [3]));
+    let y = x.log();
+    let v = y.value();
+    assert!(v.data()[0].is_nan());
+    assert_eq!(v.data()[1], f64::NEG_INFINITY);
+    assert_eq!(v.data()[2], 0.0);
+    // With anomaly mode it is an error at the log.
+    let tape = Tape::<f64>::with_anomaly();
+    let x = tape.var(Tensor::from_vec(vec![-1.0, 1.0], [2]));
+    let line = line!() + 1;
+    let msg = panic_message(|| x.log());
+    assert!(
+        msg.starts_with("tapegrad: log:") && msg.contains("NaN at element [0]"),
+        "{msg}"
+    );
+    assert!(msg.contains(&here(line)), "{msg}");
+}
+
+/// Softmax from primitives with the max detached (the lead's fused `Var::softmax` was not on main
+/// when this was written; the composed form is the one every softmax must agree with).
+fn softmax<'t>(x: Var<'t, f64>) -> Var<'t, f64> {
+    let m = x.max_axis(-1, true).detach();
+    let e = (x - m).exp();
+    e / e.sum_axis(-1, true)
+}
+
+#[test]
+fn softmax_of_huge_logits_is_finite() {
+    let tape = Tape::<f64>::with_anomaly();
+    let x = tape.var(Tensor::from_vec(vec![1e30, -1e30, 0.0, -1e30, 1e30, 1e30], [2, 3]));
+    let y = softmax(x);
+    assert_eq!(y.value().to_vec(), vec![1.0, 0.0, 0.0, 0.0, 0.5, 0.5]);
+    let g = Tensor::from_vec(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [2, 3]);
+    let grads = (y * tape.constant(g.clone())).sum().backward();
+    // Independent: y ⊙ (g − ⟨g, y⟩) per row.
+    let yv = y.value();
+    for r in 0..2 {
+        let dot: f64 = (0..3).map(|j| yv.get(&[r, j]) * g.get(&[r, j])).sum();
+        for j in 0..3 {
+            let expect = yv.get(&[r, j]) * (g.get(&[r, j]) - dot);
+            assert_eq!(grads[x].get(&[r, j]), expect);
+        }
+    }
+    // Without the shift, exp overflows: anomaly mode points at the exp.
+    let line = line!() + 1;
+    let msg = panic_message(|| x.exp());
+    assert!(
+        msg.contains("exp") && msg.contains("+inf") && msg.contains(&here(line)),
+        "{msg}"
+    );
+}
+
+#[test]
+fn matmul_with_mismatched_inner_size() {
+    let tape = Tape::<f64>::new();
+    let a = tape.var(Tensor::zeros([2, 3]));
+    let b = tape.var(Tensor::zeros([4, 5]));
+    let line = line!() + 1;
+    let msg = panic_message(|| a.matmul(b));
+    assert!(
+        msg.starts_with("tapegrad: matmul:") && msg.contains("inner sizes differ"),
+        "{msg}"
+    );
+    assert!(msg.contains("[2, 3] @ [4, 5]"), "{msg}");
+    assert!(msg.contains(&here(line)), "{msg}");
+    let v = tape.var(Tensor::zeros([3]));
+    let msg = panic_message(|| a.matmul(v));
+    assert!(msg.contains("at least 2-D") && msg.contains("[3]"), "{msg}");
+}
+
+#[test]
+fn reshape_to_the_wrong_size() {
+    let tape = Tape::<f64>::new();
+    let x = tape.var(Tensor::zeros([2, 3]));
+    let line = line!() + 1;
+    let msg = panic_message(|| x.reshape([4, 2]));
+    assert!(msg.starts_with("tapegrad: reshape:"), "{msg}");
+    assert!(
+        msg.contains("[2, 3] (6 elements)") && msg.contains("[4, 2] (8 elements)"),
+        "{msg}"
+    );
+    assert!(msg.contains(&here(line)), "{msg}");
+    let e = Tensor::<f64>::try_from_vec(vec![1.0; 5], [2, 3]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Shape);
+}
+
+#[test]
+fn bad_axis_and_bad_permutation() {
+    let tape = Tape::<f64>::new();
+    let x = tape.var(Tensor::zeros([2, 3]));
+    let msg = panic_message(|| x.sum_axis(2, false));
+    assert!(msg.contains("axis 2 is out of range for a tensor with 2 axes"), "{msg}");
+    let msg = panic_message(|| x.permute([0, 0]));
+    assert!(msg.contains("not a permutation"), "{msg}");
+}
