@@ -145,6 +145,11 @@ impl<T: Float> Tape<T> {
         self.nodes.get_mut().clear();
     }
 
+    /// How many nodes the tape can hold before its node storage reallocates.
+    pub fn capacity(&self) -> usize {
+        self.nodes.borrow().capacity()
+    }
+
     /// Records a leaf whose gradient is wanted: [`Var::backward`] returns a gradient for it.
     #[track_caller]
     pub fn var(&self, value: Tensor<T>) -> Var<'_, T> {
