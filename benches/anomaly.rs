@@ -1,8 +1,12 @@
-//! Anomaly mode's overhead: one training step (forward + backward) with anomaly mode off and on,
-//! measured side by side in one run so the ratio is meaningful on a noisy machine.
+//! Anomaly mode's overhead: one training step (forward + backward) with anomaly mode off and on.
+//!
+//! The machine is shared and noisy, so the two variants are **interleaved**: every timed
+//! iteration of `normal` is followed by an untimed run of `anomaly` and vice versa
+//! (`iter_custom`), so both medians see the same load and their ratio is meaningful.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
+use std::time::{Duration, Instant};
 use tapegrad::{Tape, Tensor};
 
 /// A two-layer MLP with a composed softmax cross-entropy: `batch × width` activations.
@@ -37,30 +41,43 @@ fn scalar_chain(anomaly: bool, n: usize) -> f64 {
     y.backward()[x].item()
 }
 
+/// Times `f(mode)` for `iters` iterations, running `f(!mode)` untimed after each one.
+fn interleaved(iters: u64, mode: bool, f: impl Fn(bool) -> f64) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let t = Instant::now();
+        black_box(f(black_box(mode)));
+        total += t.elapsed();
+        black_box(f(black_box(!mode)));
+    }
+    total
+}
+
 fn bench(c: &mut Criterion) {
     for &(batch, width) in &[(8usize, 16usize), (64, 128)] {
         let x = Tensor::rand_normal([batch, width], 0.0, 1.0, 1);
         let w1 = Tensor::rand_normal([width, width], 0.0, 0.1, 2);
         let w2 = Tensor::rand_normal([width, 10], 0.0, 0.1, 3);
         let t = Tensor::from_fn([batch, 10], |i| if i % 10 == (i / 10) % 10 { 1.0 } else { 0.0 });
+        let f = |mode| step(mode, &x, &w1, &w2, &t);
         let mut g = c.benchmark_group(format!("mlp_step_{batch}x{width}"));
-        g.sample_size(30);
-        g.bench_function("normal", |b| b.iter(|| step(black_box(false), &x, &w1, &w2, &t)));
-        g.bench_function("anomaly", |b| b.iter(|| step(black_box(true), &x, &w1, &w2, &t)));
+        g.bench_function("normal", |b| b.iter_custom(|n| interleaved(n, false, f)));
+        g.bench_function("anomaly", |b| b.iter_custom(|n| interleaved(n, true, f)));
         g.finish();
     }
+    let f = |mode| scalar_chain(mode, 200);
     let mut g = c.benchmark_group("scalar_chain_200");
-    g.sample_size(30);
-    g.bench_function("normal", |b| b.iter(|| scalar_chain(black_box(false), 200)));
-    g.bench_function("anomaly", |b| b.iter(|| scalar_chain(black_box(true), 200)));
+    g.bench_function("normal", |b| b.iter_custom(|n| interleaved(n, false, f)));
+    g.bench_function("anomaly", |b| b.iter_custom(|n| interleaved(n, true, f)));
     g.finish();
 }
 
 criterion_group! {
     name = benches;
     config = Criterion::default()
-        .warm_up_time(std::time::Duration::from_millis(500))
-        .measurement_time(std::time::Duration::from_secs(2));
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(30);
     targets = bench
 }
 criterion_main!(benches);
