@@ -155,3 +155,37 @@ fn nan_safe_select_is_clean_in_anomaly_mode_with_a_safe_input() {
     let g = y.try_backward().unwrap();
     assert_eq!(g[x].to_vec(), vec![0.25, 0.0, 0.0]);
 }
+
+#[test]
+fn every_kind_of_non_finite_is_caught_at_every_position() {
+    // The finiteness scan is branch-free and chunked by 8: check each position and the tail.
+    for n in [1usize, 7, 8, 9, 17, 33] {
+        for pos in 0..n {
+            for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+                let tape = Tape::<f64>::with_anomaly();
+                let mut v = vec![1e308; n];
+                v[pos] = bad;
+                let x = tape.var(Tensor::from_vec(v, [n]));
+                let e = tape.try_apply(Id, &[x]).unwrap_err();
+                assert_eq!(e.kind(), ErrorKind::NonFinite);
+                assert!(e.to_string().contains(&format!("[{pos}]")), "{e}");
+            }
+        }
+        // Huge but finite values (x · 0 = 0) and subnormals pass.
+        let tape = Tape::<f64>::with_anomaly();
+        let x = tape.var(Tensor::from_vec(vec![f64::MAX; n], [n]));
+        assert!(tape.try_apply(Id, &[x]).is_ok());
+        let x = tape.var(Tensor::from_vec(vec![5e-324; n], [n]));
+        assert!(tape.try_apply(Id, &[x]).is_ok());
+    }
+}
+
+struct Id;
+impl Op<f64> for Id {
+    fn name(&self) -> &'static str {
+        "id"
+    }
+    fn forward(&self, x: &[&Tensor<f64>]) -> Result<Tensor<f64>> {
+        Ok(x[0].clone())
+    }
+}
