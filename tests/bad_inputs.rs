@@ -174,8 +174,7 @@ fn log_of_a_negative_number() {
     assert!(msg.contains(&here(line)), "{msg}");
 }
 
-/// Softmax from primitives with the max detached (the lead's fused `Var::softmax` was not on main
-/// when this was written; the composed form is the one every softmax must agree with).
+/// Softmax from primitives with the max detached, written out here (independent of the library's).
 fn softmax<'t>(x: Var<'t, f64>) -> Var<'t, f64> {
     let m = x.max_axis(-1, true).detach();
     let e = (x - m).exp();
@@ -188,6 +187,15 @@ fn softmax_of_huge_logits_is_finite() {
     let x = tape.var(Tensor::from_vec(vec![1e30, -1e30, 0.0, -1e30, 1e30, 1e30], [2, 3]));
     let y = softmax(x);
     assert_eq!(y.value().to_vec(), vec![1.0, 0.0, 0.0, 0.0, 0.5, 0.5]);
+    // The library's fused and composed softmax agree exactly here, gradients included.
+    let cot = Tensor::from_vec(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [2, 3]);
+    for lib in [x.softmax(-1), x.softmax_composed(-1)] {
+        assert_eq!(lib.value(), y.value(), "{}", lib.op_name());
+        let gl = tape.grad(&[lib], &[cot.clone()], &[x]);
+        let gy = tape.grad(&[y], &[cot.clone()], &[x]);
+        assert!(gl[0].all_finite());
+        assert!(gl[0].max_abs_diff(&gy[0]) < 1e-15, "{}", lib.op_name());
+    }
     let g = Tensor::from_vec(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [2, 3]);
     let grads = (y * tape.constant(g.clone())).sum().backward();
     // Independent: y ⊙ (g − ⟨g, y⟩) per row.
