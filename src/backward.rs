@@ -174,6 +174,15 @@ fn check_rule_grad<T: Float>(tape: &Tape<T>, i: usize, k: usize, shape: Option<&
     Err(rule_error(tape, i, e))
 }
 
+/// Checks that node `i`'s rule returned one gradient slot per input.
+fn check_count<T: Float>(tape: &Tape<T>, i: usize, got: usize, want: usize) -> Result<()> {
+    if got == want {
+        return Ok(());
+    }
+    let msg = format!("the VJP rule returned {got} gradients for {want} inputs");
+    Err(rule_error(tape, i, Error::new(ErrorKind::Invalid, "vjp", msg)))
+}
+
 /// Adds `g` into an accumulated gradient, in place when the buffer is not shared.
 fn accumulate<T: Float>(acc: Option<Tensor<T>>, g: Tensor<T>) -> Tensor<T> {
     match acc {
@@ -261,18 +270,7 @@ pub(crate) fn sweep_values<T: Float>(
                 vs.into_iter().map(|v| v.map(|v| v.value())).collect()
             }
         };
-        if gs.len() != needs.len() {
-            let e = Error::new(
-                ErrorKind::Invalid,
-                "vjp",
-                format!(
-                    "the VJP rule returned {} gradients for {} inputs",
-                    gs.len(),
-                    needs.len()
-                ),
-            );
-            return Err(rule_error(tape, i, e));
-        }
+        check_count(tape, i, gs.len(), needs.len())?;
         for (k, gk) in gs.into_iter().enumerate() {
             if !needs[k] {
                 continue;
@@ -338,18 +336,7 @@ pub(crate) fn sweep_graph<'t, T: Float>(
             needs: &needs,
         };
         let gs = op.get().vjp(&cx, g).map_err(|e| rule_error(tape, i, e))?;
-        if gs.len() != inputs.len() {
-            let e = Error::new(
-                ErrorKind::Invalid,
-                op.get().name(),
-                format!(
-                    "the VJP rule returned {} gradients for {} inputs",
-                    gs.len(),
-                    inputs.len()
-                ),
-            );
-            return Err(rule_error(tape, i, e));
-        }
+        check_count(tape, i, gs.len(), inputs.len())?;
         for (k, gk) in gs.into_iter().enumerate() {
             if !needs[k] {
                 continue;

@@ -217,25 +217,8 @@ pub(crate) fn max_ignoring_nan<T: Float>(x: &[T]) -> T {
 
 /// Maximum of a non-empty slice (NaN propagates).
 pub(crate) fn max_slice<T: Float>(x: &[T]) -> T {
-    let mut acc = [T::NEG_INFINITY; 8];
-    let chunks = x.chunks_exact(8);
-    let rest = chunks.remainder();
-    let mut nan = false;
-    for c in chunks {
-        for k in 0..8 {
-            acc[k] = if c[k] > acc[k] { c[k] } else { acc[k] };
-            nan |= c[k].is_nan();
-        }
-    }
-    let mut m = acc
-        .iter()
-        .copied()
-        .fold(T::NEG_INFINITY, |a, b| if b > a { b } else { a });
-    for &r in rest {
-        m = if r > m { r } else { m };
-        nan |= r.is_nan();
-    }
-    if nan { T::NAN } else { m }
+    let m = max_ignoring_nan(x);
+    if x.iter().any(|v| v.is_nan()) { T::NAN } else { m }
 }
 
 /// Splits `shape` around `axis` into (outer, extent, inner) sizes.
