@@ -68,7 +68,7 @@ fn softmax_rows<T: Float>(x: &[T], n: usize) -> Vec<T> {
 fn softmax_backward_rows<T: Float>(y: &[T], g: &[T], n: usize) -> Vec<T> {
     let mut out = pool::alloc(y.len());
     for (yr, gr) in y.chunks_exact(n).zip(g.chunks_exact(n)) {
-        let s = dot(yr, gr);
+        let s = kernels::dot(yr, gr);
         out.extend(yr.iter().zip(gr).map(|(&y, &g)| y * (g - s)));
     }
     out
@@ -106,22 +106,6 @@ fn logsumexp<T: Float>(x: &[T], scratch: &mut [T]) -> T {
     scratch.iter_mut().zip(x).for_each(|(s, &v)| *s = v - m);
     kernels::exp_inplace(scratch);
     m + kernels::sum_slice(scratch).ln()
-}
-
-fn dot<T: Float>(a: &[T], b: &[T]) -> T {
-    let mut acc = [T::ZERO; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for k in 0..8 {
-            acc[k] += x[k] * y[k];
-        }
-    }
-    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    for (&x, &y) in ra.iter().zip(rb) {
-        s += x * y;
-    }
-    s
 }
 
 /// The permutation that moves `axis` to the end, keeping the other axes in order (so rows come
@@ -472,7 +456,7 @@ impl<T: Float> Op<T> for CrossEntropyOp<T> {
                     (Some(t), _) => lse - xr[t[r]],
                     (None, Some(t)) => {
                         let tr = &t.data()[r * n..(r + 1) * n];
-                        lse * kernels::sum_slice(tr) - dot(tr, xr)
+                        lse * kernels::sum_slice(tr) - kernels::dot(tr, xr)
                     }
                     _ => unreachable!(),
                 };

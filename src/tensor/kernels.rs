@@ -177,19 +177,52 @@ pub(crate) fn permute<T: Float>(a: &[T], shape: &[usize], perm: &[usize]) -> Vec
     out
 }
 
-/// Sum of a slice with eight independent accumulators (so the loop vectorises).
+/// Lanes of the reductions below: 32 independent accumulators, i.e. several vector registers,
+/// so the loop is bound by load throughput rather than by the latency of one chain of adds.
+const LANES: usize = 32;
+
+/// Sums `acc` pairwise (a fixed order, so results do not depend on the machine).
+fn fold_lanes<T: Float>(mut acc: [T; LANES], op: impl Fn(T, T) -> T) -> T {
+    let mut n = LANES;
+    while n > 1 {
+        n /= 2;
+        for k in 0..n {
+            acc[k] = op(acc[k], acc[k + n]);
+        }
+    }
+    acc[0]
+}
+
+/// Sum of a slice with independent accumulators (so the loop vectorises and pipelines).
 pub(crate) fn sum_slice<T: Float>(x: &[T]) -> T {
-    let mut acc = [T::ZERO; 8];
-    let chunks = x.chunks_exact(8);
+    let mut acc = [T::ZERO; LANES];
+    let chunks = x.chunks_exact(LANES);
     let rest = chunks.remainder();
     for c in chunks {
-        for k in 0..8 {
+        for k in 0..LANES {
             acc[k] += c[k];
         }
     }
-    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    let mut s = fold_lanes(acc, |a, b| a + b);
     for &r in rest {
         s += r;
+    }
+    s
+}
+
+/// `Σ a_i b_i` with independent accumulators.
+pub(crate) fn dot<T: Float>(a: &[T], b: &[T]) -> T {
+    let mut acc = [T::ZERO; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for k in 0..LANES {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    let mut s = fold_lanes(acc, |a, b| a + b);
+    for (&x, &y) in ra.iter().zip(rb) {
+        s += x * y;
     }
     s
 }
@@ -197,20 +230,18 @@ pub(crate) fn sum_slice<T: Float>(x: &[T]) -> T {
 /// Maximum of a slice, ignoring NaN (−∞ for an empty or all-NaN slice). Callers whose result
 /// must be NaN when the input has one get it from later arithmetic (see softmax).
 pub(crate) fn max_ignoring_nan<T: Float>(x: &[T]) -> T {
-    let mut acc = [T::NEG_INFINITY; 8];
-    let chunks = x.chunks_exact(8);
+    let pick = |a: T, b: T| if b > a { b } else { a };
+    let mut acc = [T::NEG_INFINITY; LANES];
+    let chunks = x.chunks_exact(LANES);
     let rest = chunks.remainder();
     for c in chunks {
-        for k in 0..8 {
-            acc[k] = if c[k] > acc[k] { c[k] } else { acc[k] };
+        for k in 0..LANES {
+            acc[k] = pick(acc[k], c[k]);
         }
     }
-    let mut m = acc
-        .iter()
-        .copied()
-        .fold(T::NEG_INFINITY, |a, b| if b > a { b } else { a });
+    let mut m = fold_lanes(acc, pick);
     for &r in rest {
-        m = if r > m { r } else { m };
+        m = pick(m, r);
     }
     m
 }
