@@ -7,12 +7,8 @@ fn t(v: &[f64], s: &[usize]) -> Tensor<f64> {
     Tensor::from_vec(v.to_vec(), s)
 }
 
-fn panic_message<R>(f: impl FnOnce() -> R) -> String {
-    let e = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
-        .err()
-        .expect("expected a panic");
-    e.downcast_ref::<String>().cloned().unwrap_or_default()
-}
+mod common;
+use common::panic_message;
 
 #[test]
 fn off_by_default_nan_flows_silently() {

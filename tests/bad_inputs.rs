@@ -1,18 +1,10 @@
 //! Each bad input of the README's table: what the user sees, proved here. Every error names the
 //! op, the shapes and the line of *this* file that built the node.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use tapegrad::{ErrorKind, Op, Result, Tape, Tensor, Var};
 
-fn panic_message<R>(f: impl FnOnce() -> R) -> String {
-    let Err(e) = catch_unwind(AssertUnwindSafe(f)) else {
-        panic!("expected a panic")
-    };
-    e.downcast_ref::<String>()
-        .cloned()
-        .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap()
-}
+mod common;
+use common::panic_message;
 
 fn here(line: u32) -> String {
     format!("{}:{line}", file!())

@@ -9,15 +9,8 @@ fn t(v: &[f64], s: &[usize]) -> Tensor<f64> {
     Tensor::from_vec(v.to_vec(), s)
 }
 
-fn panic_message<R>(f: impl FnOnce() -> R) -> String {
-    let Err(e) = catch_unwind(AssertUnwindSafe(f)) else {
-        panic!("expected a panic")
-    };
-    e.downcast_ref::<String>()
-        .cloned()
-        .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap()
-}
+mod common;
+use common::panic_message;
 
 #[test]
 fn fan_out_accumulates() {
