@@ -29,7 +29,7 @@ use crate::error::{Error, ErrorKind, Result, fail};
 use crate::float::Float;
 use crate::op::{EagerCtx, VjpCtx};
 use crate::shape::fmt_shape;
-use crate::tape::{Tape, Var};
+use crate::tape::{Cut, Tape, TruncateGuard, Var};
 use crate::tensor::Tensor;
 use indexmap::IndexMap;
 use smallvec::SmallVec;
@@ -52,6 +52,8 @@ use std::panic::Location;
 #[derive(Clone, Debug)]
 pub struct Grads<T: Float> {
     tape_id: u64,
+    /// The index of the value `backward` was called on.
+    top: usize,
     map: IndexMap<usize, Tensor<T>>,
 }
 
@@ -96,14 +98,19 @@ impl<'t, T: Float> std::ops::Index<Var<'t, T>> for Grads<T> {
             ));
         }
         self.map.get(&v.index).unwrap_or_else(|| {
-            fail(Error::new(
-                ErrorKind::Invalid,
-                "grads[var]",
+            let msg = if v.index > self.top {
+                format!(
+                    "{} was recorded after the value backward() was called on (node #{}), so it has no gradient in these results",
+                    v.tape.describe(v.index),
+                    self.top
+                )
+            } else {
                 format!(
                     "{} is not a variable leaf (made with tape.var), so backward() kept no gradient for it; use tape.grad(..) for intermediate values",
                     v.tape.describe(v.index)
-                ),
-            ))
+                )
+            };
+            fail(Error::new(ErrorKind::Invalid, "grads[var]", msg).at(Location::caller()))
         })
     }
 }
@@ -179,7 +186,11 @@ fn check_count<T: Float>(tape: &Tape<T>, i: usize, got: usize, want: usize) -> R
     if got == want {
         return Ok(());
     }
-    let msg = format!("the VJP rule returned {got} gradients for {want} inputs");
+    let msg = format!(
+        "the VJP rule returned {got} gradient{} for {want} input{}",
+        if got == 1 { "" } else { "s" },
+        if want == 1 { "" } else { "s" }
+    );
     Err(rule_error(tape, i, Error::new(ErrorKind::Invalid, "vjp", msg)))
 }
 
@@ -282,9 +293,10 @@ pub(crate) fn sweep_values<T: Float>(
             grads[j] = Some(accumulate(grads[j].take(), gk.expect("checked")));
         }
     }
+    // (clone, not take: the same input may be asked for twice)
     Ok(wrt
         .iter()
-        .map(|&w| if w <= top { grads[w].take() } else { None })
+        .map(|&w| if w <= top { grads[w].clone() } else { None })
         .collect())
 }
 
@@ -301,6 +313,8 @@ pub(crate) fn sweep_graph<'t, T: Float>(
     };
     let relevant = relevance(tape, top, wrt);
     let anomaly = crate::anomaly::pause_forward_checks(tape);
+    // A recorded backward records its rules whatever the ambient mode (as `create_graph`).
+    let _record = tape.enable_grad_guard();
     let mut grads: Vec<Option<Var<'t, T>>> = vec![None; top + 1];
     for &(out, seed) in seeds {
         let i = out.index;
@@ -384,30 +398,68 @@ impl<T: Float> Tape<T> {
         cotangents: &[Tensor<T>],
         wrt: &[Var<'t, T>],
     ) -> Result<Vec<Tensor<T>>> {
-        let loc = Location::caller();
-        let start = self.len();
-        let result = (|| {
-            let seeds = self.seeds(
-                outputs,
-                cotangents.len(),
-                |k| Ok(self.constant(cotangents[k].clone())),
-                loc,
-            )?;
-            let wrt_idx = self.wrt_indices(wrt, loc)?;
-            let seeds = seeds
-                .iter()
-                .zip(cotangents)
-                .map(|((o, _), c)| (o.index, c.clone()))
-                .collect();
-            let gs = sweep_values(self, seeds, &wrt_idx).map_err(|e| e.at(loc))?;
-            Ok(gs
-                .into_iter()
-                .zip(wrt)
-                .map(|(g, w)| g.unwrap_or_else(|| Tensor::zeros(w.shape())))
-                .collect())
-        })();
-        self.truncate(start);
-        result
+        self.grad_impl(outputs, cotangents, wrt, false, Location::caller())
+    }
+
+    /// [`grad`](Self::grad) for the crate's transforms and checks: outputs that need no gradient
+    /// give zeros instead of an error.
+    #[track_caller]
+    pub(crate) fn grad_lenient<'t>(
+        &'t self,
+        outputs: &[Var<'t, T>],
+        cotangents: &[Tensor<T>],
+        wrt: &[Var<'t, T>],
+    ) -> Vec<Tensor<T>> {
+        self.grad_impl(outputs, cotangents, wrt, true, Location::caller())
+            .unwrap_or_else(|e| fail(e))
+    }
+
+    /// [`grad_graph`](Self::grad_graph) for the crate's transforms and checks: outputs that need
+    /// no gradient give constant zeros instead of an error.
+    #[track_caller]
+    pub(crate) fn grad_graph_lenient<'t>(
+        &'t self,
+        outputs: &[Var<'t, T>],
+        cotangents: &[Var<'t, T>],
+        wrt: &[Var<'t, T>],
+    ) -> Vec<Var<'t, T>> {
+        self.grad_graph_impl(outputs, cotangents, wrt, true, Location::caller())
+            .unwrap_or_else(|e| fail(e))
+    }
+
+    /// [`try_grad`](Self::try_grad), optionally accepting outputs that need no gradient (their
+    /// gradients are zeros): for the crate's transforms and checks, where a constant derivative
+    /// (the gradient of a linear function, say) is a legitimate zero.
+    pub(crate) fn grad_impl<'t>(
+        &'t self,
+        outputs: &[Var<'t, T>],
+        cotangents: &[Tensor<T>],
+        wrt: &[Var<'t, T>],
+        allow_constant: bool,
+        loc: &'static Location<'static>,
+    ) -> Result<Vec<Tensor<T>>> {
+        // The rules' scratch nodes (of user ops without a tensor rule) go when this returns, errs
+        // or unwinds from a panicking rule.
+        let _cleanup = TruncateGuard::new(self);
+        let seeds = self.seeds(
+            outputs,
+            allow_constant,
+            cotangents.len(),
+            |k| Ok(self.constant(cotangents[k].clone())),
+            loc,
+        )?;
+        let wrt_idx = self.wrt_indices(wrt, loc)?;
+        let seeds = seeds
+            .iter()
+            .zip(cotangents)
+            .map(|((o, _), c)| (o.index, c.clone()))
+            .collect();
+        let gs = sweep_values(self, seeds, &wrt_idx).map_err(|e| e.at(loc))?;
+        Ok(gs
+            .into_iter()
+            .zip(wrt)
+            .map(|(g, w)| g.unwrap_or_else(|| Tensor::zeros(w.shape())))
+            .collect())
     }
 
     /// Like [`grad`](Self::grad), but the backward pass is recorded: the gradients are `Var`s
@@ -443,11 +495,25 @@ impl<T: Float> Tape<T> {
         cotangents: &[Var<'t, T>],
         wrt: &[Var<'t, T>],
     ) -> Result<Vec<Var<'t, T>>> {
-        let loc = Location::caller();
-        let start = self.len();
+        self.grad_graph_impl(outputs, cotangents, wrt, false, Location::caller())
+    }
+
+    /// [`try_grad_graph`](Self::try_grad_graph), optionally accepting outputs that need no
+    /// gradient (see [`grad_impl`](Self::grad_impl)).
+    pub(crate) fn grad_graph_impl<'t>(
+        &'t self,
+        outputs: &[Var<'t, T>],
+        cotangents: &[Var<'t, T>],
+        wrt: &[Var<'t, T>],
+        allow_constant: bool,
+        loc: &'static Location<'static>,
+    ) -> Result<Vec<Var<'t, T>>> {
+        // On error or unwind the nodes recorded so far are removed; on success they stay.
+        let cleanup = TruncateGuard::new(self);
         let result = (|| {
             let seeds = self.seeds(
                 outputs,
+                allow_constant,
                 cotangents.len(),
                 |k| self.check_own(&cotangents[k], "grad_graph").map(|_| cotangents[k]),
                 loc,
@@ -460,8 +526,8 @@ impl<T: Float> Tape<T> {
                 .map(|(g, w)| g.unwrap_or_else(|| self.constant(Tensor::zeros(w.shape()))))
                 .collect())
         })();
-        if result.is_err() {
-            self.truncate(start);
+        if result.is_ok() {
+            cleanup.disarm();
         }
         result
     }
@@ -469,6 +535,7 @@ impl<T: Float> Tape<T> {
     fn seeds<'t>(
         &'t self,
         outputs: &[Var<'t, T>],
+        allow_constant: bool,
         n_cot: usize,
         mut cot: impl FnMut(usize) -> Result<Var<'t, T>>,
         loc: &'static Location<'static>,
@@ -484,6 +551,9 @@ impl<T: Float> Tape<T> {
         let mut seeds = Vec::with_capacity(outputs.len());
         for (k, &o) in outputs.iter().enumerate() {
             self.check_own(&o, "grad").map_err(|e| e.at(loc))?;
+            if !o.requires_grad() && !allow_constant {
+                return Err(Error::new(ErrorKind::NoGradient, "backward", self.why_no_gradient(o.index)).at(loc));
+            }
             let c = cot(k).map_err(|e| e.at(loc))?;
             let (os, cs) = (o.shape(), c.shape());
             if os != cs {
@@ -523,6 +593,61 @@ impl<T: Float> Tape<T> {
                 Ok(w.index)
             })
             .collect()
+    }
+}
+
+impl<T: Float> Tape<T> {
+    /// Explains why node `out` carries no gradient: the `no_grad` scopes and `detach` calls that
+    /// cut it off from the variables, nearest first, or that no variable reaches it at all.
+    pub(crate) fn why_no_gradient(&self, out: usize) -> String {
+        let nodes = self.nodes.borrow();
+        let mut reach = vec![false; out + 1];
+        reach[out] = true;
+        let mut cuts = Vec::new();
+        for i in (0..=out).rev() {
+            if !reach[i] {
+                continue;
+            }
+            let n = &nodes[i];
+            if let Some(c) = n.cut {
+                cuts.push((i, c));
+                continue; // what lies behind a cut is explained by the cut
+            }
+            for &j in &n.inputs {
+                reach[j] = true;
+            }
+        }
+        drop(nodes);
+        let head = format!(
+            "{} does not require a gradient, so there is nothing to differentiate",
+            self.describe(out)
+        );
+        if cuts.is_empty() {
+            return format!("{head}: no variable (made with tape.var) reaches it");
+        }
+        let shown: Vec<String> = cuts
+            .iter()
+            .take(3)
+            .map(|&(i, c)| {
+                let loc = self.node(i).location;
+                let what = match c {
+                    Cut::NoGrad => "was built under no_grad",
+                    Cut::Detached => "was detached",
+                };
+                let name = if i == out {
+                    "it".to_string()
+                } else {
+                    format!("node #{i} ({})", self.node_name(i))
+                };
+                format!("{name} {what} at {}:{}", loc.file(), loc.line())
+            })
+            .collect();
+        let more = if cuts.len() > 3 {
+            format!(" (and {} more)", cuts.len() - 3)
+        } else {
+            String::new()
+        };
+        format!("{head}: {}{more}", shown.join("; "))
     }
 }
 
@@ -574,6 +699,7 @@ impl<'t, T: Float> Var<'t, T> {
         let gs = tape.try_grad(&[self], &[cotangent], &leaves)?;
         Ok(Grads {
             tape_id: tape.id(),
+            top: self.index,
             map: leaves.iter().map(|v| v.index).zip(gs).collect(),
         })
     }

@@ -37,6 +37,9 @@ pub enum ErrorKind {
     NonScalar,
     /// A gradient reached an operation that has no vector-Jacobian product rule.
     NoVjp,
+    /// A backward was asked of a value that does not require a gradient (no variable reaches it:
+    /// it was built under `no_grad`, from detached values, or from constants only).
+    NoGradient,
     /// A value that must be finite was NaN or infinite.
     NonFinite,
     /// Any other invalid argument (empty list, bad axis permutation, wrong number of inputs…).

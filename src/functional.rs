@@ -100,7 +100,7 @@ where
     let xv = tape.var(x.clone());
     let y = f(xv);
     need_scalar("value_and_grad", y);
-    let g = tape.grad(&[y], &[Tensor::ones(y.shape())], &[xv]);
+    let g = tape.grad_lenient(&[y], &[Tensor::ones(y.shape())], &[xv]);
     (y.item(), g.into_iter().next().unwrap())
 }
 
@@ -140,7 +140,7 @@ where
     let vars: Vec<Var<'_, T>> = xs.iter().map(|x| tape.var(x.clone())).collect();
     let y = f(&vars);
     need_shape("vjp", "the cotangent v", v, &y.shape());
-    let g = tape.grad(&[y], std::slice::from_ref(v), &vars);
+    let g = tape.grad_lenient(&[y], std::slice::from_ref(v), &vars);
     (y.value(), g)
 }
 
@@ -192,8 +192,8 @@ where
     let y = f(&vars);
     // The dummy cotangent: its value is irrelevant (Jᵀu is linear in u), zeros are cheapest.
     let u = tape.var(Tensor::zeros(y.shape()));
-    let jtu = tape.grad_graph(&[y], &[u], &vars);
-    let jt = tape.grad(&jtu, ts, &[u]);
+    let jtu = tape.grad_graph_lenient(&[y], &[u], &vars);
+    let jt = tape.grad_lenient(&jtu, ts, &[u]);
     (y.value(), jt.into_iter().next().unwrap())
 }
 
@@ -257,7 +257,7 @@ impl<'t, T: Float> HessianAt<'t, T> {
         for (v, x) in vs.iter().zip(&self.xs) {
             need_shape("hvp", "the direction v", v, &x.shape());
         }
-        self.tape.grad(&self.grads, vs, &self.xs)
+        self.tape.grad_lenient(&self.grads, vs, &self.xs)
     }
 }
 
@@ -301,7 +301,7 @@ where
     let y = f(&vars);
     need_scalar("hessian", y);
     let one = tape.constant(Tensor::ones(y.shape()));
-    let grads = tape.grad_graph(&[y], &[one], &vars);
+    let grads = tape.grad_graph_lenient(&[y], &[one], &vars);
     body(&HessianAt {
         tape: &tape,
         xs: vars,
@@ -490,11 +490,11 @@ where
     let xs: Vec<Var<'_, T>> = inputs.iter().map(|x| tape.var(x.clone())).collect();
     let y = f(&xs);
     let vv = tape.var(v.clone());
-    let gs = tape.try_grad_graph(&[y], &[vv], &xs)?;
+    let gs = tape.grad_graph_impl(&[y], &[vv], &xs, true, Location::caller())?;
     let mut wrt = xs.clone();
     wrt.push(vv);
     let ones: Vec<Tensor<T>> = gs.iter().map(|g| Tensor::ones(g.shape())).collect();
-    tape.try_grad(&gs, &ones, &wrt).map(|_| ())
+    tape.grad_impl(&gs, &ones, &wrt, true, Location::caller()).map(|_| ())
 }
 
 /// Checks second derivatives of `f` by finite differences of its gradient, in the manner of
@@ -545,7 +545,7 @@ where
                         .map(|&x| if x.requires_grad() { x } else { x.tape().var(x.value()) })
                         .collect();
                     let y = f(&xs);
-                    y.tape().grad_graph(&[y], &[vars[n]], &[xs[k]])[0]
+                    y.tape().grad_graph_lenient(&[y], &[vars[n]], &[xs[k]])[0]
                 },
                 &all,
                 opts,

@@ -106,7 +106,11 @@ impl<'a, T: Float> EagerCtx<'a, T> {
 
     /// Packs per-input gradients, computing only those that are needed.
     pub fn grads<const N: usize>(&self, g: [&dyn Fn() -> Tensor<T>; N]) -> TensorGrads<T> {
-        g.iter().enumerate().map(|(i, f)| self.needs[i].then(f)).collect()
+        // (an input index past the op's arity counts as needed, so the sweep reports the count)
+        g.iter()
+            .enumerate()
+            .map(|(i, f)| self.needs.get(i).copied().unwrap_or(true).then(f))
+            .collect()
     }
 }
 
@@ -141,9 +145,16 @@ impl<'t, T: Float> VjpCtx<'_, 't, T> {
     /// Packs per-input gradients, dropping those of inputs that need none (so their work can be
     /// skipped by passing a lazily computed value through [`needs_grad`](Self::needs_grad)).
     pub fn grads<const N: usize>(&self, g: [Option<Var<'t, T>>; N]) -> Cotangents<'t, T> {
+        // (an input index past the op's arity counts as needed, so the sweep reports the count)
         g.into_iter()
             .enumerate()
-            .map(|(i, v)| if self.needs[i] { v } else { None })
+            .map(|(i, v)| {
+                if self.needs.get(i).copied().unwrap_or(true) {
+                    v
+                } else {
+                    None
+                }
+            })
             .collect()
     }
 }

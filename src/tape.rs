@@ -57,6 +57,17 @@ pub(crate) struct Node<T: Float> {
     pub(crate) is_var: bool,
     /// The line of user code that built the node.
     pub(crate) location: &'static Location<'static>,
+    /// Why gradient flow stops here although a tracked value led to it (for error messages).
+    pub(crate) cut: Option<Cut>,
+}
+
+/// Where and why a tracked value stopped carrying a gradient.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Cut {
+    /// An op with a tracked input, recorded under `no_grad`.
+    NoGrad,
+    /// A `detach()` of a tracked value.
+    Detached,
 }
 
 static NEXT_TAPE_ID: AtomicU64 = AtomicU64::new(1);
@@ -169,6 +180,16 @@ impl<T: Float> Tape<T> {
     }
 
     fn leaf(&self, value: Tensor<T>, is_var: bool, location: &'static Location<'static>) -> Var<'_, T> {
+        self.leaf_with(value, is_var, None, location)
+    }
+
+    fn leaf_with(
+        &self,
+        value: Tensor<T>,
+        is_var: bool,
+        cut: Option<Cut>,
+        location: &'static Location<'static>,
+    ) -> Var<'_, T> {
         let mut nodes = self.nodes.borrow_mut();
         nodes.push(Node {
             value,
@@ -177,6 +198,7 @@ impl<T: Float> Tape<T> {
             requires_grad: is_var,
             is_var,
             location,
+            cut,
         });
         Var {
             tape: self,
@@ -206,6 +228,14 @@ impl<T: Float> Tape<T> {
     pub fn no_grad_guard(&self) -> NoGradGuard<'_, T> {
         self.no_grad_depth.set(self.no_grad_depth.get() + 1);
         NoGradGuard { tape: self }
+    }
+
+    /// Turns gradient tracking on (whatever the enclosing `no_grad` scopes) until the guard is
+    /// dropped: a recorded backward records its rules even when called inside `no_grad`, as
+    /// PyTorch's `create_graph` does.
+    pub(crate) fn enable_grad_guard(&self) -> EnableGradGuard<'_, T> {
+        let restore = self.no_grad_depth.replace(0);
+        EnableGradGuard { tape: self, restore }
     }
 
     /// Records a user-defined (or any) op applied to `inputs`. Panics with the op's error.
@@ -252,7 +282,7 @@ impl<T: Float> Tape<T> {
         for v in inputs {
             self.check_own(v, o.name()).map_err(|e| e.at(location))?;
         }
-        let (value, requires_grad) = {
+        let (value, tracked) = {
             let nodes = self.nodes.borrow();
             // (push loops: SmallVec's collect/extend path is several times slower for 1–2 items)
             let mut vals: SmallVec<[&Tensor<T>; 4]> = SmallVec::new();
@@ -263,8 +293,13 @@ impl<T: Float> Tape<T> {
             if self.anomaly.get() && !crate::anomaly::all_finite(value.data()) {
                 return Err(crate::anomaly::forward_error(self, o, inputs, &value).at(location));
             }
-            let rg = self.grad_enabled() && inputs.iter().any(|v| nodes[v.index].requires_grad);
-            (value, rg)
+            let tracked = inputs.iter().any(|v| nodes[v.index].requires_grad);
+            (value, tracked)
+        };
+        let (requires_grad, cut) = match (tracked, self.grad_enabled()) {
+            (true, true) => (true, None),
+            (true, false) => (false, Some(Cut::NoGrad)),
+            (false, _) => (false, None),
         };
         let mut idx = SmallVec::new();
         for v in inputs {
@@ -278,6 +313,7 @@ impl<T: Float> Tape<T> {
             requires_grad,
             is_var: false,
             location,
+            cut,
         });
         Ok(Var {
             tape: self,
@@ -300,12 +336,17 @@ impl<T: Float> Tape<T> {
         Ref::map(self.nodes.borrow(), |n| &n[i])
     }
 
+    /// The name of node `i`'s op, or `var` / `constant` for a leaf.
+    pub(crate) fn node_name(&self, i: usize) -> &'static str {
+        let n = self.node(i);
+        n.op.as_ref()
+            .map_or(if n.is_var { "var" } else { "constant" }, |o| o.get().name())
+    }
+
     /// Describes node `i` for error messages: `exp [3, 4] (built at src/main.rs:10:5)`.
     pub(crate) fn describe(&self, i: usize) -> String {
+        let name = self.node_name(i);
         let n = self.node(i);
-        let name =
-            n.op.as_ref()
-                .map_or(if n.is_var { "var" } else { "constant" }, |o| o.get().name());
         format!(
             "{} {} (built at {}:{})",
             name,
@@ -324,6 +365,50 @@ pub struct NoGradGuard<'t, T: Float> {
 impl<T: Float> Drop for NoGradGuard<'_, T> {
     fn drop(&mut self) {
         self.tape.no_grad_depth.set(self.tape.no_grad_depth.get() - 1);
+    }
+}
+
+/// Keeps gradient tracking on while alive, restoring the enclosing `no_grad` depth on drop.
+pub(crate) struct EnableGradGuard<'t, T: Float> {
+    tape: &'t Tape<T>,
+    restore: u32,
+}
+
+impl<T: Float> Drop for EnableGradGuard<'_, T> {
+    fn drop(&mut self) {
+        self.tape.no_grad_depth.set(self.restore);
+    }
+}
+
+/// Truncates the tape back to a length when dropped (on return, on error and on unwind), unless
+/// disarmed: the clean-up after a backward whose rules panicked or failed.
+pub(crate) struct TruncateGuard<'t, T: Float> {
+    tape: &'t Tape<T>,
+    len: Option<usize>,
+}
+
+impl<'t, T: Float> TruncateGuard<'t, T> {
+    /// Remembers the tape's current length.
+    pub(crate) fn new(tape: &'t Tape<T>) -> Self {
+        TruncateGuard {
+            tape,
+            len: Some(tape.len()),
+        }
+    }
+
+    /// Keeps what was recorded (the success path of a recorded backward).
+    pub(crate) fn disarm(mut self) {
+        self.len = None;
+    }
+}
+
+impl<T: Float> Drop for TruncateGuard<'_, T> {
+    fn drop(&mut self) {
+        if let Some(len) = self.len
+            && let Ok(mut nodes) = self.tape.nodes.try_borrow_mut()
+        {
+            nodes.truncate(len);
+        }
     }
 }
 
@@ -387,6 +472,7 @@ impl<'t, T: Float> Var<'t, T> {
     #[track_caller]
     pub fn detach(self) -> Var<'t, T> {
         let v = self.value();
-        self.tape.leaf(v, false, Location::caller())
+        let cut = self.requires_grad().then_some(Cut::Detached);
+        self.tape.leaf_with(v, false, cut, Location::caller())
     }
 }

@@ -92,6 +92,7 @@ fn documented(kind: ErrorKind) -> bool {
             | ErrorKind::NonScalar
             | ErrorKind::NoVjp
             | ErrorKind::NonFinite
+            | ErrorKind::NoGradient
             | ErrorKind::Invalid
     )
 }
