@@ -59,7 +59,7 @@ pub use backward::Grads;
 pub use error::{Error, ErrorKind, Result};
 pub use float::Float;
 pub use op::{Cotangents, EagerCtx, Op, TensorGrads, VjpCtx};
-pub use ops::{OpInfo, Registry, Sample};
+pub use ops::{NanRule, OpInfo, Registry, Sample};
 pub use shape::Shape;
 pub use tape::{NoGradGuard, Tape, Var};
 pub use tensor::Tensor;

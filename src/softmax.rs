@@ -34,7 +34,7 @@
 use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::op::{Cotangents, EagerCtx, Op, TensorGrads, VjpCtx};
-use crate::ops::{OpInfo, Registry, arity, resolve_axis};
+use crate::ops::{NanRule, OpInfo, Registry, arity, resolve_axis};
 use crate::sample;
 use crate::shape::{fmt_shape, numel, shape_of};
 use crate::tape::{OpRef, Var};
@@ -779,6 +779,7 @@ pub(crate) fn register(r: &mut Registry) {
         name: "softmax",
         summary: "fused softmax along an axis; VJP y ⊙ (g − Σ g⊙y)",
         differentiable_twice: true,
+        nan: NanRule::Propagates,
         samples: || {
             let n = |s: &[usize], seed| Tensor::<f64>::rand_normal(s, 0.0, 1.5, seed);
             vec![
@@ -795,6 +796,7 @@ pub(crate) fn register(r: &mut Registry) {
         name: "softmax_backward",
         summary: "y ⊙ (g − Σ g⊙y), the VJP of softmax as an op (checked through a recorded gradient)",
         differentiable_twice: true,
+        nan: NanRule::Propagates,
         samples: || {
             vec![
                 sample!("[3,4] axis 1", x_and_w(&[3, 4], 86), |v| {
@@ -814,6 +816,7 @@ pub(crate) fn register(r: &mut Registry) {
         name: "log_softmax",
         summary: "fused log-softmax along an axis; VJP g − softmax(x)·Σg",
         differentiable_twice: true,
+        nan: NanRule::Propagates,
         samples: || {
             let n = |s: &[usize], seed| Tensor::<f64>::rand_normal(s, 0.0, 1.5, seed);
             vec![
@@ -827,6 +830,7 @@ pub(crate) fn register(r: &mut Registry) {
         name: "log_softmax_backward",
         summary: "g − exp(out)·Σg, the VJP of log-softmax as an op (checked through a recorded gradient)",
         differentiable_twice: true,
+        nan: NanRule::Propagates,
         samples: || {
             vec![sample!("[3,4] axis 1", x_and_w(&[3, 4], 93), |v| {
                 let t = v[0].tape();
@@ -839,6 +843,7 @@ pub(crate) fn register(r: &mut Registry) {
         name: "cross_entropy",
         summary: "fused softmax cross-entropy (class or probability targets, mean or sum)",
         differentiable_twice: true,
+        nan: NanRule::Propagates,
         samples: || {
             let n = |s: &[usize], seed| Tensor::<f64>::rand_normal(s, 0.0, 1.5, seed);
             let probs = |s: &[usize], seed| {
@@ -867,6 +872,7 @@ pub(crate) fn register(r: &mut Registry) {
         name: "cross_entropy_backward",
         summary: "(softmax(x) − t)·g/rows, the VJP of cross-entropy as an op (checked through a recorded gradient)",
         differentiable_twice: true,
+        nan: NanRule::Propagates,
         samples: || {
             vec![
                 sample!(

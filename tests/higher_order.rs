@@ -476,6 +476,7 @@ fn registry_with(name: &'static str, differentiable_twice: bool, samples: fn() -
         name,
         summary: "test op",
         differentiable_twice,
+        nan: tapegrad::NanRule::Propagates,
         samples,
     });
     r

@@ -1,7 +1,7 @@
 //! Registry-driven checks: every registered op, every sample, no per-op test code.
 
-use tapegrad::check::{GradcheckOptions, check_registry, gradcheck};
-use tapegrad::{OpInfo, Registry, Tape, Tensor, Var};
+use tapegrad::check::{GradcheckOptions, check_backward_paths_agree, check_nan_propagation, check_registry, gradcheck};
+use tapegrad::{NanRule, OpInfo, Registry, Tape, Tensor, Var};
 
 #[test]
 fn every_registered_op_passes_gradcheck_in_f64() {
@@ -70,6 +70,7 @@ fn an_op_registered_without_samples_fails_the_check() {
         name: "exp",
         summary: "test entry with no samples",
         differentiable_twice: true,
+        nan: NanRule::Propagates,
         samples: Vec::new,
     });
     let failures = check_registry(&reg, &GradcheckOptions::default());
@@ -84,6 +85,7 @@ fn a_sample_that_does_not_record_its_op_fails_the_check() {
         name: "tanh",
         summary: "mislabelled sample",
         differentiable_twice: true,
+        nan: NanRule::Propagates,
         samples: || vec![tapegrad::sample!("exp instead", [Tensor::scalar(0.5)], |v| v[0].exp())],
     });
     let failures = check_registry(&reg, &GradcheckOptions::default());
@@ -125,4 +127,30 @@ fn every_registered_op_runs_in_f32_and_agrees_with_f64() {
             assert!(r.passed, "{} [{}] in f32: {r}", info.name, s.label);
         }
     }
+}
+
+fn report(failures: &[tapegrad::check::RegistryFailure]) -> String {
+    failures.iter().map(|f| f.to_string()).collect::<Vec<_>>().join("\n")
+}
+
+#[test]
+fn nan_propagates_through_every_registered_op() {
+    let failures = check_nan_propagation(Registry::builtin());
+    assert!(
+        failures.is_empty(),
+        "{} failure(s):\n{}",
+        failures.len(),
+        report(&failures)
+    );
+}
+
+#[test]
+fn first_order_and_recorded_backward_agree_on_every_registered_op() {
+    let failures = check_backward_paths_agree(Registry::builtin());
+    assert!(
+        failures.is_empty(),
+        "{} failure(s):\n{}",
+        failures.len(),
+        report(&failures)
+    );
 }

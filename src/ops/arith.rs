@@ -6,7 +6,7 @@
 //! Broadcasting VJPs sum each gradient back to its input's shape (`sum_to`).
 
 use super::select::sz;
-use super::{OpInfo, Registry, arity, broadcast_zip};
+use super::{NanRule, OpInfo, Registry, arity, broadcast_zip};
 use crate::error::Result;
 use crate::float::Float;
 use crate::op::{Cotangents, EagerCtx, Op, TensorGrads, VjpCtx};
@@ -328,6 +328,7 @@ pub(crate) fn register(r: &mut Registry) {
                 name: $name,
                 summary: $summary,
                 differentiable_twice: true,
+                nan: NanRule::Propagates,
                 samples: || {
                     bin_samples()
                         .into_iter()
@@ -350,6 +351,7 @@ pub(crate) fn register(r: &mut Registry) {
         name: "neg",
         summary: "−x",
         differentiable_twice: true,
+        nan: NanRule::Propagates,
         samples: || {
             vec![
                 sample!("[2,3]", [Tensor::rand_normal([2, 3], 0.0, 1.0, 10)], |v| -v[0]),
@@ -361,6 +363,7 @@ pub(crate) fn register(r: &mut Registry) {
         name: "add_scalar",
         summary: "x + c",
         differentiable_twice: true,
+        nan: NanRule::Propagates,
         samples: || {
             vec![
                 sample!("[2,3] + 1.5", [Tensor::rand_normal([2, 3], 0.0, 1.0, 11)], |v| v[0]
@@ -373,6 +376,7 @@ pub(crate) fn register(r: &mut Registry) {
         name: "mul_scalar",
         summary: "x · c",
         differentiable_twice: true,
+        nan: NanRule::Propagates,
         samples: || {
             vec![
                 sample!("[2,3] · 2.5", [Tensor::rand_normal([2, 3], 0.0, 1.0, 13)], |v| v[0]
@@ -387,6 +391,7 @@ pub(crate) fn register(r: &mut Registry) {
         name: "rdiv_scalar",
         summary: "c / x",
         differentiable_twice: true,
+        nan: NanRule::Propagates,
         samples: || {
             vec![
                 sample!("3 / x, [2,3]", [Tensor::rand_uniform([2, 3], 0.5, 2.0, 15)], |v| 3.0

@@ -2,7 +2,7 @@
 //! them, so each rule is the inverse movement: reshape back, permute by the inverse permutation,
 //! sum back down (`sum_to`).
 
-use super::{OpInfo, Registry, arity};
+use super::{NanRule, OpInfo, Registry, arity};
 use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::op::{Cotangents, EagerCtx, Op, TensorGrads, VjpCtx};
@@ -140,6 +140,7 @@ pub(crate) fn register(r: &mut Registry) {
         name: "reshape",
         summary: "same values, new shape",
         differentiable_twice: true,
+        nan: NanRule::Propagates,
         samples: || {
             let n = |s: &[usize], seed| Tensor::<f64>::rand_normal(s, 0.0, 1.0, seed);
             vec![
@@ -153,6 +154,7 @@ pub(crate) fn register(r: &mut Registry) {
         name: "permute",
         summary: "reorder axes (transpose)",
         differentiable_twice: true,
+        nan: NanRule::Propagates,
         samples: || {
             let n = |s: &[usize], seed| Tensor::<f64>::rand_normal(s, 0.0, 1.0, seed);
             vec![
@@ -166,6 +168,7 @@ pub(crate) fn register(r: &mut Registry) {
         name: "broadcast_to",
         summary: "repeat along broadcast axes (NumPy rules)",
         differentiable_twice: true,
+        nan: NanRule::Propagates,
         samples: || {
             let n = |s: &[usize], seed| Tensor::<f64>::rand_normal(s, 0.0, 1.0, seed);
             vec![

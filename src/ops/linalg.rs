@@ -4,7 +4,7 @@
 //! backward pass (`dA = G Bᵀ`, `dB = Aᵀ G`) multiplies by transposes without copying them: the
 //! kernel (`matrixmultiply`) reads the operands through strides.
 
-use super::{OpInfo, Registry, arity};
+use super::{NanRule, OpInfo, Registry, arity};
 use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::op::{Cotangents, EagerCtx, Op, TensorGrads, VjpCtx};
@@ -150,6 +150,7 @@ pub(crate) fn register(r: &mut Registry) {
                 name: $name,
                 summary: "matrix product op(A) @ op(B), batched with broadcasting",
                 differentiable_twice: true,
+                nan: NanRule::Propagates,
                 samples: || {
                     let n = |s: &[usize], seed| Tensor::<f64>::rand_normal(s, 0.0, 1.0, seed);
                     // Shapes of op(A) = [m, k] and op(B) = [k, n], stored transposed where flagged.

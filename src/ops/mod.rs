@@ -67,6 +67,16 @@ macro_rules! sample {
     };
 }
 
+/// How an op treats a NaN in its inputs, for the registry's NaN-propagation check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NanRule {
+    /// A NaN in an input reaches every output element that depends on that input (the default,
+    /// as in PyTorch): a diverging computation is never hidden.
+    Propagates,
+    /// The op legitimately absorbs NaN; the string says why (a comparison with NaN is false, say).
+    Absorbs(&'static str),
+}
+
 /// What an op declares about itself for the generic checks.
 pub struct OpInfo {
     /// The op's name, as returned by [`Op::name`](crate::Op::name).
@@ -76,6 +86,8 @@ pub struct OpInfo {
     /// True when the op's VJP rule is itself differentiable (its backward can be recorded and
     /// differentiated again).
     pub differentiable_twice: bool,
+    /// How the op treats NaN inputs (checked by [`check_nan_propagation`](crate::check::check_nan_propagation)).
+    pub nan: NanRule,
     /// Sample inputs covering its shapes and edge cases; must not be empty.
     pub samples: fn() -> Vec<Sample>,
 }

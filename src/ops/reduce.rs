@@ -5,7 +5,7 @@
 //! one `argmax` returns), as in PyTorch's `max(dim)`; the other tied elements get zero. This is a
 //! valid subgradient, and it keeps the gradient's sum equal to the incoming gradient.
 
-use super::{OpInfo, Registry, arity, resolve_axis};
+use super::{NanRule, OpInfo, Registry, arity, resolve_axis};
 use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::op::{Cotangents, EagerCtx, Op, TensorGrads, VjpCtx};
@@ -166,8 +166,12 @@ impl<T: Float> Op<T> for MaxOp {
                 mask[(o * n + idx[o * inner + i]) * inner + i] = T::ONE;
             }
         }
-        let mask = g.tape().constant(Tensor::from_parts(shape_of(x.shape()), mask));
-        Ok(cx.grads([Some(expand_back(g, x.shape(), Some(a)) * mask)]))
+        // Selected, not multiplied: an infinite gradient must not become ∞·0 = NaN elsewhere.
+        let tape = g.tape();
+        let mask = tape.constant(Tensor::from_parts(shape_of(x.shape()), mask));
+        Ok(cx.grads([Some(
+            mask.select(expand_back(g, x.shape(), Some(a)), tape.scalar(T::ZERO)),
+        )]))
     }
 }
 
@@ -285,6 +289,7 @@ pub(crate) fn register(r: &mut Registry) {
         name: "sum",
         summary: "sum over all axes or one axis (keepdim)",
         differentiable_twice: true,
+        nan: NanRule::Propagates,
         samples: || {
             let n = |s: &[usize], seed| Tensor::<f64>::rand_normal(s, 0.0, 1.0, seed);
             vec![
@@ -301,6 +306,7 @@ pub(crate) fn register(r: &mut Registry) {
         name: "mean",
         summary: "mean over all axes or one axis (keepdim)",
         differentiable_twice: true,
+        nan: NanRule::Propagates,
         samples: || {
             let n = |s: &[usize], seed| Tensor::<f64>::rand_normal(s, 0.0, 1.0, seed);
             vec![
@@ -315,6 +321,7 @@ pub(crate) fn register(r: &mut Registry) {
         name: "max",
         summary: "max along one axis (keepdim); gradient to the first arg-max",
         differentiable_twice: true,
+        nan: NanRule::Propagates,
         samples: || {
             // Distinct values, so finite differences do not straddle a tie.
             let d = |s: &[usize], seed: u64| {
@@ -338,6 +345,7 @@ pub(crate) fn register(r: &mut Registry) {
         name: "sum_to",
         summary: "sum down to a shape that broadcasts up to the input (VJP of broadcasting)",
         differentiable_twice: true,
+        nan: NanRule::Propagates,
         samples: || {
             let n = |s: &[usize], seed| Tensor::<f64>::rand_normal(s, 0.0, 1.0, seed);
             vec![

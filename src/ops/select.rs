@@ -33,7 +33,7 @@
 //! Limit: the convention covers elementwise ops. A `matmul` whose operand holds `±∞` or NaN still
 //! mixes it into every output of its row/column (IEEE `0 · ∞ = NaN` inside the kernel).
 
-use super::{OpInfo, Registry, arity, broadcast_zip};
+use super::{NanRule, OpInfo, Registry, arity, broadcast_zip};
 use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::op::{Cotangents, Op, VjpCtx};
@@ -290,6 +290,9 @@ impl<'t, T: Float> Var<'t, T> {
     }
 }
 
+/// Why the comparison ops are registered as absorbing NaN.
+const COMPARISONS_ABSORB_NAN: &str = "a comparison with NaN is false (IEEE 754), so a mask built from a NaN is 0, not NaN, as in PyTorch and NumPy; the NaN still reaches any value that flows through the selected branch";
+
 pub(crate) fn register(r: &mut Registry) {
     // Inputs whose pairs are never within 0.1 of each other, so finite differences do not straddle
     // a flip of the comparison.
@@ -308,6 +311,7 @@ pub(crate) fn register(r: &mut Registry) {
                 name: $name,
                 summary: $summary,
                 differentiable_twice: true,
+                nan: NanRule::Absorbs(COMPARISONS_ABSORB_NAN),
                 samples: || {
                     vec![
                         sample!(
@@ -332,6 +336,7 @@ pub(crate) fn register(r: &mut Registry) {
         name: "eq",
         summary: "mask a == b (constant, no gradient)",
         differentiable_twice: true,
+        nan: NanRule::Absorbs(COMPARISONS_ABSORB_NAN),
         samples: || {
             // Equality is a measure-zero event: the mask compares fixed data (as when testing
             // labels or indices), the gradient flows through the selected branches.
@@ -353,25 +358,34 @@ pub(crate) fn register(r: &mut Registry) {
         name: "select",
         summary: "where(cond, a, b), broadcasting; the branch not taken gets exactly zero gradient",
         differentiable_twice: true,
+        nan: NanRule::Propagates,
         samples: || {
+            // Constant masks (as built from data or labels): a NaN planted in a branch must reach
+            // the output exactly where that branch is taken. (Masks computed from a NaN are 0 —
+            // the comparisons absorb NaN, see their entries.)
             let n = |s: &[usize], seed| Tensor::<f64>::rand_normal(s, 0.0, 1.0, seed);
+            fn mask<'t, T: crate::Float>(v: Var<'t, T>, bits: &[f64], shape: &[usize]) -> Var<'t, T> {
+                let m = Tensor::from_vec(bits.iter().map(|&b| T::from_f64(b)).collect(), shape);
+                v.tape().constant(m)
+            }
             vec![
-                sample!("same [2,3]", [n(&[2, 3], 84), n(&[2, 3], 85), n(&[2, 3], 86)], |v| v[0]
-                    .detach()
-                    .gt(v[1].detach())
-                    .select(v[1] * v[2], v[2])),
-                sample!(
-                    "broadcast [2,1] cond, [3] a, 0-d b",
-                    [n(&[2, 1], 87), n(&[3], 88), n(&[], 89)],
-                    |v| {
-                        let c = v[0].gt(v[0].tape().scalar(0.0));
-                        c.select(v[1] * v[1], v[2])
-                    }
-                ),
-                sample!("3-D [2,3,2] against [3,1]", [n(&[2, 3, 2], 90), n(&[3, 1], 91)], |v| v
-                    [0]
-                .lt(v[1])
-                .select(v[0].exp(), v[1].tanh())),
+                sample!("same [2,3]", [n(&[2, 3], 85), n(&[2, 3], 86)], |v| mask(
+                    v[0],
+                    &[1.0, 0.0, 0.0, 1.0, 1.0, 0.0],
+                    &[2, 3]
+                )
+                .select(v[0] * v[1], v[1])),
+                sample!("broadcast [2,1] cond, [3] a, 0-d b", [n(&[3], 88), n(&[], 89)], |v| {
+                    mask(v[0], &[1.0, 0.0], &[2, 1]).select(v[0] * v[0], v[1])
+                }),
+                sample!("3-D [2,3,2] against [3,1]", [n(&[2, 3, 2], 90), n(&[3, 1], 91)], |v| {
+                    mask(
+                        v[0],
+                        &[0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 1.0],
+                        &[2, 3, 2],
+                    )
+                    .select(v[0].exp(), v[1].tanh())
+                }),
             ]
         },
     });
@@ -379,6 +393,7 @@ pub(crate) fn register(r: &mut Registry) {
         name: "chain_mul",
         summary: "g · d with a strong zero (0 where g = 0), the chain-rule product of VJP rules",
         differentiable_twice: true,
+        nan: NanRule::Propagates,
         samples: || {
             let n = |s: &[usize], seed| Tensor::<f64>::rand_uniform(s, 0.3, 2.0, seed);
             vec![
@@ -393,6 +408,7 @@ pub(crate) fn register(r: &mut Registry) {
         name: "chain_div",
         summary: "g / d with a strong zero (0 where g = 0), the chain-rule quotient of VJP rules",
         differentiable_twice: true,
+        nan: NanRule::Propagates,
         samples: || {
             let n = |s: &[usize], seed| Tensor::<f64>::rand_uniform(s, 0.3, 2.0, seed);
             vec![

@@ -4,7 +4,7 @@
 //! again. Rules reuse the saved output where that is cheaper (`exp`, `sqrt`, `tanh`, `sigmoid`).
 
 use super::select::sz;
-use super::{OpInfo, Registry, arity};
+use super::{NanRule, OpInfo, Registry, arity};
 use crate::error::Result;
 use crate::float::Float;
 use crate::op::{Cotangents, EagerCtx, Op, TensorGrads, VjpCtx};
@@ -94,18 +94,22 @@ unary_op!(
     },
     |g, x, y| g * y * (-y + T::ONE)
 );
-// relu: the gradient passes where x > 0 (a constant mask: at x = 0 the gradient is 0).
+// relu: max(x, 0) with NaN propagating (relu(NaN) = NaN, so a diverging network cannot hide
+// behind a finite loss). The gradient is *selected*, not multiplied by a 0/1 mask, so an
+// infinite cotangent at x ≤ 0 gives 0 (not ∞·0 = NaN), as PyTorch's: `g` where not x ≤ 0 (so at
+// exactly 0 the gradient is 0, and at NaN it passes).
 unary_op!(
     ReluOp,
     "relu",
-    |x| if x > T::ZERO { x } else { T::ZERO },
+    |x| if x < T::ZERO { T::ZERO } else { x },
     |cx, g| {
-        let m = cx.input(0).value().map(|x| if x > T::ZERO { T::ONE } else { T::ZERO });
-        g * g.tape().constant(m)
+        let tape = g.tape();
+        cx.input(0).le(tape.scalar(T::ZERO)).select(tape.scalar(T::ZERO), g)
     },
-    |g, x, y| if x > T::ZERO { g } else { T::ZERO }
+    |g, x, y| if x <= T::ZERO { T::ZERO } else { g }
 );
-// abs: d|x| = sign(x) dx (a constant; sign(0) = 0, the subgradient of least norm).
+// abs: d|x| = sign(x) dx (a constant; sign(0) = 0, the subgradient of least norm; sign(NaN) is
+// NaN, so a NaN input gives a NaN gradient).
 unary_op!(
     AbsOp,
     "abs",
@@ -123,6 +127,8 @@ fn sign<T: Float>(x: T) -> T {
         T::ONE
     } else if x < T::ZERO {
         -T::ONE
+    } else if x.is_nan() {
+        x
     } else {
         T::ZERO
     }
@@ -207,7 +213,8 @@ impl<'t, T: Float> Var<'t, T> {
         self.tape.op(OpRef::Static(&SigmoidOp), &[self])
     }
 
-    /// `max(x, 0)` elementwise; the gradient at exactly 0 is 0.
+    /// `max(x, 0)` elementwise; NaN propagates (`relu(NaN)` is NaN). The gradient at exactly 0
+    /// is 0.
     #[track_caller]
     pub fn relu(self) -> Var<'t, T> {
         self.tape.op(OpRef::Static(&ReluOp), &[self])
@@ -240,6 +247,7 @@ pub(crate) fn register(r: &mut Registry) {
                 name: $name,
                 summary: $summary,
                 differentiable_twice: true,
+                nan: NanRule::Propagates,
                 samples: || {
                     let make: fn(&[usize], u64) -> Tensor<f64> = $inputs;
                     vec![
