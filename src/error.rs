@@ -2,12 +2,25 @@
 //!
 //! # Policy
 //!
-//! Everything that can fail comes in two forms:
+//! Everything that can fail has a **panicking** form (`x.matmul(y)`, `x + y`, `loss.backward()`),
+//! for code that reads like maths: it panics with the message of the [`Error`] it would have
+//! returned. Programs that must recover have two ways to get the `Error` instead:
 //!
-//! * a **panicking** form (`x.matmul(y)`, `x + y`, `loss.backward()`), for code that reads like maths.
-//!   It panics with the message of the [`Error`] it would have returned.
-//! * a **`try_`** form (`tape.try_apply(..)`, `loss.try_backward()`, `Tensor::try_from_vec(..)`) that
-//!   returns `Result<_, Error>`, for programs that must recover.
+//! * [`attempt`]`(|| …)` runs any code and returns the first tapegrad error raised inside it as
+//!   `Err` — the fallible form of every operation at once, with nothing printed;
+//! * explicit **`try_`** forms for the calls most worth handling one by one: [`Tape::try_apply`]
+//!   (user ops), [`Var::try_backward`], [`Var::try_backward_with`], [`Tape::try_grad`],
+//!   [`Tape::try_grad_graph`], [`Tensor::try_from_vec`], [`Tensor::try_reshape`] and
+//!   [`Tensor::try_permute`].
+//!
+//! [`Tape::try_apply`]: crate::Tape::try_apply
+//! [`Var::try_backward`]: crate::Var::try_backward
+//! [`Var::try_backward_with`]: crate::Var::try_backward_with
+//! [`Tape::try_grad`]: crate::Tape::try_grad
+//! [`Tape::try_grad_graph`]: crate::Tape::try_grad_graph
+//! [`Tensor::try_from_vec`]: crate::Tensor::try_from_vec
+//! [`Tensor::try_reshape`]: crate::Tensor::try_reshape
+//! [`Tensor::try_permute`]: crate::Tensor::try_permute
 //!
 //! Either way the message names the operation, the shapes involved and the line of *your* code that
 //! built the node (every entry point is `#[track_caller]`). A failed operation leaves the tape as it
@@ -121,9 +134,62 @@ impl std::error::Error for Error {}
 /// Shorthand for `Result<T, tapegrad::Error>`.
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// Panics with the error's message (used by the panicking forms of the API).
+thread_local! {
+    /// How many [`attempt`] scopes are open on this thread.
+    static ATTEMPTS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Panics with the error's message (used by the panicking forms of the API). Inside an
+/// [`attempt`] scope it unwinds with the [`Error`] itself instead (no panic message is printed),
+/// for `attempt` to return.
 #[track_caller]
 #[cold]
 pub(crate) fn fail(e: Error) -> ! {
+    if ATTEMPTS.with(|a| a.get()) > 0 {
+        std::panic::resume_unwind(Box::new(e));
+    }
     panic!("{e}")
+}
+
+/// Runs `f` and returns the first tapegrad error raised inside it as `Err`, instead of the panic
+/// the panicking forms would raise: the fallible form of **every** operation at once.
+///
+/// Any call of the panicking API inside — `x.matmul(y)`, `a + b`, `x.sum_axis(5, true)`,
+/// `loss.backward()`, `Tensor::from_vec(..)` — that fails stops `f` and becomes the `Err`,
+/// with the same message (op, shapes, your line). A failed op records nothing, so the tape is
+/// still consistent afterwards; values `f` computed before the failure are still on it. A panic
+/// that is not a tapegrad error (a bug in your closure, an index out of range) is not caught: it
+/// propagates as usual. Nothing is printed for a caught error.
+///
+/// ```
+/// use tapegrad::{attempt, ErrorKind, Tape, Tensor};
+/// let tape = Tape::<f64>::new();
+/// let a = tape.var(Tensor::zeros([2, 3]));
+/// let b = tape.var(Tensor::zeros([4, 5]));
+/// let e = attempt(|| a.matmul(b).sum()).unwrap_err();   // inner sizes differ
+/// assert_eq!(e.kind(), ErrorKind::Shape);
+/// assert!(e.to_string().contains("matmul"));
+/// let ok = attempt(|| (a * a).sum().item()).unwrap();
+/// assert_eq!(ok, 0.0);
+/// ```
+pub fn attempt<R>(f: impl FnOnce() -> R) -> Result<R> {
+    struct Scope;
+    impl Drop for Scope {
+        fn drop(&mut self) {
+            ATTEMPTS.with(|a| a.set(a.get() - 1));
+        }
+    }
+    ATTEMPTS.with(|a| a.set(a.get() + 1));
+    let scope = Scope;
+    // The library's own state is consistent after any of its errors (a failed op records
+    // nothing), so unwinding out of `f` is safe for it; what `f` itself captured is the caller's.
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    drop(scope);
+    match r {
+        Ok(v) => Ok(v),
+        Err(payload) => match payload.downcast::<Error>() {
+            Ok(e) => Err(*e),
+            Err(other) => std::panic::resume_unwind(other),
+        },
+    }
 }

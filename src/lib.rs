@@ -56,7 +56,7 @@ pub mod tape;
 pub mod tensor;
 
 pub use backward::Grads;
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, Result, attempt};
 pub use float::Float;
 pub use op::{Cotangents, EagerCtx, Op, TensorGrads, VjpCtx};
 pub use ops::{NanRule, OpInfo, Registry, Sample};

@@ -173,3 +173,33 @@ fn indexing_grads_with_a_var_recorded_after_the_loss_says_so() {
     assert!(msg.contains("recorded after"), "{msg}");
     assert!(msg.contains(&here(line)), "names where the var was built: {msg}");
 }
+
+/// Item 11 (the `try_` half): one mechanism gives every op a fallible form.
+#[test]
+fn attempt_turns_any_tapegrad_error_into_err_and_lets_other_panics_through() {
+    use tapegrad::attempt;
+    let tape = Tape::<f64>::new();
+    let a = tape.var(Tensor::zeros([2, 3]));
+    let b = tape.var(Tensor::zeros([4]));
+    let len = tape.len();
+    let line = line!() + 1;
+    let e = attempt(|| (a + b).sum()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Shape);
+    assert!(
+        e.to_string().contains("add") && e.to_string().contains(&here(line)),
+        "{e}"
+    );
+    assert_eq!(tape.len(), len, "the failed op recorded nothing");
+    let e = attempt(|| a.sum_axis(7, true)).unwrap_err();
+    assert!(e.to_string().contains("axis 7"), "{e}");
+    let e = attempt(|| Tensor::<f64>::from_vec(vec![1.0], [2])).unwrap_err();
+    assert!(e.to_string().contains("from_vec"), "{e}");
+    assert_eq!(attempt(|| (a * a).sum().item()).unwrap(), 0.0);
+    // nested scopes, and a scope that ends leaves the panicking form as it was
+    let inner = attempt(|| attempt(|| a.matmul(b)).is_err()).unwrap();
+    assert!(inner);
+    let msg = panic_message(|| a + b);
+    assert!(msg.starts_with("tapegrad: add:"), "{msg}");
+    // a panic that is not a tapegrad error propagates
+    assert!(catch_unwind(AssertUnwindSafe(|| attempt(|| panic!("user bug")))).is_err());
+}
