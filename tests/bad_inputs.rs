@@ -251,3 +251,73 @@ fn bad_axis_and_bad_permutation() {
     let msg = panic_message(|| x.permute([0, 0]));
     assert!(msg.contains("not a permutation"), "{msg}");
 }
+
+#[test]
+fn transpose_with_bad_axes_names_transpose_the_axes_and_the_shape() {
+    let tape = Tape::<f64>::new();
+    let x = tape.var(Tensor::zeros([2, 3]));
+    let before = tape.len();
+    let line = line!() + 1;
+    let msg = panic_message(|| x.transpose(1, 2));
+    assert!(msg.starts_with("tapegrad: transpose: "), "{msg}");
+    assert!(
+        msg.contains("(1, 2)") && msg.contains("[2, 3]") && msg.contains("axis 2"),
+        "{msg}"
+    );
+    assert!(msg.contains(&here(line)), "{msg}");
+    let line = line!() + 1;
+    let msg = panic_message(|| x.transpose(-3, 0));
+    assert!(msg.starts_with("tapegrad: transpose: "), "{msg}");
+    assert!(
+        msg.contains("(-3, 0)") && msg.contains("[2, 3]") && msg.contains("axis -3"),
+        "{msg}"
+    );
+    assert!(msg.contains(&here(line)), "{msg}");
+    assert_eq!(tape.len(), before, "a failed transpose records nothing");
+    // The same for a plain tensor, in both forms.
+    let v = Tensor::<f64>::zeros([4]);
+    let line = line!() + 1;
+    let msg = panic_message(|| v.transpose(0, 1));
+    assert!(msg.starts_with("tapegrad: transpose: "), "{msg}");
+    assert!(
+        msg.contains("(0, 1)") && msg.contains("[4]") && msg.contains(&here(line)),
+        "{msg}"
+    );
+    let line = line!() + 1;
+    let e = v.try_transpose(0, 1).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Shape);
+    assert!(e.to_string().contains(&here(line)), "{e}");
+}
+
+#[test]
+fn transpose_counts_negative_axes_from_the_end() {
+    let tape = Tape::<f64>::new();
+    let a = Tensor::<f64>::rand_normal([2, 3, 4], 0.0, 1.0, 7);
+    let x = tape.var(a.clone());
+    assert_eq!(x.transpose(-1, -2).value(), x.transpose(1, 2).value());
+    assert_eq!(x.transpose(0, -1).shape().as_slice(), &[4, 3, 2]);
+    assert_eq!(a.transpose(-3, 1), a.transpose(0, 1));
+    assert_eq!(x.t().value(), a.transpose(-2, -1));
+}
+
+#[test]
+fn t_of_a_0d_or_1d_value_is_the_value_itself() {
+    // As in PyTorch: there is nothing to swap, so `t()` returns its input (no node).
+    let tape = Tape::<f64>::new();
+    for x in [
+        tape.var(Tensor::scalar(2.0)),
+        tape.var(Tensor::from_vec(vec![1.0, 2.0], [2])),
+    ] {
+        let before = tape.len();
+        let y = x.t();
+        assert_eq!(y.index(), x.index());
+        assert_eq!(tape.len(), before);
+        assert_eq!(y.sum().backward()[x], Tensor::ones(x.shape()));
+    }
+    // A 0-d value has no axes at all to transpose.
+    let s = tape.var(Tensor::scalar(2.0));
+    let line = line!() + 1;
+    let msg = panic_message(|| s.transpose(0, 0));
+    assert!(msg.starts_with("tapegrad: transpose: ") && msg.contains("[]"), "{msg}");
+    assert!(msg.contains(&here(line)), "{msg}");
+}
