@@ -31,7 +31,7 @@
 //! assert!((g[x].get(&[0, 2]) - (y.get(&[0, 2]) - 1.0) / 2.0).abs() < 1e-15);
 //! ```
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, fail};
 use crate::float::Float;
 use crate::op::{Cotangents, EagerCtx, Op, TensorGrads, VjpCtx};
 use crate::ops::{OpInfo, Registry, arity, resolve_axis};
@@ -40,6 +40,7 @@ use crate::shape::{fmt_shape, numel, shape_of};
 use crate::tape::{OpRef, Var};
 use crate::tensor::{Tensor, kernels, pool};
 use std::cell::RefCell;
+use std::panic::Location;
 use std::rc::Rc;
 
 // ---------------------------------------------------------------------------------------------
@@ -150,7 +151,8 @@ fn along_axis<T: Float>(inputs: &[&Tensor<T>], axis: usize, f: impl Fn(&[&[T]], 
     from_last(out, axis)
 }
 
-/// Resolves the axis of a softmax-family op; 0-d inputs are rejected with the op's name.
+/// Resolves the axis of a softmax-family op; 0-d inputs are rejected with the op's name, and an
+/// axis out of range with the op's name and the input's shape.
 fn softmax_axis<T: Float>(op: &str, axis: isize, x: &Tensor<T>) -> Result<usize> {
     if x.ndim() == 0 {
         return Err(Error::shape(
@@ -159,6 +161,18 @@ fn softmax_axis<T: Float>(op: &str, axis: isize, x: &Tensor<T>) -> Result<usize>
         ));
     }
     resolve_axis(op, axis, x.ndim())
+        .map_err(|e| Error::shape(op, format!("{} (shape {})", e.message(), fmt_shape(x.shape()))))
+}
+
+/// The number of rows of `shape` with classes (or the softmax) along `axis`: the product of the
+/// other extents (0 when any of them is 0, however long the axis).
+fn row_count(shape: &[usize], axis: usize) -> usize {
+    shape
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| i != axis)
+        .map(|(_, &n)| n)
+        .product()
 }
 
 fn same_shape<T: Float>(op: &str, a: &Tensor<T>, b: &Tensor<T>) -> Result<()> {
@@ -378,10 +392,21 @@ impl<T: Float> CeShared<T> {
         }
     }
 
-    /// Checks the targets against the logits and returns the resolved class axis.
+    /// Checks the logits and the targets (the last of `x` for probability targets) and returns
+    /// the resolved class axis. Zero classes are an error: no distribution lives on them.
     fn check(&self, op: &str, x: &[&Tensor<T>]) -> Result<usize> {
         let a = softmax_axis(op, self.axis, x[0])?;
-        let (c, rows) = (x[0].shape()[a], x[0].numel() / x[0].shape()[a].max(1));
+        let (c, rows) = (x[0].shape()[a], row_count(x[0].shape(), a));
+        if c == 0 {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "logits of shape {} have no classes: the class axis {a} has size 0 \
+                     (cross-entropy needs at least one class)",
+                    fmt_shape(x[0].shape())
+                ),
+            ));
+        }
         match &self.classes {
             Some(t) => {
                 if t.len() != rows {
@@ -397,7 +422,10 @@ impl<T: Float> CeShared<T> {
                 if let Some((i, &k)) = t.iter().enumerate().find(|&(_, &k)| k >= c) {
                     return Err(Error::shape(
                         op,
-                        format!("target {i} is class {k}, but there are {c} classes"),
+                        format!(
+                            "target {i} is class {k}, but logits of shape {} have {c} classes (axis {a})",
+                            fmt_shape(x[0].shape())
+                        ),
                     ));
                 }
             }
@@ -623,7 +651,8 @@ impl<'t, T: Float> Var<'t, T> {
     }
 
     /// Softmax cross-entropy of these logits (classes on the last axis, mean over rows), fused.
-    /// The gradient is `(softmax(x) − t) / rows`. See [`cross_entropy_with`](Self::cross_entropy_with).
+    /// The gradient is `(softmax(x) − t) / rows`. See [`cross_entropy_with`](Self::cross_entropy_with)
+    /// (for the errors too).
     #[track_caller]
     pub fn cross_entropy(self, target: Target<'_, 't, T>) -> Var<'t, T> {
         self.cross_entropy_with(target, CrossEntropy::default())
@@ -631,6 +660,10 @@ impl<'t, T: Float> Var<'t, T> {
 
     /// Softmax cross-entropy with a chosen class axis and reduction, fused: one op whose forward
     /// computes `Σ_rows (logsumexp(x) − ⟨t, x⟩)` and saves `softmax(x)` for the backward.
+    ///
+    /// Panics with an error naming `cross_entropy`, the logits' shape and the caller's line for a
+    /// 0-d input, an axis out of range, zero classes (logits `[N, 0]`), the wrong number of class
+    /// targets, a class index out of range, or probability targets whose shape is not the logits'.
     #[track_caller]
     pub fn cross_entropy_with(self, target: Target<'_, 't, T>, opts: CrossEntropy) -> Var<'t, T> {
         let (classes, inputs): (Option<Rc<[usize]>>, Vec<Var<'t, T>>) = match target {
@@ -648,24 +681,31 @@ impl<'t, T: Float> Var<'t, T> {
 
     /// Softmax cross-entropy composed from primitives: `−Σ t ⊙ log_softmax_composed(x)` reduced
     /// over rows (class targets become a one-hot constant).
+    ///
+    /// The same checks as the fused [`cross_entropy_with`](Self::cross_entropy_with), made before
+    /// anything is recorded: its errors name `cross_entropy_composed`, the shapes and the caller's line.
     #[track_caller]
     pub fn cross_entropy_composed(self, target: Target<'_, 't, T>, opts: CrossEntropy) -> Var<'t, T> {
+        const OP: &str = "cross_entropy_composed";
+        let loc = Location::caller();
         let x = self.value();
-        let a = resolve_axis("cross_entropy_composed", opts.axis, x.ndim()).unwrap_or_else(|e| crate::error::fail(e));
+        let shared = CeShared::<T> {
+            axis: opts.axis,
+            reduction: opts.reduction,
+            classes: match target {
+                Target::Classes(c) => Some(c.into()),
+                Target::Probs(_) => None,
+            },
+            probs: RefCell::new(None),
+        };
+        let checked = match target {
+            Target::Classes(_) => shared.check(OP, &[&x]),
+            Target::Probs(t) => shared.check(OP, &[&x, &t.value()]),
+        };
+        let a = checked.unwrap_or_else(|e| fail(e.at(loc)));
         let t = match target {
             Target::Probs(t) => t,
-            Target::Classes(c) => {
-                let shared = CeShared::<T> {
-                    axis: opts.axis,
-                    reduction: opts.reduction,
-                    classes: Some(c.into()),
-                    probs: RefCell::new(None),
-                };
-                shared
-                    .check("cross_entropy_composed", &[&x])
-                    .unwrap_or_else(|e| crate::error::fail(e));
-                self.tape.constant(shared.dense(&x, a, None))
-            }
+            Target::Classes(_) => self.tape.constant(shared.dense(&x, a, None)),
         };
         let per_row = -(t * self.log_softmax_composed(opts.axis)).sum_axis(opts.axis, false);
         match opts.reduction {

@@ -321,3 +321,108 @@ fn t_of_a_0d_or_1d_value_is_the_value_itself() {
     assert!(msg.starts_with("tapegrad: transpose: ") && msg.contains("[]"), "{msg}");
     assert!(msg.contains(&here(line)), "{msg}");
 }
+
+/// The line of a call and the message it panics with; the call must fit on the macro's line.
+macro_rules! on_line {
+    ($e:expr) => {
+        (line!(), panic_message(|| $e))
+    };
+}
+
+#[test]
+fn cross_entropy_errors_name_the_op_the_shapes_and_the_line() {
+    use tapegrad::softmax::{CrossEntropy, Reduction, Target};
+    let tape = Tape::<f64>::new();
+    let x = tape.var(Tensor::zeros([2, 3]));
+    let bad_probs = tape.constant(Tensor::zeros([3, 2]));
+    // Broadcastable to the logits, but probability targets must have their shape exactly.
+    let row_probs = tape.constant(Tensor::zeros([1, 3]));
+    let d = CrossEntropy::default();
+    let sum0 = CrossEntropy {
+        axis: 0,
+        reduction: Reduction::Sum,
+    };
+    let axis2 = CrossEntropy {
+        axis: 2,
+        reduction: Reduction::Mean,
+    };
+    let before = tape.len();
+    // A class index out of range, the wrong number of targets, a bad axis, probabilities of the
+    // wrong shape: each through the fused op (both entry points) and the composed one.
+    let out_of_range: &[&str] = &["class 3", "3 classes", "[2, 3]"];
+    let too_few: &[&str] = &["1 class targets", "[2, 3]", "axis 0", "3 rows"];
+    let bad_axis: &[&str] = &["axis 2", "[2, 3]"];
+    let transposed: &[&str] = &["[2, 3]", "[3, 2]"];
+    let one_row: &[&str] = &["[2, 3]", "[1, 3]"];
+    let fused = [
+        (on_line!(x.cross_entropy(Target::Classes(&[0, 3]))), out_of_range),
+        (on_line!(x.cross_entropy_with(Target::Classes(&[0]), sum0)), too_few),
+        (
+            on_line!(x.cross_entropy_with(Target::Classes(&[0, 1]), axis2)),
+            bad_axis,
+        ),
+        (on_line!(x.cross_entropy(Target::Probs(bad_probs))), transposed),
+        (on_line!(x.cross_entropy(Target::Probs(row_probs))), one_row),
+    ];
+    let composed = [
+        (
+            on_line!(x.cross_entropy_composed(Target::Classes(&[0, 3]), d)),
+            out_of_range,
+        ),
+        (on_line!(x.cross_entropy_composed(Target::Classes(&[0]), sum0)), too_few),
+        (
+            on_line!(x.cross_entropy_composed(Target::Classes(&[0, 1]), axis2)),
+            bad_axis,
+        ),
+        (
+            on_line!(x.cross_entropy_composed(Target::Probs(bad_probs), d)),
+            transposed,
+        ),
+        (on_line!(x.cross_entropy_composed(Target::Probs(row_probs), d)), one_row),
+    ];
+    for (op, cases) in [("cross_entropy", fused), ("cross_entropy_composed", composed)] {
+        for ((line, msg), parts) in cases {
+            assert!(msg.starts_with(&format!("tapegrad: {op}: ")), "{msg}");
+            for p in parts {
+                assert!(msg.contains(p), "{p:?} missing: {msg}");
+            }
+            assert!(msg.contains(&here(line)), "{msg}");
+        }
+    }
+    assert_eq!(tape.len(), before, "a failed call records nothing");
+}
+
+#[test]
+fn cross_entropy_over_zero_classes() {
+    use tapegrad::softmax::{CrossEntropy, Target};
+    let tape = Tape::<f64>::new();
+    let x = tape.var(Tensor::zeros([2, 0]));
+    let t = tape.constant(Tensor::zeros([2, 0]));
+    let d = CrossEntropy::default();
+    let cases = [
+        ("cross_entropy", on_line!(x.cross_entropy(Target::Classes(&[0, 0])))),
+        ("cross_entropy", on_line!(x.cross_entropy(Target::Classes(&[])))),
+        ("cross_entropy", on_line!(x.cross_entropy(Target::Probs(t)))),
+        (
+            "cross_entropy_composed",
+            on_line!(x.cross_entropy_composed(Target::Classes(&[0, 0]), d)),
+        ),
+        (
+            "cross_entropy_composed",
+            on_line!(x.cross_entropy_composed(Target::Classes(&[]), d)),
+        ),
+        (
+            "cross_entropy_composed",
+            on_line!(x.cross_entropy_composed(Target::Probs(t), d)),
+        ),
+    ];
+    for (op, (line, msg)) in cases {
+        assert!(msg.starts_with(&format!("tapegrad: {op}: ")), "{msg}");
+        assert!(
+            msg.contains("no classes") && msg.contains("axis 1") && msg.contains("[2, 0]"),
+            "{msg}"
+        );
+        assert!(!msg.contains("0 rows"), "{msg}");
+        assert!(msg.contains(&here(line)), "{msg}");
+    }
+}
