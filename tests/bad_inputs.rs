@@ -426,3 +426,73 @@ fn cross_entropy_over_zero_classes() {
         assert!(msg.contains(&here(line)), "{msg}");
     }
 }
+
+#[test]
+fn cross_entropy_over_zero_rows_is_nan_for_a_mean_and_0_for_a_sum() {
+    use tapegrad::softmax::{CrossEntropy, Reduction, Target};
+    // PyTorch's answer: the mean of no rows is 0/0 = NaN, their sum is 0; the gradient is empty.
+    for reduction in [Reduction::Mean, Reduction::Sum] {
+        let opts = CrossEntropy { axis: -1, reduction };
+        for composed in [false, true] {
+            for probs in [false, true] {
+                let tape = Tape::<f64>::new();
+                let x = tape.var(Tensor::zeros([0, 5]));
+                let t = tape.var(Tensor::zeros([0, 5]));
+                let target = if probs { Target::Probs(t) } else { Target::Classes(&[]) };
+                let loss = if composed {
+                    x.cross_entropy_composed(target, opts)
+                } else {
+                    x.cross_entropy_with(target, opts)
+                };
+                let what = format!("{reduction:?} composed={composed} probs={probs}");
+                assert_eq!(loss.shape().as_slice(), &[] as &[usize], "{what}");
+                match reduction {
+                    Reduction::Mean => assert!(loss.item().is_nan(), "{what}: {}", loss.item()),
+                    Reduction::Sum => assert_eq!(loss.item(), 0.0, "{what}"),
+                }
+                let g = loss.backward();
+                assert_eq!(g[x].shape(), &[0, 5], "{what}");
+                if probs {
+                    assert_eq!(g[t].shape(), &[0, 5], "{what}");
+                }
+                // The recorded gradient too.
+                let gx = tape.grad_graph(&[loss], &[tape.scalar(1.0)], &[x])[0];
+                assert_eq!(gx.shape().as_slice(), &[0, 5], "{what}");
+                assert_eq!(gx.sum().backward()[x].shape(), &[0, 5], "{what}");
+            }
+        }
+    }
+}
+
+#[test]
+fn softmax_over_zero_rows_or_an_empty_axis_is_empty() {
+    // [0, 5]: no rows; [5, 0] along axis 1: rows of length 0 (softmax of nothing is nothing, as
+    // in PyTorch). In anomaly mode too: nothing here is NaN or infinite.
+    for anomaly in [false, true] {
+        for (shape, axis) in [
+            ([0usize, 5], 1isize),
+            ([0, 5], 0),
+            ([5, 0], 1),
+            ([5, 0], -1),
+            ([5, 0], 0),
+        ] {
+            let tape = Tape::<f64>::new();
+            tape.set_anomaly(anomaly);
+            let x = tape.var(Tensor::zeros(shape));
+            let ways: [(&str, Var<'_, f64>); 4] = [
+                ("softmax", x.softmax(axis)),
+                ("softmax_composed", x.softmax_composed(axis)),
+                ("log_softmax", x.log_softmax(axis)),
+                ("log_softmax_composed", x.log_softmax_composed(axis)),
+            ];
+            for (name, y) in ways {
+                let what = format!("{name} {shape:?} axis {axis} anomaly={anomaly}");
+                assert_eq!(y.shape().as_slice(), &shape, "{what}");
+                assert_eq!(y.numel(), 0, "{what}");
+                assert_eq!(y.sum().backward()[x].shape(), &shape, "{what}");
+                let gx = tape.grad_graph(&[y.sum()], &[tape.scalar(1.0)], &[x])[0];
+                assert_eq!(gx.shape().as_slice(), &shape, "{what}");
+            }
+        }
+    }
+}
