@@ -31,7 +31,7 @@
 //! assert!((g[x].get(&[0, 2]) - (y.get(&[0, 2]) - 1.0) / 2.0).abs() < 1e-15);
 //! ```
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, fail};
 use crate::float::Float;
 use crate::op::{Cotangents, EagerCtx, Op, TensorGrads, VjpCtx};
 use crate::ops::{NanRule, OpInfo, Registry, arity, resolve_axis};
@@ -40,6 +40,7 @@ use crate::shape::{fmt_shape, numel, shape_of};
 use crate::tape::{OpRef, Var};
 use crate::tensor::{Tensor, kernels, pool};
 use std::cell::RefCell;
+use std::panic::Location;
 use std::rc::Rc;
 
 // ---------------------------------------------------------------------------------------------
@@ -150,7 +151,8 @@ fn along_axis<T: Float>(inputs: &[&Tensor<T>], axis: usize, f: impl Fn(&[&[T]], 
     from_last(out, axis)
 }
 
-/// Resolves the axis of a softmax-family op; 0-d inputs are rejected with the op's name.
+/// Resolves the axis of a softmax-family op; 0-d inputs are rejected with the op's name, and an
+/// axis out of range with the op's name and the input's shape.
 fn softmax_axis<T: Float>(op: &str, axis: isize, x: &Tensor<T>) -> Result<usize> {
     if x.ndim() == 0 {
         return Err(Error::shape(
@@ -159,6 +161,18 @@ fn softmax_axis<T: Float>(op: &str, axis: isize, x: &Tensor<T>) -> Result<usize>
         ));
     }
     resolve_axis(op, axis, x.ndim())
+        .map_err(|e| Error::shape(op, format!("{} (shape {})", e.message(), fmt_shape(x.shape()))))
+}
+
+/// The number of rows of `shape` with classes (or the softmax) along `axis`: the product of the
+/// other extents (0 when any of them is 0, however long the axis).
+fn row_count(shape: &[usize], axis: usize) -> usize {
+    shape
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| i != axis)
+        .map(|(_, &n)| n)
+        .product()
 }
 
 fn same_shape<T: Float>(op: &str, a: &Tensor<T>, b: &Tensor<T>) -> Result<()> {
@@ -320,12 +334,17 @@ pub enum Target<'a, 't, T: Float> {
 }
 
 /// How per-row losses are combined.
+///
+/// Over zero rows (logits of shape `[0, C]`, say) both give PyTorch's answer: the mean is
+/// `0/0 = NaN`, the sum is 0, and the gradient is an empty tensor of the logits' shape. This holds
+/// for the fused [`Var::cross_entropy_with`] and the composed [`Var::cross_entropy_composed`] alike.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Reduction {
     /// The mean over rows (every position but the class axis): the gradient is `(p − t) / rows`.
+    /// NaN over zero rows.
     #[default]
     Mean,
-    /// The sum over rows.
+    /// The sum over rows (0 over zero rows).
     Sum,
 }
 
@@ -370,18 +389,40 @@ impl<T: Float> CeShared<T> {
         )
     }
 
-    /// `1 / rows` for a mean, 1 for a sum.
+    /// The gradient's factor: `1 / rows` for a mean, 1 for a sum. Over zero rows it is 1: every
+    /// gradient term belongs to a row, so there is nothing to scale (the loss itself, a mean of
+    /// nothing, is NaN: see [`loss`](Self::loss)).
     fn scale(&self, x: &Tensor<T>, axis: usize) -> T {
         match self.reduction {
-            Reduction::Mean => T::ONE / T::from_usize((x.numel() / x.shape()[axis].max(1)).max(1)),
+            Reduction::Mean => T::ONE / T::from_usize(row_count(x.shape(), axis).max(1)),
             Reduction::Sum => T::ONE,
         }
     }
 
-    /// Checks the targets against the logits and returns the resolved class axis.
+    /// The loss from the sum of the per-row losses: `total / rows` for a mean (NaN over zero rows,
+    /// like the mean of an empty tensor and like PyTorch), `total` for a sum (0 over zero rows).
+    fn loss(&self, total: T, x: &Tensor<T>, axis: usize) -> T {
+        if self.reduction == Reduction::Mean && row_count(x.shape(), axis) == 0 {
+            return T::NAN;
+        }
+        total * self.scale(x, axis)
+    }
+
+    /// Checks the logits and the targets (the last of `x` for probability targets) and returns
+    /// the resolved class axis. Zero classes are an error: no distribution lives on them.
     fn check(&self, op: &str, x: &[&Tensor<T>]) -> Result<usize> {
         let a = softmax_axis(op, self.axis, x[0])?;
-        let (c, rows) = (x[0].shape()[a], x[0].numel() / x[0].shape()[a].max(1));
+        let (c, rows) = (x[0].shape()[a], row_count(x[0].shape(), a));
+        if c == 0 {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "logits of shape {} have no classes: the class axis {a} has size 0 \
+                     (cross-entropy needs at least one class)",
+                    fmt_shape(x[0].shape())
+                ),
+            ));
+        }
         match &self.classes {
             Some(t) => {
                 if t.len() != rows {
@@ -397,7 +438,10 @@ impl<T: Float> CeShared<T> {
                 if let Some((i, &k)) = t.iter().enumerate().find(|&(_, &k)| k >= c) {
                     return Err(Error::shape(
                         op,
-                        format!("target {i} is class {k}, but there are {c} classes"),
+                        format!(
+                            "target {i} is class {k}, but logits of shape {} have {c} classes (axis {a})",
+                            fmt_shape(x[0].shape())
+                        ),
                     ));
                 }
             }
@@ -464,7 +508,7 @@ impl<T: Float> Op<T> for CrossEntropyOp<T> {
         }
         let probs = Tensor::from_parts(shape_of(logits.shape()), p);
         *s.probs.borrow_mut() = Some(from_last(probs, a));
-        Ok(Tensor::scalar(total * s.scale(x[0], a)))
+        Ok(Tensor::scalar(s.loss(total, x[0], a)))
     }
     fn vjp_tensors(&self, cx: &EagerCtx<'_, T>, g: &Tensor<T>) -> Option<TensorGrads<T>> {
         let x = cx.input(0);
@@ -594,10 +638,18 @@ impl<'t, T: Float> Var<'t, T> {
 
     /// Softmax along `axis` composed from primitives: `m = max(x)` detached, `e = exp(x − m)`,
     /// `e / Σe`. Its gradient comes from the primitives' rules alone.
+    ///
+    /// Along an empty axis (shape `[5, 0]`, axis 1) the result is empty, as for the fused op; the
+    /// max is skipped there (it has no value, and there is nothing to overflow).
     #[track_caller]
     pub fn softmax_composed(self, axis: isize) -> Var<'t, T> {
-        let m = self.max_axis(axis, true).detach();
-        let e = (self - m).exp();
+        let a = composed_axis("softmax_composed", self, axis, Location::caller());
+        let shifted = if self.value().shape()[a] == 0 {
+            self
+        } else {
+            self - self.max_axis(axis, true).detach()
+        };
+        let e = shifted.exp();
         e / e.sum_axis(axis, true)
     }
 
@@ -616,14 +668,21 @@ impl<'t, T: Float> Var<'t, T> {
     }
 
     /// Log-softmax composed from primitives: `s = x − max(x)` (max detached), `s − log Σ exp(s)`.
+    /// Along an empty axis the result is empty (`log(softmax_composed(x))`, which never takes the
+    /// `log 0` of an empty sum).
     #[track_caller]
     pub fn log_softmax_composed(self, axis: isize) -> Var<'t, T> {
+        let a = composed_axis("log_softmax_composed", self, axis, Location::caller());
+        if self.value().shape()[a] == 0 {
+            return self.softmax_composed(axis).log();
+        }
         let s = self - self.max_axis(axis, true).detach();
         s - s.exp().sum_axis(axis, true).log()
     }
 
     /// Softmax cross-entropy of these logits (classes on the last axis, mean over rows), fused.
-    /// The gradient is `(softmax(x) − t) / rows`. See [`cross_entropy_with`](Self::cross_entropy_with).
+    /// The gradient is `(softmax(x) − t) / rows`. See [`cross_entropy_with`](Self::cross_entropy_with)
+    /// (for zero rows, zero classes and the errors too).
     #[track_caller]
     pub fn cross_entropy(self, target: Target<'_, 't, T>) -> Var<'t, T> {
         self.cross_entropy_with(target, CrossEntropy::default())
@@ -631,6 +690,12 @@ impl<'t, T: Float> Var<'t, T> {
 
     /// Softmax cross-entropy with a chosen class axis and reduction, fused: one op whose forward
     /// computes `Σ_rows (logsumexp(x) − ⟨t, x⟩)` and saves `softmax(x)` for the backward.
+    ///
+    /// Over zero rows (logits `[0, C]`) the loss is NaN for a mean and 0 for a sum, with an empty
+    /// gradient, as in PyTorch (see [`Reduction`]). Panics with an error naming `cross_entropy`,
+    /// the logits' shape and the caller's line for a 0-d input, an axis out of range, zero
+    /// classes (logits `[N, 0]`), the wrong number of class targets, a class index out of range,
+    /// or probability targets whose shape is not the logits' shape.
     #[track_caller]
     pub fn cross_entropy_with(self, target: Target<'_, 't, T>, opts: CrossEntropy) -> Var<'t, T> {
         let (classes, inputs): (Option<Rc<[usize]>>, Vec<Var<'t, T>>) = match target {
@@ -648,24 +713,32 @@ impl<'t, T: Float> Var<'t, T> {
 
     /// Softmax cross-entropy composed from primitives: `−Σ t ⊙ log_softmax_composed(x)` reduced
     /// over rows (class targets become a one-hot constant).
+    ///
+    /// Same results as the fused [`cross_entropy_with`](Self::cross_entropy_with), zero rows
+    /// included (NaN for a mean, 0 for a sum, an empty gradient), and the same checks, made before
+    /// anything is recorded: its errors name `cross_entropy_composed`, the shapes and the caller's line.
     #[track_caller]
     pub fn cross_entropy_composed(self, target: Target<'_, 't, T>, opts: CrossEntropy) -> Var<'t, T> {
+        const OP: &str = "cross_entropy_composed";
+        let loc = Location::caller();
         let x = self.value();
-        let a = resolve_axis("cross_entropy_composed", opts.axis, x.ndim()).unwrap_or_else(|e| crate::error::fail(e));
+        let shared = CeShared::<T> {
+            axis: opts.axis,
+            reduction: opts.reduction,
+            classes: match target {
+                Target::Classes(c) => Some(c.into()),
+                Target::Probs(_) => None,
+            },
+            probs: RefCell::new(None),
+        };
+        let checked = match target {
+            Target::Classes(_) => shared.check(OP, &[&x]),
+            Target::Probs(t) => shared.check(OP, &[&x, &t.value()]),
+        };
+        let a = checked.unwrap_or_else(|e| fail(e.at(loc)));
         let t = match target {
             Target::Probs(t) => t,
-            Target::Classes(c) => {
-                let shared = CeShared::<T> {
-                    axis: opts.axis,
-                    reduction: opts.reduction,
-                    classes: Some(c.into()),
-                    probs: RefCell::new(None),
-                };
-                shared
-                    .check("cross_entropy_composed", &[&x])
-                    .unwrap_or_else(|e| crate::error::fail(e));
-                self.tape.constant(shared.dense(&x, a, None))
-            }
+            Target::Classes(_) => self.tape.constant(shared.dense(&x, a, None)),
         };
         let per_row = -(t * self.log_softmax_composed(opts.axis)).sum_axis(opts.axis, false);
         match opts.reduction {
@@ -673,6 +746,12 @@ impl<'t, T: Float> Var<'t, T> {
             Reduction::Sum => per_row.sum(),
         }
     }
+}
+
+/// Resolves the axis of a composed softmax-family function before anything is recorded, failing
+/// with the function's name, the shape and the caller's line.
+fn composed_axis<T: Float>(op: &str, x: Var<'_, T>, axis: isize, loc: &'static Location<'static>) -> usize {
+    softmax_axis(op, axis, &x.value()).unwrap_or_else(|e| fail(e.at(loc)))
 }
 
 // ---------------------------------------------------------------------------------------------

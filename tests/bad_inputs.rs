@@ -251,3 +251,248 @@ fn bad_axis_and_bad_permutation() {
     let msg = panic_message(|| x.permute([0, 0]));
     assert!(msg.contains("not a permutation"), "{msg}");
 }
+
+#[test]
+fn transpose_with_bad_axes_names_transpose_the_axes_and_the_shape() {
+    let tape = Tape::<f64>::new();
+    let x = tape.var(Tensor::zeros([2, 3]));
+    let before = tape.len();
+    let line = line!() + 1;
+    let msg = panic_message(|| x.transpose(1, 2));
+    assert!(msg.starts_with("tapegrad: transpose: "), "{msg}");
+    assert!(
+        msg.contains("(1, 2)") && msg.contains("[2, 3]") && msg.contains("axis 2"),
+        "{msg}"
+    );
+    assert!(msg.contains(&here(line)), "{msg}");
+    let line = line!() + 1;
+    let msg = panic_message(|| x.transpose(-3, 0));
+    assert!(msg.starts_with("tapegrad: transpose: "), "{msg}");
+    assert!(
+        msg.contains("(-3, 0)") && msg.contains("[2, 3]") && msg.contains("axis -3"),
+        "{msg}"
+    );
+    assert!(msg.contains(&here(line)), "{msg}");
+    assert_eq!(tape.len(), before, "a failed transpose records nothing");
+    // The same for a plain tensor, in both forms.
+    let v = Tensor::<f64>::zeros([4]);
+    let line = line!() + 1;
+    let msg = panic_message(|| v.transpose(0, 1));
+    assert!(msg.starts_with("tapegrad: transpose: "), "{msg}");
+    assert!(
+        msg.contains("(0, 1)") && msg.contains("[4]") && msg.contains(&here(line)),
+        "{msg}"
+    );
+    let line = line!() + 1;
+    let e = v.try_transpose(0, 1).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Shape);
+    assert!(e.to_string().contains(&here(line)), "{e}");
+}
+
+#[test]
+fn transpose_counts_negative_axes_from_the_end() {
+    let tape = Tape::<f64>::new();
+    let a = Tensor::<f64>::rand_normal([2, 3, 4], 0.0, 1.0, 7);
+    let x = tape.var(a.clone());
+    assert_eq!(x.transpose(-1, -2).value(), x.transpose(1, 2).value());
+    assert_eq!(x.transpose(0, -1).shape().as_slice(), &[4, 3, 2]);
+    assert_eq!(a.transpose(-3, 1), a.transpose(0, 1));
+    assert_eq!(x.t().value(), a.transpose(-2, -1));
+}
+
+#[test]
+fn t_of_a_0d_or_1d_value_is_the_value_itself() {
+    // As in PyTorch: there is nothing to swap, so `t()` returns its input (no node).
+    let tape = Tape::<f64>::new();
+    for x in [
+        tape.var(Tensor::scalar(2.0)),
+        tape.var(Tensor::from_vec(vec![1.0, 2.0], [2])),
+    ] {
+        let before = tape.len();
+        let y = x.t();
+        assert_eq!(y.index(), x.index());
+        assert_eq!(tape.len(), before);
+        assert_eq!(y.sum().backward()[x], Tensor::ones(x.shape()));
+    }
+    // A 0-d value has no axes at all to transpose.
+    let s = tape.var(Tensor::scalar(2.0));
+    let line = line!() + 1;
+    let msg = panic_message(|| s.transpose(0, 0));
+    assert!(msg.starts_with("tapegrad: transpose: ") && msg.contains("[]"), "{msg}");
+    assert!(msg.contains(&here(line)), "{msg}");
+}
+
+/// The line of a call and the message it panics with; the call must fit on the macro's line.
+macro_rules! on_line {
+    ($e:expr) => {
+        (line!(), panic_message(|| $e))
+    };
+}
+
+#[test]
+fn cross_entropy_errors_name_the_op_the_shapes_and_the_line() {
+    use tapegrad::softmax::{CrossEntropy, Reduction, Target};
+    let tape = Tape::<f64>::new();
+    let x = tape.var(Tensor::zeros([2, 3]));
+    let bad_probs = tape.constant(Tensor::zeros([3, 2]));
+    // Broadcastable to the logits, but probability targets must have their shape exactly.
+    let row_probs = tape.constant(Tensor::zeros([1, 3]));
+    let d = CrossEntropy::default();
+    let sum0 = CrossEntropy {
+        axis: 0,
+        reduction: Reduction::Sum,
+    };
+    let axis2 = CrossEntropy {
+        axis: 2,
+        reduction: Reduction::Mean,
+    };
+    let before = tape.len();
+    // A class index out of range, the wrong number of targets, a bad axis, probabilities of the
+    // wrong shape: each through the fused op (both entry points) and the composed one.
+    let out_of_range: &[&str] = &["class 3", "3 classes", "[2, 3]"];
+    let too_few: &[&str] = &["1 class targets", "[2, 3]", "axis 0", "3 rows"];
+    let bad_axis: &[&str] = &["axis 2", "[2, 3]"];
+    let transposed: &[&str] = &["[2, 3]", "[3, 2]"];
+    let one_row: &[&str] = &["[2, 3]", "[1, 3]"];
+    let fused = [
+        (on_line!(x.cross_entropy(Target::Classes(&[0, 3]))), out_of_range),
+        (on_line!(x.cross_entropy_with(Target::Classes(&[0]), sum0)), too_few),
+        (
+            on_line!(x.cross_entropy_with(Target::Classes(&[0, 1]), axis2)),
+            bad_axis,
+        ),
+        (on_line!(x.cross_entropy(Target::Probs(bad_probs))), transposed),
+        (on_line!(x.cross_entropy(Target::Probs(row_probs))), one_row),
+    ];
+    let composed = [
+        (
+            on_line!(x.cross_entropy_composed(Target::Classes(&[0, 3]), d)),
+            out_of_range,
+        ),
+        (on_line!(x.cross_entropy_composed(Target::Classes(&[0]), sum0)), too_few),
+        (
+            on_line!(x.cross_entropy_composed(Target::Classes(&[0, 1]), axis2)),
+            bad_axis,
+        ),
+        (
+            on_line!(x.cross_entropy_composed(Target::Probs(bad_probs), d)),
+            transposed,
+        ),
+        (on_line!(x.cross_entropy_composed(Target::Probs(row_probs), d)), one_row),
+    ];
+    for (op, cases) in [("cross_entropy", fused), ("cross_entropy_composed", composed)] {
+        for ((line, msg), parts) in cases {
+            assert!(msg.starts_with(&format!("tapegrad: {op}: ")), "{msg}");
+            for p in parts {
+                assert!(msg.contains(p), "{p:?} missing: {msg}");
+            }
+            assert!(msg.contains(&here(line)), "{msg}");
+        }
+    }
+    assert_eq!(tape.len(), before, "a failed call records nothing");
+}
+
+#[test]
+fn cross_entropy_over_zero_classes() {
+    use tapegrad::softmax::{CrossEntropy, Target};
+    let tape = Tape::<f64>::new();
+    let x = tape.var(Tensor::zeros([2, 0]));
+    let t = tape.constant(Tensor::zeros([2, 0]));
+    let d = CrossEntropy::default();
+    let cases = [
+        ("cross_entropy", on_line!(x.cross_entropy(Target::Classes(&[0, 0])))),
+        ("cross_entropy", on_line!(x.cross_entropy(Target::Classes(&[])))),
+        ("cross_entropy", on_line!(x.cross_entropy(Target::Probs(t)))),
+        (
+            "cross_entropy_composed",
+            on_line!(x.cross_entropy_composed(Target::Classes(&[0, 0]), d)),
+        ),
+        (
+            "cross_entropy_composed",
+            on_line!(x.cross_entropy_composed(Target::Classes(&[]), d)),
+        ),
+        (
+            "cross_entropy_composed",
+            on_line!(x.cross_entropy_composed(Target::Probs(t), d)),
+        ),
+    ];
+    for (op, (line, msg)) in cases {
+        assert!(msg.starts_with(&format!("tapegrad: {op}: ")), "{msg}");
+        assert!(
+            msg.contains("no classes") && msg.contains("axis 1") && msg.contains("[2, 0]"),
+            "{msg}"
+        );
+        assert!(!msg.contains("0 rows"), "{msg}");
+        assert!(msg.contains(&here(line)), "{msg}");
+    }
+}
+
+#[test]
+fn cross_entropy_over_zero_rows_is_nan_for_a_mean_and_0_for_a_sum() {
+    use tapegrad::softmax::{CrossEntropy, Reduction, Target};
+    // PyTorch's answer: the mean of no rows is 0/0 = NaN, their sum is 0; the gradient is empty.
+    for reduction in [Reduction::Mean, Reduction::Sum] {
+        let opts = CrossEntropy { axis: -1, reduction };
+        for composed in [false, true] {
+            for probs in [false, true] {
+                let tape = Tape::<f64>::new();
+                let x = tape.var(Tensor::zeros([0, 5]));
+                let t = tape.var(Tensor::zeros([0, 5]));
+                let target = if probs { Target::Probs(t) } else { Target::Classes(&[]) };
+                let loss = if composed {
+                    x.cross_entropy_composed(target, opts)
+                } else {
+                    x.cross_entropy_with(target, opts)
+                };
+                let what = format!("{reduction:?} composed={composed} probs={probs}");
+                assert_eq!(loss.shape().as_slice(), &[] as &[usize], "{what}");
+                match reduction {
+                    Reduction::Mean => assert!(loss.item().is_nan(), "{what}: {}", loss.item()),
+                    Reduction::Sum => assert_eq!(loss.item(), 0.0, "{what}"),
+                }
+                let g = loss.backward();
+                assert_eq!(g[x].shape(), &[0, 5], "{what}");
+                if probs {
+                    assert_eq!(g[t].shape(), &[0, 5], "{what}");
+                }
+                // The recorded gradient too.
+                let gx = tape.grad_graph(&[loss], &[tape.scalar(1.0)], &[x])[0];
+                assert_eq!(gx.shape().as_slice(), &[0, 5], "{what}");
+                assert_eq!(gx.sum().backward()[x].shape(), &[0, 5], "{what}");
+            }
+        }
+    }
+}
+
+#[test]
+fn softmax_over_zero_rows_or_an_empty_axis_is_empty() {
+    // [0, 5]: no rows; [5, 0] along axis 1: rows of length 0 (softmax of nothing is nothing, as
+    // in PyTorch). In anomaly mode too: nothing here is NaN or infinite.
+    for anomaly in [false, true] {
+        for (shape, axis) in [
+            ([0usize, 5], 1isize),
+            ([0, 5], 0),
+            ([5, 0], 1),
+            ([5, 0], -1),
+            ([5, 0], 0),
+        ] {
+            let tape = Tape::<f64>::new();
+            tape.set_anomaly(anomaly);
+            let x = tape.var(Tensor::zeros(shape));
+            let ways: [(&str, Var<'_, f64>); 4] = [
+                ("softmax", x.softmax(axis)),
+                ("softmax_composed", x.softmax_composed(axis)),
+                ("log_softmax", x.log_softmax(axis)),
+                ("log_softmax_composed", x.log_softmax_composed(axis)),
+            ];
+            for (name, y) in ways {
+                let what = format!("{name} {shape:?} axis {axis} anomaly={anomaly}");
+                assert_eq!(y.shape().as_slice(), &shape, "{what}");
+                assert_eq!(y.numel(), 0, "{what}");
+                assert_eq!(y.sum().backward()[x].shape(), &shape, "{what}");
+                let gx = tape.grad_graph(&[y.sum()], &[tape.scalar(1.0)], &[x])[0];
+                assert_eq!(gx.shape().as_slice(), &shape, "{what}");
+            }
+        }
+    }
+}

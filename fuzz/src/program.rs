@@ -164,7 +164,7 @@ fn run<T: Float>(b: &mut Bytes<'_>, flags: u8) {
                 let perm: Vec<usize> = (0..n).map(|_| b.u8() as usize % 4).collect();
                 x.permute(perm)
             }
-            23 => x.transpose(p as usize % 4, (p / 4) as usize % 4),
+            23 => x.transpose((p as usize % 4) as isize, ((p / 4) as usize % 4) as isize),
             24 => x.broadcast_to(b.shape()),
             25 => x.sum_to(b.shape()),
             26 => x.matmul_t(y, p & 1 != 0, p & 2 != 0),

@@ -3,13 +3,14 @@
 //! sum back down (`sum_to`).
 
 use super::{NanRule, OpInfo, Registry, arity};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, fail};
 use crate::float::Float;
 use crate::op::{Cotangents, EagerCtx, Op, TensorGrads, VjpCtx};
 use crate::sample;
 use crate::shape::{Shape, broadcasts_to, fmt_shape, shape_of};
 use crate::tape::{OpRef, Var};
 use crate::tensor::Tensor;
+use std::panic::Location;
 use std::rc::Rc;
 
 struct ReshapeOp(Shape);
@@ -102,25 +103,31 @@ impl<'t, T: Float> Var<'t, T> {
         self.tape.op(OpRef::Shared(Rc::new(PermuteOp(shape_of(perm)))), &[self])
     }
 
-    /// Swaps axes `a` and `b`.
+    /// Swaps axes `a` and `b`; a negative axis counts from the end (`-1` is the last). Recorded as
+    /// a `permute`. Panics with a `Shape` error naming `transpose`, the axes and the shape when
+    /// either axis is out of range (nothing is recorded then).
+    ///
+    /// ```
+    /// let tape = tapegrad::Tape::<f64>::new();
+    /// let x = tape.var(tapegrad::Tensor::zeros([2, 3, 4]));
+    /// assert_eq!(x.transpose(0, -1).shape().as_slice(), &[4, 3, 2]);
+    /// ```
     #[track_caller]
-    pub fn transpose(self, a: usize, b: usize) -> Var<'t, T> {
-        let n = self.shape().len();
-        let mut perm: Vec<usize> = (0..n).collect();
-        if a < n && b < n {
-            perm.swap(a, b);
-        } else {
-            // Let the op report the bad axes with the shapes.
-            perm = vec![a, b];
-        }
+    pub fn transpose(self, a: isize, b: isize) -> Var<'t, T> {
+        let loc = Location::caller(); // here, not in the closure, which has its own location
+        let perm = crate::tensor::transpose_perm(&self.shape(), a, b).unwrap_or_else(|e| fail(e.at(loc)));
         self.permute(perm)
     }
 
     /// Swaps the last two axes (the matrix transpose of a 2-D value, batched for more axes).
+    /// A 0-d or 1-D value has no pair of axes to swap and is returned as it is (no node), as
+    /// PyTorch's `t()` does.
     #[track_caller]
     pub fn t(self) -> Var<'t, T> {
-        let n = self.shape().len();
-        self.transpose(n.saturating_sub(2), n.saturating_sub(1))
+        if self.shape().len() < 2 {
+            return self;
+        }
+        self.transpose(-2, -1)
     }
 
     /// Broadcasts to a larger shape (NumPy rules). Returns `self` (no node) when already that shape.

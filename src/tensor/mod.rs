@@ -317,19 +317,25 @@ impl<T: Float> Tensor<T> {
         })
     }
 
-    /// Swaps two axes (copies).
+    /// Swaps axes `a` and `b` (copies); a negative axis counts from the end (`-1` is the last).
+    /// Panics with a `Shape` error naming `transpose`, the axes and the shape when either axis is
+    /// out of range.
+    ///
+    /// ```
+    /// let a = tapegrad::Tensor::<f64>::zeros([2, 3, 4]);
+    /// assert_eq!(a.transpose(-1, 0).shape(), &[4, 3, 2]);
+    /// ```
     #[track_caller]
-    pub fn transpose(&self, a: usize, b: usize) -> Self {
-        let n = self.ndim();
-        if a >= n || b >= n {
-            fail(Error::shape(
-                "transpose",
-                format!("axes ({a}, {b}) out of range for shape {}", fmt_shape(&self.shape)),
-            ));
-        }
-        let mut perm: Vec<usize> = (0..n).collect();
-        perm.swap(a, b);
-        self.permute(perm)
+    pub fn transpose(&self, a: isize, b: isize) -> Self {
+        self.try_transpose(a, b).unwrap_or_else(|e| fail(e))
+    }
+
+    /// Like [`transpose`](Self::transpose), returning the error instead of panicking.
+    #[track_caller]
+    pub fn try_transpose(&self, a: isize, b: isize) -> Result<Self> {
+        let loc = std::panic::Location::caller(); // here, not in the closure
+        let perm = transpose_perm(&self.shape, a, b).map_err(|e| e.at(loc))?;
+        Ok(self.permute(perm))
     }
 
     /// The tensor broadcast (materialised) to a larger shape, by NumPy rules.
@@ -570,6 +576,38 @@ fn fmt_rec<T: Float>(f: &mut fmt::Formatter<'_>, shape: &[usize], data: &[T], de
         }
     }
     write!(f, "]")
+}
+
+/// The permutation that swaps axes `a` and `b` of `shape` (negative axes count from the end), or
+/// a `Shape` error from `transpose` naming the axes and the shape (no location: callers add theirs).
+pub(crate) fn transpose_perm(shape: &[usize], a: isize, b: isize) -> Result<Vec<usize>> {
+    let n = shape.len();
+    let resolve = |axis: isize| {
+        let r = if axis < 0 { axis + n as isize } else { axis };
+        (0..n as isize).contains(&r).then_some(r as usize)
+    };
+    match (resolve(a), resolve(b)) {
+        (Some(i), Some(j)) => {
+            let mut perm: Vec<usize> = (0..n).collect();
+            perm.swap(i, j);
+            Ok(perm)
+        }
+        (i, _) => {
+            let bad = if i.is_none() { a } else { b };
+            let valid = if n == 0 {
+                "a 0-d value has no axes".to_string()
+            } else {
+                format!("{n} {}: -{n}..={}", if n == 1 { "axis" } else { "axes" }, n - 1)
+            };
+            Err(Error::shape(
+                "transpose",
+                format!(
+                    "axes ({a}, {b}) of shape {}: axis {bad} is out of range ({valid})",
+                    fmt_shape(shape)
+                ),
+            ))
+        }
+    }
 }
 
 impl<T: Float> fmt::Display for Tensor<T> {
