@@ -52,7 +52,6 @@ pub trait Float:
     + MulAssign
     + DivAssign
     + Sum
-    + crate::tensor::pool::Pooled
 {
     /// The type's name, `"f32"` or `"f64"`.
     const NAME: &'static str;

@@ -19,12 +19,18 @@
 //! assert_eq!(owned.shape(), &[2, 2]);
 //! ```
 
+use crate::error::fail;
 use crate::float::Float;
 use crate::tensor::Tensor;
 use ndarray::{ArrayBase, ArrayD, Data, Dimension, IxDyn};
 
 impl<T: Float> Tensor<T> {
     /// A tensor with the array's shape and elements (in logical, row-major order; copied).
+    ///
+    /// Panics when the shape is too large for a tensor: ndarray bounds the element count by
+    /// `isize::MAX`, tapegrad by `isize::MAX` *bytes* (see [`try_numel`](crate::shape::try_numel)),
+    /// which only an empty array with huge other axes can exceed.
+    #[track_caller]
     pub fn from_ndarray<S, D>(a: &ArrayBase<S, D>) -> Self
     where
         S: Data<Elem = T>,
@@ -34,7 +40,7 @@ impl<T: Float> Tensor<T> {
             Some(s) => s.to_vec(),
             None => a.iter().copied().collect(),
         };
-        Tensor::from_vec(data, a.shape())
+        Tensor::with_data("from_ndarray", data, a.shape()).unwrap_or_else(|e| fail(e))
     }
 
     /// The tensor as a dynamic-rank array (copies the elements; see `ArrayD::from(tensor)` to
@@ -46,17 +52,21 @@ impl<T: Float> Tensor<T> {
 
 impl<T: Float> From<ArrayD<T>> for Tensor<T> {
     /// Moves the elements when the array is in standard layout and owns exactly them; copies
-    /// otherwise.
+    /// otherwise. Panics when the shape is too large for a tensor (see
+    /// [`Tensor::from_ndarray`]).
+    #[track_caller]
     fn from(a: ArrayD<T>) -> Self {
         if a.is_standard_layout() {
             let shape = a.shape().to_vec();
             let n = a.len();
             let (v, off) = a.into_raw_vec_and_offset();
-            if off.unwrap_or(0) == 0 && v.len() == n {
-                return Tensor::from_vec(v, shape);
-            }
             let off = off.unwrap_or(0);
-            return Tensor::from_vec(v[off..off + n].to_vec(), shape);
+            let v = if off == 0 && v.len() == n {
+                v
+            } else {
+                v[off..off + n].to_vec()
+            };
+            return Tensor::with_data("from_ndarray", v, &shape).unwrap_or_else(|e| fail(e));
         }
         Tensor::from_ndarray(&a)
     }

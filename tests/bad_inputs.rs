@@ -496,3 +496,137 @@ fn softmax_over_zero_rows_or_an_empty_axis_is_empty() {
         }
     }
 }
+
+/// 2^63: times any extent ≥ 2, the element count no longer fits a `usize` (it used to wrap).
+const HUGE: usize = 1 << 63;
+
+/// Asserts that `msg` is tapegrad's "too large" shape error from `op`, naming `shape` and `line`.
+#[track_caller]
+fn assert_too_large(msg: &str, op: &str, shape: &str, line: u32) {
+    assert!(
+        msg.starts_with(&format!("tapegrad: {op}: shape {shape} is too large")),
+        "{msg}"
+    );
+    assert!(msg.contains(&here(line)), "{msg}");
+}
+
+#[test]
+fn from_vec_with_a_shape_whose_size_overflows_is_an_error() {
+    // The red-team repro: 2^63 · 2 wrapped to 0, so an empty Vec "filled" the shape, and a matmul
+    // on the result segfaulted in release.
+    let line = line!() + 1;
+    let e = Tensor::<f64>::try_from_vec(vec![], [HUGE, 2]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Shape);
+    assert_too_large(&e.to_string(), "from_vec", "[9223372036854775808, 2]", line);
+    let line = line!() + 1;
+    let msg = panic_message(|| Tensor::<f32>::from_vec(vec![], [2, HUGE]));
+    assert_too_large(&msg, "from_vec", "[2, 9223372036854775808]", line);
+    // An empty axis does not excuse the others: a sum over it would have 2^64 elements.
+    let e = Tensor::<f64>::try_from_vec(vec![], [0, 1 << 62, 4]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Shape);
+    // Empty shapes whose other extents fit are fine.
+    assert_eq!(Tensor::<f64>::try_from_vec(vec![], [0, 1 << 40]).unwrap().numel(), 0);
+}
+
+#[test]
+fn constructors_with_a_shape_whose_size_overflows_panic_with_a_tapegrad_message() {
+    let line = line!() + 1;
+    let msg = panic_message(|| Tensor::<f64>::zeros([HUGE, 4]));
+    assert_too_large(&msg, "zeros", "[9223372036854775808, 4]", line);
+    let line = line!() + 1;
+    let msg = panic_message(|| Tensor::<f32>::ones([4, HUGE]));
+    assert_too_large(&msg, "ones", "[4, 9223372036854775808]", line);
+    // 3 · 2^63 wraps to 2^63, not 0: that used to die in the allocator instead.
+    let line = line!() + 1;
+    let msg = panic_message(|| Tensor::full([3, HUGE], 7.0f64));
+    assert_too_large(&msg, "full", "[3, 9223372036854775808]", line);
+    let line = line!() + 1;
+    let msg = panic_message(|| Tensor::<f64>::from_fn([HUGE, 2], |i| i as f64));
+    assert_too_large(&msg, "from_fn", "[9223372036854775808, 2]", line);
+    let line = line!() + 1;
+    let msg = panic_message(|| Tensor::<f64>::rand_uniform([HUGE, 2], 0.0, 1.0, 1));
+    assert_too_large(&msg, "rand_uniform", "[9223372036854775808, 2]", line);
+    let line = line!() + 1;
+    let msg = panic_message(|| Tensor::<f32>::rand_normal([2, HUGE], 0.0, 1.0, 1));
+    assert_too_large(&msg, "rand_normal", "[2, 9223372036854775808]", line);
+    // The count fits a usize but not the address space in bytes (2^62 f64 = 2^65 bytes).
+    let line = line!() + 1;
+    let msg = panic_message(|| Tensor::<f64>::zeros([1 << 61, 2]));
+    assert_too_large(&msg, "zeros", "[2305843009213693952, 2]", line);
+}
+
+#[test]
+fn reshape_to_a_shape_whose_size_overflows() {
+    let empty = Tensor::<f64>::zeros([0]);
+    // 2^63 · 2 wrapped to 0 elements, which "matched" the empty tensor.
+    let line = line!() + 1;
+    let e = empty.try_reshape([HUGE, 2]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Shape);
+    assert_too_large(&e.to_string(), "reshape", "[9223372036854775808, 2]", line);
+    let tape = Tape::<f64>::new();
+    let x = tape.var(empty);
+    let line = line!() + 1;
+    let msg = panic_message(|| x.reshape([2, HUGE]));
+    assert_too_large(&msg, "reshape", "[2, 9223372036854775808]", line);
+    assert_eq!(tape.len(), 1, "a failed op records nothing");
+}
+
+#[test]
+fn broadcast_to_a_shape_whose_size_overflows() {
+    let one = Tensor::<f64>::ones([1]);
+    let line = line!() + 1;
+    let msg = panic_message(|| one.broadcast_to([HUGE, 2]));
+    assert_too_large(&msg, "broadcast_to", "[9223372036854775808, 2]", line);
+    // An empty tensor broadcast to a shape that is empty only because of its last axis.
+    let empty = Tensor::<f64>::zeros([0]);
+    let line = line!() + 1;
+    let msg = panic_message(|| empty.broadcast_to([1 << 40, 1 << 40, 0]));
+    assert_too_large(&msg, "broadcast_to", "[1099511627776, 1099511627776, 0]", line);
+    let tape = Tape::<f64>::new();
+    let x = tape.var(one);
+    let line = line!() + 1;
+    let msg = panic_message(|| x.broadcast_to([HUGE, 2]));
+    assert_too_large(&msg, "broadcast_to", "[9223372036854775808, 2]", line);
+    assert_eq!(tape.len(), 1, "a failed op records nothing");
+}
+
+#[test]
+fn ops_whose_output_size_overflows() {
+    let tape = Tape::<f64>::new();
+    // Both operands are valid (and empty); their broadcast [0, 2^40, 2^40] is not.
+    let a = tape.var(Tensor::zeros([0, 1 << 40, 1]));
+    let b = tape.var(Tensor::zeros([0, 1, 1 << 40]));
+    let line = line!() + 1;
+    let msg = panic_message(|| a + b);
+    assert_too_large(&msg, "add", "[0, 1099511627776, 1099511627776]", line);
+    let line = line!() + 1;
+    let msg = panic_message(|| a.ge(a).select(a, b));
+    assert_too_large(&msg, "select", "[0, 1099511627776, 1099511627776]", line);
+    let line = line!() + 1;
+    let msg = panic_message(|| a.value().zip_map(&b.value(), |x, y| x + y));
+    assert_too_large(&msg, "zip_map", "[0, 1099511627776, 1099511627776]", line);
+    // An inner size of 0 makes both operands empty, but the product has 2^32 · 2^32 = 2^64 elements.
+    let p = tape.var(Tensor::zeros([1 << 32, 0]));
+    let q = tape.var(Tensor::zeros([0, 1 << 32]));
+    let line = line!() + 1;
+    let msg = panic_message(|| p.matmul(q));
+    assert_too_large(&msg, "matmul", "[4294967296, 4294967296]", line);
+    // The same through the batch axes alone.
+    let p = tape.var(Tensor::zeros([1 << 40, 1, 2, 0]));
+    let q = tape.var(Tensor::zeros([1, 1 << 40, 0, 2]));
+    let line = line!() + 1;
+    let msg = panic_message(|| p.matmul(q));
+    assert_too_large(&msg, "matmul", "[1099511627776, 1099511627776, 2, 2]", line);
+    assert_eq!(tape.len(), 7, "failed ops record nothing");
+}
+
+#[test]
+fn gemm_bounds_checks_do_not_wrap() {
+    use tapegrad::Float;
+    // m = 2^62 + 1 with a row stride of 4: (m − 1) · 4 wraps to 0, so a one-element A passed the
+    // old bounds check (and m · n wrapped to 4, so did C); in release gemm then went far out of
+    // bounds. The check must refuse instead.
+    let (a, b, mut c) = ([1.0f64], [1.0f64; 4], [0.0f64; 4]);
+    let msg = panic_message(|| <f64 as Float>::gemm((1 << 62) + 1, 1, 4, &a, 4, 1, &b, 4, 1, &mut c, 0.0));
+    assert!(msg.contains("gemm: A out of bounds"), "{msg}");
+}

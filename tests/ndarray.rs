@@ -4,6 +4,8 @@
 use ndarray::{Array2, ArrayD, Axis, IxDyn, array, s};
 use tapegrad::{Tape, Tensor};
 
+mod common;
+
 #[test]
 fn round_trips_keep_shape_and_row_major_order() {
     let a = Array2::from_shape_fn((3, 4), |(i, j)| (10 * i + j) as f64);
@@ -61,4 +63,23 @@ fn arrays_feed_the_tape() {
     let v = tape.var(Tensor::from_ndarray(&x));
     let g = (v * v).sum().backward();
     assert_eq!(g[v].to_ndarray(), (&x * 2.0).into_dyn());
+}
+
+#[test]
+fn arrays_too_large_for_a_tensor_are_refused() {
+    // ndarray accepts an empty [0, 2^61, 2] (2^62 ≤ isize::MAX), but a sum over its empty axis
+    // would need 2^62 f64 = 2^65 bytes: tapegrad refuses it, naming the conversion and the line.
+    let a = ArrayD::<f64>::zeros(IxDyn(&[0, 1 << 61, 2]));
+    let line = line!() + 1;
+    let msg = common::panic_message(|| Tensor::from_ndarray(&a));
+    assert!(
+        msg.starts_with("tapegrad: from_ndarray: shape [0, 2305843009213693952, 2] is too large"),
+        "{msg}"
+    );
+    assert!(msg.contains(&format!("{}:{line}", file!())), "{msg}");
+    let msg = common::panic_message(|| Tensor::from(a));
+    assert!(
+        msg.starts_with("tapegrad: from_ndarray: shape [0, 2305843009213693952, 2]"),
+        "{msg}"
+    );
 }

@@ -126,29 +126,3 @@ fn cast_between_precisions() {
     assert_eq!(b.data()[0], 0.1f32);
     assert!(b.data()[1].is_infinite());
 }
-
-#[test]
-fn large_buffers_are_reused_through_the_pool_and_can_be_released() {
-    use tapegrad::tensor::pool::{MAX_BYTES, MIN_POOLED, pooled_bytes, release_pooled_memory};
-    release_pooled_memory();
-    let a = Tensor::<f64>::zeros([MIN_POOLED * 2]);
-    let ptr = a.data().as_ptr();
-    drop(a);
-    assert!(pooled_bytes::<f64>() >= MIN_POOLED * 2 * 8);
-    let b = Tensor::<f64>::ones([MIN_POOLED * 2]);
-    assert_eq!(b.data().as_ptr(), ptr, "the freed buffer was reused");
-    assert!(
-        b.data().iter().all(|&v| v == 1.0),
-        "a reused buffer is fully overwritten"
-    );
-    // Small buffers are not pooled; the pool is bounded.
-    drop(Tensor::<f64>::zeros([MIN_POOLED - 1]));
-    let before = pooled_bytes::<f64>();
-    for _ in 0..100 {
-        drop(Tensor::<f64>::zeros([MIN_POOLED * 4]).map(|v| v + 1.0));
-    }
-    assert!(pooled_bytes::<f64>() <= MAX_BYTES && pooled_bytes::<f64>() >= before);
-    release_pooled_memory();
-    assert_eq!(pooled_bytes::<f64>(), 0);
-    drop(b);
-}

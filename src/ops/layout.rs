@@ -7,7 +7,7 @@ use crate::error::{Error, Result, fail};
 use crate::float::Float;
 use crate::op::{Cotangents, EagerCtx, Op, TensorGrads, VjpCtx};
 use crate::sample;
-use crate::shape::{Shape, broadcasts_to, fmt_shape, shape_of};
+use crate::shape::{Shape, fmt_shape, shape_of};
 use crate::tape::{OpRef, Var};
 use crate::tensor::Tensor;
 use std::panic::Location;
@@ -73,13 +73,9 @@ impl<T: Float> Op<T> for BroadcastToOp {
     }
     fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
         arity("broadcast_to", x, 1)?;
-        if !broadcasts_to(x[0].shape(), &self.0) {
-            return Err(Error::shape(
-                "broadcast_to",
-                format!("cannot broadcast {} to {}", fmt_shape(x[0].shape()), fmt_shape(&self.0)),
-            ));
-        }
-        Ok(x[0].broadcast_to(&self.0))
+        // Re-raised without the location inside this file: the tape adds the user's.
+        x[0].try_broadcast_to(&self.0)
+            .map_err(|e| Error::shape("broadcast_to", e.message()))
     }
     fn vjp_tensors(&self, cx: &EagerCtx<'_, T>, g: &Tensor<T>) -> Option<TensorGrads<T>> {
         Some(cx.grads([&|| g.sum_to(cx.input(0).shape())]))

@@ -9,9 +9,9 @@ use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::op::{Cotangents, EagerCtx, Op, TensorGrads, VjpCtx};
 use crate::sample;
-use crate::shape::{Shape, broadcast_shapes, fmt_shape};
+use crate::shape::{Shape, broadcast_extents, fmt_shape};
 use crate::tape::{OpRef, Var};
-use crate::tensor::{Tensor, kernels};
+use crate::tensor::{Tensor, checked_numel, kernels};
 
 /// `op(A) @ op(B)`; `ta`/`tb` transpose the last two axes of `A`/`B`.
 struct MatMulOp {
@@ -60,16 +60,20 @@ impl<T: Float> Op<T> for MatMulOp {
                 ),
             ));
         }
-        let batch = broadcast_shapes(&sa[..sa.len() - 2], &sb[..sb.len() - 2]).ok_or_else(|| {
+        let batch = broadcast_extents(&sa[..sa.len() - 2], &sb[..sb.len() - 2]).ok_or_else(|| {
             Error::shape(
                 name,
                 format!("batch axes of {} and {} do not broadcast", fmt_shape(sa), fmt_shape(sb)),
             )
         })?;
-        let data = kernels::matmul(a.data(), sa, self.ta, b.data(), sb, self.tb, &batch);
         let mut shape: Shape = batch;
         shape.push(m);
         shape.push(n);
+        // Checked before the kernel runs: an inner size of 0 makes both operands empty however
+        // large the product is.
+        checked_numel::<T>(name, &shape)?;
+        let batch = &shape[..shape.len() - 2];
+        let data = kernels::matmul(a.data(), sa, self.ta, b.data(), sb, self.tb, batch);
         Ok(Tensor::from_parts(shape, data))
     }
     fn vjp_tensors(&self, cx: &EagerCtx<'_, T>, g: &Tensor<T>) -> Option<TensorGrads<T>> {

@@ -20,9 +20,9 @@ pub(crate) mod unary;
 
 use crate::error::{Error, Result};
 use crate::float::Float;
-use crate::shape::{broadcast_shapes, fmt_shape};
+use crate::shape::{broadcast_extents, fmt_shape};
 use crate::tape::Var;
-use crate::tensor::{Tensor, kernels};
+use crate::tensor::{Tensor, checked_numel, kernels};
 use indexmap::IndexMap;
 use std::sync::OnceLock;
 
@@ -174,7 +174,7 @@ pub(crate) fn broadcast_zip<T: Float>(
     if a.shape() == b.shape() {
         return Ok(a.zip_same(b, f));
     }
-    let out = broadcast_shapes(a.shape(), b.shape()).ok_or_else(|| {
+    let out = broadcast_extents(a.shape(), b.shape()).ok_or_else(|| {
         Error::shape(
             op,
             format!(
@@ -184,6 +184,7 @@ pub(crate) fn broadcast_zip<T: Float>(
             ),
         )
     })?;
+    checked_numel::<T>(op, &out)?;
     if a.numel() == 1 && b.numel() == 1 {
         return Ok(Tensor::one_of_shape(out, f(a.data()[0], b.data()[0])));
     }

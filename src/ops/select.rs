@@ -38,9 +38,9 @@ use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::op::{Cotangents, Op, VjpCtx};
 use crate::sample;
-use crate::shape::{broadcast_shapes, fmt_shape};
+use crate::shape::{broadcast_extents, fmt_shape};
 use crate::tape::{OpRef, Var};
-use crate::tensor::Tensor;
+use crate::tensor::{Tensor, checked_numel};
 use std::panic::Location;
 
 /// The strong-zero product for per-element (tensor) VJP rules: `v`, but exactly `0` where the
@@ -109,8 +109,8 @@ impl<T: Float> Op<T> for SelectOp {
     fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
         arity("select", x, 3)?;
         let (c, a, b) = (x[0], x[1], x[2]);
-        let out = broadcast_shapes(c.shape(), a.shape())
-            .and_then(|s| broadcast_shapes(&s, b.shape()))
+        let out = broadcast_extents(c.shape(), a.shape())
+            .and_then(|s| broadcast_extents(&s, b.shape()))
             .ok_or_else(|| {
                 Error::shape(
                     "select",
@@ -122,6 +122,7 @@ impl<T: Float> Op<T> for SelectOp {
                     ),
                 )
             })?;
+        checked_numel::<T>("select", &out)?;
         let (c, a, b) = (c.broadcast_to(&out), a.broadcast_to(&out), b.broadcast_to(&out));
         let data = c
             .data()

@@ -26,10 +26,11 @@ pub(crate) fn for_each_run<const K: usize>(
             continue;
         }
         let st: [usize; K] = std::array::from_fn(|k| strides[k][i]);
+        // Checked products: for a valid shape they cannot overflow, and must not wrap if it did.
         if let Some(last) = dims.last_mut()
-            && (0..K).all(|k| last.1[k] == st[k] * n)
+            && (0..K).all(|k| st[k].checked_mul(n) == Some(last.1[k]))
         {
-            last.0 *= n;
+            last.0 = last.0.checked_mul(n).expect("for_each_run: extent overflow");
             last.1 = st;
             continue;
         }
@@ -317,7 +318,9 @@ pub(crate) fn argmax_axis<T: Float>(a: &[T], shape: &[usize], axis: usize) -> (V
     (idx, val)
 }
 
-/// Checks that strided gemm operands stay inside their buffers (panics otherwise).
+/// Checks that strided gemm operands stay inside their buffers (panics otherwise). The arithmetic
+/// is checked: sizes whose last index would overflow are out of bounds, never wrapped into range.
+/// This is what makes the `unsafe` call in `Float::gemm` sound.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn check_gemm_bounds(
     m: usize,
@@ -331,17 +334,20 @@ pub(crate) fn check_gemm_bounds(
     csb: isize,
     clen: usize,
 ) {
-    let last = |r: usize, c: usize, rs: isize, cs: isize| -> usize {
+    // One past the last index an r×c view with strides (rs, cs) touches; `None` on overflow.
+    let end = |r: usize, c: usize, rs: isize, cs: isize| -> Option<usize> {
         assert!(rs >= 0 && cs >= 0, "gemm: negative strides are not supported");
         if r == 0 || c == 0 {
-            0
-        } else {
-            (r - 1) * rs as usize + (c - 1) * cs as usize + 1
+            return Some(0);
         }
+        let row = (r - 1).checked_mul(rs as usize)?;
+        let col = (c - 1).checked_mul(cs as usize)?;
+        row.checked_add(col)?.checked_add(1)
     };
-    assert!(last(m, k, rsa, csa) <= alen, "gemm: A out of bounds");
-    assert!(last(k, n, rsb, csb) <= blen, "gemm: B out of bounds");
-    assert!(m * n <= clen, "gemm: C out of bounds");
+    let fits = |end: Option<usize>, len: usize| end.is_some_and(|e| e <= len);
+    assert!(fits(end(m, k, rsa, csa), alen), "gemm: A out of bounds");
+    assert!(fits(end(k, n, rsb, csb), blen), "gemm: B out of bounds");
+    assert!(fits(m.checked_mul(n), clen), "gemm: C out of bounds");
 }
 
 /// Batched matrix product `op(A) @ op(B)` where `op` transposes the last two axes when its flag is
@@ -363,7 +369,10 @@ pub(crate) fn matmul<T: Float>(
     let (rsa, csa) = if ta { (1, ca as isize) } else { (ca as isize, 1) };
     let (rsb, csb) = if tb { (1, cb as isize) } else { (cb as isize, 1) };
     let nb = numel(batch);
-    let mut out = super::pool::filled(nb * m * n, T::ZERO);
+    // The caller checked the output shape; checked anyway so that a mistake there cannot wrap.
+    let mn = m.checked_mul(n).expect("matmul: output size overflows");
+    let len = nb.checked_mul(mn).expect("matmul: output size overflows");
+    let mut out = super::pool::filled(len, T::ZERO);
     let a_batch = &a_shape[..a_shape.len() - 2];
     let b_batch = &b_shape[..b_shape.len() - 2];
     let sa = broadcast_strides(a_batch, batch);
@@ -375,7 +384,7 @@ pub(crate) fn matmul<T: Float>(
     while bi < nb {
         let a_m = &a[off[0] * asz..off[0] * asz + asz];
         let b_m = &b[off[1] * bsz..off[1] * bsz + bsz];
-        let c_m = &mut out[bi * m * n..(bi + 1) * m * n];
+        let c_m = &mut out[bi * mn..(bi + 1) * mn];
         T::gemm(m, k, n, a_m, rsa, csa, b_m, rsb, csb, c_m, T::ZERO);
         bi += 1;
         // Advance the batch odometer.

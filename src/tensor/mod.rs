@@ -18,9 +18,32 @@ pub(crate) mod vmath;
 use crate::error::{Error, ErrorKind, Result, fail};
 use crate::float::Float;
 use crate::rng::Rng;
-use crate::shape::{self, Shape, broadcast_shapes, broadcasts_to, fmt_shape, numel};
+use crate::shape::{self, Shape, broadcast_extents, broadcasts_to, fmt_shape, numel};
 use std::fmt;
+use std::panic::Location;
 use std::sync::Arc;
+
+/// The number of elements of `shape` in a tensor of `T`, or a `Shape` error from `op` when no
+/// buffer of `T` could back the shape or any of its sub-shapes: the product of its nonzero extents
+/// must not exceed `isize::MAX / size_of::<T>()`, the largest allocation Rust allows, in elements.
+///
+/// Every way of making a tensor goes through this check (or derives its shape from shapes that
+/// passed it, such as a permutation or a reduction), so `numel` and the strides of a tensor's
+/// shape, and every kernel's index arithmetic on it, never overflow.
+pub(crate) fn checked_numel<T: Float>(op: &str, shape: &[usize]) -> Result<usize> {
+    let max = isize::MAX as usize / std::mem::size_of::<T>();
+    shape::numel_within(shape, max).ok_or_else(|| {
+        Error::shape(
+            op,
+            format!(
+                "shape {} is too large: the product of its nonzero extents exceeds {max}, the most {} elements a \
+                 buffer can hold",
+                fmt_shape(shape),
+                T::NAME
+            ),
+        )
+    })
+}
 
 /// The element buffer: a single value lives inline (no allocation, so 0-d and one-element values
 /// are cheap to record); anything larger is a reference-counted vector shared by clones.
@@ -79,7 +102,8 @@ pub struct Tensor<T: Float> {
 }
 
 impl<T: Float> Tensor<T> {
-    /// A tensor of `shape` holding `data` in row-major order. Panics when the sizes differ.
+    /// A tensor of `shape` holding `data` in row-major order. Panics when the sizes differ or the
+    /// shape is too large for a tensor (its element count would overflow).
     ///
     /// ```
     /// let t = tapegrad::Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], [2, 2]);
@@ -90,24 +114,31 @@ impl<T: Float> Tensor<T> {
         Self::try_from_vec(data, shape).unwrap_or_else(|e| fail(e))
     }
 
-    /// Like [`from_vec`](Self::from_vec), returning an error when the sizes differ.
+    /// Like [`from_vec`](Self::from_vec), returning an error (of kind `Shape`) when the sizes
+    /// differ or the shape is too large.
     #[track_caller]
     pub fn try_from_vec(data: Vec<T>, shape: impl AsRef<[usize]>) -> Result<Self> {
-        let shape = shape::shape_of(shape);
-        if numel(&shape) != data.len() {
+        Self::with_data("from_vec", data, shape.as_ref())
+    }
+
+    /// `data` with `shape`, checked; errors are raised by `op` at the caller's location.
+    #[track_caller]
+    pub(crate) fn with_data(op: &str, data: Vec<T>, shape: &[usize]) -> Result<Self> {
+        let here = Location::caller();
+        let n = checked_numel::<T>(op, shape).map_err(|e| e.at(here))?;
+        if n != data.len() {
             return Err(Error::shape(
-                "from_vec",
+                op,
                 format!(
-                    "{} elements cannot fill shape {} ({} elements)",
+                    "{} elements cannot fill shape {} ({n} elements)",
                     data.len(),
-                    fmt_shape(&shape),
-                    numel(&shape)
+                    fmt_shape(shape),
                 ),
             )
-            .at(std::panic::Location::caller()));
+            .at(here));
         }
         Ok(Tensor {
-            shape,
+            shape: shape::shape_of(shape),
             data: Buf::from_vec(data),
         })
     }
@@ -120,51 +151,96 @@ impl<T: Float> Tensor<T> {
         }
     }
 
-    /// A tensor of `shape` with every element `x`.
+    /// A tensor of `shape` with every element `x`. Panics when the shape is too large.
+    #[track_caller]
     pub fn full(shape: impl AsRef<[usize]>, x: T) -> Self {
-        let shape = shape::shape_of(shape);
-        Tensor {
-            data: Buf::from_vec(pool::filled(numel(&shape), x)),
-            shape,
-        }
+        Self::filled("full", shape.as_ref(), x).unwrap_or_else(|e| fail(e))
     }
 
-    /// A tensor of zeros.
+    /// Like [`full`](Self::full), returning an error (of kind `Shape`) when the shape is too large.
+    ///
+    /// ```
+    /// use tapegrad::{ErrorKind, Tensor};
+    /// assert_eq!(Tensor::try_full([2], 0.5f32).unwrap().to_vec(), vec![0.5, 0.5]);
+    /// let e = Tensor::try_full([1 << 63, 2], 0.0f64).unwrap_err();   // 2^64 elements
+    /// assert_eq!(e.kind(), ErrorKind::Shape);
+    /// ```
+    #[track_caller]
+    pub fn try_full(shape: impl AsRef<[usize]>, x: T) -> Result<Self> {
+        Self::filled("full", shape.as_ref(), x)
+    }
+
+    /// A tensor of zeros. Panics when the shape is too large.
+    #[track_caller]
     pub fn zeros(shape: impl AsRef<[usize]>) -> Self {
-        Self::full(shape, T::ZERO)
+        Self::filled("zeros", shape.as_ref(), T::ZERO).unwrap_or_else(|e| fail(e))
     }
 
-    /// A tensor of ones.
+    /// Like [`zeros`](Self::zeros), returning an error (of kind `Shape`) when the shape is too large.
+    #[track_caller]
+    pub fn try_zeros(shape: impl AsRef<[usize]>) -> Result<Self> {
+        Self::filled("zeros", shape.as_ref(), T::ZERO)
+    }
+
+    /// A tensor of ones. Panics when the shape is too large.
+    #[track_caller]
     pub fn ones(shape: impl AsRef<[usize]>) -> Self {
-        Self::full(shape, T::ONE)
+        Self::filled("ones", shape.as_ref(), T::ONE).unwrap_or_else(|e| fail(e))
     }
 
-    /// Uniform random values in `[lo, hi)`, reproducible from `seed`.
+    /// `shape` filled with `x`, checked; errors are raised by `op` at the caller's location.
+    #[track_caller]
+    fn filled(op: &str, shape: &[usize], x: T) -> Result<Self> {
+        let here = Location::caller();
+        let n = checked_numel::<T>(op, shape).map_err(|e| e.at(here))?;
+        Ok(Tensor {
+            data: Buf::from_vec(pool::filled(n, x)),
+            shape: shape::shape_of(shape),
+        })
+    }
+
+    /// Uniform random values in `[lo, hi)`, reproducible from `seed`. Panics when the shape is
+    /// too large.
     ///
     /// ```
     /// let t = tapegrad::Tensor::<f64>::rand_uniform([3, 4], -1.0, 1.0, 42);
     /// assert!(t.data().iter().all(|&x| (-1.0..1.0).contains(&x)));
     /// assert_eq!(t, tapegrad::Tensor::rand_uniform([3, 4], -1.0, 1.0, 42));
     /// ```
+    #[track_caller]
     pub fn rand_uniform(shape: impl AsRef<[usize]>, lo: T, hi: T, seed: u64) -> Self {
         let mut rng = Rng::new(seed);
         let (lo, hi) = (lo.to_f64(), hi.to_f64());
-        Self::from_fn(shape, |_| T::from_f64(lo + (hi - lo) * rng.uniform()))
+        Self::generated("rand_uniform", shape.as_ref(), |_| {
+            T::from_f64(lo + (hi - lo) * rng.uniform())
+        })
     }
 
     /// Normal random values with the given mean and standard deviation, reproducible from `seed`.
+    /// Panics when the shape is too large.
+    #[track_caller]
     pub fn rand_normal(shape: impl AsRef<[usize]>, mean: T, std: T, seed: u64) -> Self {
         let mut rng = Rng::new(seed);
         let (m, s) = (mean.to_f64(), std.to_f64());
-        Self::from_fn(shape, |_| T::from_f64(m + s * rng.normal()))
+        Self::generated("rand_normal", shape.as_ref(), |_| T::from_f64(m + s * rng.normal()))
     }
 
-    /// A tensor whose element at flat (row-major) index `i` is `f(i)`.
+    /// A tensor whose element at flat (row-major) index `i` is `f(i)`. Panics when the shape is
+    /// too large.
+    #[track_caller]
     pub fn from_fn(shape: impl AsRef<[usize]>, f: impl FnMut(usize) -> T) -> Self {
-        let shape = shape::shape_of(shape);
+        Self::generated("from_fn", shape.as_ref(), f)
+    }
+
+    /// `shape` filled with `f(i)`; panics (raised by `op`, at the caller's location) when the
+    /// shape is too large.
+    #[track_caller]
+    fn generated(op: &str, shape: &[usize], f: impl FnMut(usize) -> T) -> Self {
+        let here = Location::caller();
+        let n = checked_numel::<T>(op, shape).unwrap_or_else(|e| fail(e.at(here)));
         Tensor {
-            data: Buf::from_vec((0..numel(&shape)).map(f).collect()),
-            shape,
+            data: Buf::from_vec((0..n).map(f).collect()),
+            shape: shape::shape_of(shape),
         }
     }
 
@@ -252,28 +328,31 @@ impl<T: Float> Tensor<T> {
         self.data[0]
     }
 
-    /// The same data seen with another shape of the same size (no copy). Panics on a size mismatch.
+    /// The same data seen with another shape of the same size (no copy). Panics on a size mismatch
+    /// or when the shape is too large.
     #[track_caller]
     pub fn reshape(&self, shape: impl AsRef<[usize]>) -> Self {
         self.try_reshape(shape).unwrap_or_else(|e| fail(e))
     }
 
-    /// Like [`reshape`](Self::reshape), returning an error on a size mismatch.
+    /// Like [`reshape`](Self::reshape), returning an error (of kind `Shape`) on a size mismatch or
+    /// when the shape is too large.
     #[track_caller]
     pub fn try_reshape(&self, shape: impl AsRef<[usize]>) -> Result<Self> {
+        let here = Location::caller();
         let shape = shape::shape_of(shape);
-        if numel(&shape) != self.numel() {
+        let n = checked_numel::<T>("reshape", &shape).map_err(|e| e.at(here))?;
+        if n != self.numel() {
             return Err(Error::shape(
                 "reshape",
                 format!(
-                    "cannot reshape {} ({} elements) to {} ({} elements)",
+                    "cannot reshape {} ({} elements) to {} ({n} elements)",
                     fmt_shape(&self.shape),
                     self.numel(),
                     fmt_shape(&shape),
-                    numel(&shape)
                 ),
             )
-            .at(std::panic::Location::caller()));
+            .at(here));
         }
         Ok(Tensor {
             shape,
@@ -290,6 +369,7 @@ impl<T: Float> Tensor<T> {
     /// Like [`permute`](Self::permute), returning an error when `perm` is not a permutation.
     #[track_caller]
     pub fn try_permute(&self, perm: impl AsRef<[usize]>) -> Result<Self> {
+        let here = Location::caller();
         let perm = perm.as_ref();
         let mut seen = vec![false; self.ndim()];
         let ok = perm.len() == self.ndim()
@@ -305,11 +385,12 @@ impl<T: Float> Tensor<T> {
                     fmt_shape(&self.shape)
                 ),
             )
-            .at(std::panic::Location::caller()));
+            .at(here));
         }
         if perm.iter().enumerate().all(|(i, &p)| i == p) {
             return Ok(self.clone());
         }
+        // A permutation of a valid shape is valid: no size check needed.
         let shape: Shape = perm.iter().map(|&p| self.shape[p]).collect();
         Ok(Tensor {
             data: Buf::from_vec(kernels::permute(&self.data, &self.shape, perm)),
@@ -338,23 +419,41 @@ impl<T: Float> Tensor<T> {
         Ok(self.permute(perm))
     }
 
-    /// The tensor broadcast (materialised) to a larger shape, by NumPy rules.
+    /// The tensor broadcast (materialised) to a larger shape, by NumPy rules. Panics when the
+    /// shapes are incompatible or `shape` is too large.
     #[track_caller]
     pub fn broadcast_to(&self, shape: impl AsRef<[usize]>) -> Self {
+        self.try_broadcast_to(shape).unwrap_or_else(|e| fail(e))
+    }
+
+    /// Like [`broadcast_to`](Self::broadcast_to), returning an error (of kind `Shape`) when the
+    /// shapes are incompatible or `shape` is too large.
+    ///
+    /// ```
+    /// let t = tapegrad::Tensor::from_vec(vec![1.0, 2.0], [2]);
+    /// assert_eq!(t.try_broadcast_to([2, 2]).unwrap().to_vec(), vec![1.0, 2.0, 1.0, 2.0]);
+    /// assert!(t.try_broadcast_to([3]).is_err());
+    /// assert!(t.try_broadcast_to([1 << 63, 2]).is_err());   // 2^64 elements
+    /// ```
+    #[track_caller]
+    pub fn try_broadcast_to(&self, shape: impl AsRef<[usize]>) -> Result<Self> {
+        let here = Location::caller();
         let to = shape.as_ref();
         if !broadcasts_to(&self.shape, to) {
-            fail(Error::shape(
+            return Err(Error::shape(
                 "broadcast_to",
                 format!("cannot broadcast {} to {}", fmt_shape(&self.shape), fmt_shape(to)),
-            ));
+            )
+            .at(here));
         }
         if self.shape[..] == *to {
-            return self.clone();
+            return Ok(self.clone());
         }
-        Tensor {
+        checked_numel::<T>("broadcast_to", to).map_err(|e| e.at(here))?;
+        Ok(Tensor {
             data: Buf::from_vec(kernels::broadcast_to(&self.data, &self.shape, to)),
             shape: shape::shape_of(to),
-        }
+        })
     }
 
     /// A copy with `f` applied to the whole buffer in place (for vectorised slice kernels).
@@ -380,19 +479,25 @@ impl<T: Float> Tensor<T> {
         }
     }
 
-    /// `f` applied elementwise to two tensors broadcast together. Panics when they do not broadcast.
+    /// `f` applied elementwise to two tensors broadcast together. Panics when they do not
+    /// broadcast, or when their broadcast shape is too large.
     #[track_caller]
     pub fn zip_map(&self, other: &Self, f: impl Fn(T, T) -> T) -> Self {
-        let out = broadcast_shapes(&self.shape, &other.shape).unwrap_or_else(|| {
-            fail(Error::shape(
-                "zip_map",
-                format!(
-                    "shapes {} and {} do not broadcast",
-                    fmt_shape(&self.shape),
-                    fmt_shape(&other.shape)
-                ),
-            ))
+        let here = Location::caller();
+        let out = broadcast_extents(&self.shape, &other.shape).unwrap_or_else(|| {
+            fail(
+                Error::shape(
+                    "zip_map",
+                    format!(
+                        "shapes {} and {} do not broadcast",
+                        fmt_shape(&self.shape),
+                        fmt_shape(&other.shape)
+                    ),
+                )
+                .at(here),
+            )
         });
+        checked_numel::<T>("zip_map", &out).unwrap_or_else(|e| fail(e.at(here)));
         let data = kernels::binary(&self.data, &self.shape, &other.data, &other.shape, &out, f);
         Tensor {
             shape: out,
