@@ -630,3 +630,27 @@ fn gemm_bounds_checks_do_not_wrap() {
     let msg = panic_message(|| <f64 as Float>::gemm((1 << 62) + 1, 1, 4, &a, 4, 1, &b, 4, 1, &mut c, 0.0));
     assert!(msg.contains("gemm: A out of bounds"), "{msg}");
 }
+
+#[test]
+fn tensor_accessors_name_the_callers_line() {
+    let t = Tensor::<f64>::zeros([2, 3]);
+    let line = line!() + 1;
+    let msg = panic_message(|| t.get(&[2, 0]));
+    assert!(
+        msg.contains("index [2, 0] is out of range for shape [2, 3]") && msg.contains(&here(line)),
+        "{msg}"
+    );
+    let line = line!() + 1;
+    let msg = panic_message(|| t.item());
+    assert!(
+        msg.contains("item") && msg.contains("[2, 3]") && msg.contains(&here(line)),
+        "{msg}"
+    );
+    let line = line!() + 1;
+    let msg = panic_message(|| t.max_abs_diff(&Tensor::zeros([3])));
+    assert!(msg.contains("max_abs_diff") && msg.contains(&here(line)), "{msg}");
+    let mut u = t.clone();
+    let line = line!() + 1;
+    let msg = panic_message(move || u.set(&[0, 3], 1.0));
+    assert!(msg.contains(&here(line)), "{msg}");
+}

@@ -289,11 +289,14 @@ impl<T: Float> Tensor<T> {
     #[track_caller]
     fn offset(&self, index: &[usize]) -> usize {
         if index.len() != self.ndim() || index.iter().zip(&self.shape).any(|(&i, &n)| i >= n) {
-            fail(Error::new(
-                ErrorKind::Invalid,
-                "index",
-                format!("index {index:?} is out of range for shape {}", fmt_shape(&self.shape)),
-            ));
+            fail(
+                Error::new(
+                    ErrorKind::Invalid,
+                    "index",
+                    format!("index {index:?} is out of range for shape {}", fmt_shape(&self.shape)),
+                )
+                .at(Location::caller()),
+            );
         }
         index.iter().zip(shape::strides(&self.shape)).map(|(i, s)| i * s).sum()
     }
@@ -315,15 +318,18 @@ impl<T: Float> Tensor<T> {
     #[track_caller]
     pub fn item(&self) -> T {
         if self.numel() != 1 {
-            fail(Error::new(
-                ErrorKind::NonScalar,
-                "item",
-                format!(
-                    "tensor of shape {} has {} elements, not 1",
-                    fmt_shape(&self.shape),
-                    self.numel()
-                ),
-            ));
+            fail(
+                Error::new(
+                    ErrorKind::NonScalar,
+                    "item",
+                    format!(
+                        "tensor of shape {} has {} elements, not 1",
+                        fmt_shape(&self.shape),
+                        self.numel()
+                    ),
+                )
+                .at(Location::caller()),
+            );
         }
         self.data[0]
     }
@@ -528,14 +534,17 @@ impl<T: Float> Tensor<T> {
     #[track_caller]
     pub fn max_abs_diff(&self, other: &Self) -> T {
         if self.shape != other.shape {
-            fail(Error::shape(
-                "max_abs_diff",
-                format!(
-                    "shapes {} and {} differ",
-                    fmt_shape(&self.shape),
-                    fmt_shape(&other.shape)
-                ),
-            ));
+            fail(
+                Error::shape(
+                    "max_abs_diff",
+                    format!(
+                        "shapes {} and {} differ",
+                        fmt_shape(&self.shape),
+                        fmt_shape(&other.shape)
+                    ),
+                )
+                .at(Location::caller()),
+            );
         }
         self.data
             .iter()
