@@ -35,34 +35,34 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_op_in_unsafe_fn)]
 
-pub mod anomaly;
-pub mod backward;
+// Layers, bottom to top; a module only uses the layers below it.
+pub mod autodiff;
 pub mod check;
-pub mod error;
-pub mod float;
-pub mod functional;
-pub mod graph;
-#[cfg(feature = "ndarray")]
-pub mod interop;
+pub mod core;
+pub mod debug;
 pub mod nn;
-pub mod op;
 pub mod ops;
-pub mod optim;
-pub mod profile;
-pub mod rng;
-pub mod shape;
 pub mod softmax;
-pub mod tape;
 pub mod tensor;
+pub mod transforms;
 
-pub use backward::Grads;
-pub use error::{Error, ErrorKind, Result, attempt};
-pub use float::Float;
-pub use op::{Cotangents, EagerCtx, Op, TensorGrads, VjpCtx};
-pub use ops::{NanRule, OpInfo, Registry, Sample};
-pub use shape::Shape;
-pub use tape::{NoGradGuard, Tape, Var};
-pub use tensor::Tensor;
+// The paths of the first version, kept so code written against it still compiles.
+pub use crate::autodiff::{backward, op, tape};
+pub use crate::core::{error, float, rng, shape};
+pub use crate::debug::{anomaly, graph, profile};
+pub use crate::nn::optim;
+#[cfg(feature = "ndarray")]
+pub use crate::tensor::ndarray as interop;
+pub use crate::transforms as functional;
+
+pub use crate::autodiff::backward::Grads;
+pub use crate::autodiff::op::{Cotangents, EagerCtx, Op, TensorGrads, VjpCtx};
+pub use crate::autodiff::tape::{NoGradGuard, Tape, Var};
+pub use crate::core::error::{Error, ErrorKind, Result, attempt};
+pub use crate::core::float::Float;
+pub use crate::core::shape::Shape;
+pub use crate::ops::{NanRule, OpInfo, Registry, Sample};
+pub use crate::tensor::Tensor;
 
 /// The README's code blocks, compiled and run as doctests so the tour cannot drift from the API.
 #[cfg(doctest)]

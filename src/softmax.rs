@@ -31,13 +31,13 @@
 //! assert!((g[x].get(&[0, 2]) - (y.get(&[0, 2]) - 1.0) / 2.0).abs() < 1e-15);
 //! ```
 
-use crate::error::{Error, Result, fail};
-use crate::float::Float;
-use crate::op::{Cotangents, EagerCtx, Op, TensorGrads, VjpCtx};
+use crate::autodiff::op::{Cotangents, EagerCtx, Op, TensorGrads, VjpCtx};
+use crate::autodiff::tape::{OpRef, Var};
+use crate::core::error::{Error, Result, fail};
+use crate::core::float::Float;
+use crate::core::shape::{fmt_shape, numel, shape_of};
 use crate::ops::{NanRule, OpInfo, Registry, arity, resolve_axis};
 use crate::sample;
-use crate::shape::{fmt_shape, numel, shape_of};
-use crate::tape::{OpRef, Var};
 use crate::tensor::{Tensor, kernels, pool};
 use std::cell::RefCell;
 use std::panic::Location;

@@ -3,12 +3,12 @@
 //! sum back down (`sum_to`).
 
 use super::{NanRule, OpInfo, Registry, arity};
-use crate::error::{Error, Result, fail};
-use crate::float::Float;
-use crate::op::{Cotangents, EagerCtx, Op, TensorGrads, VjpCtx};
+use crate::autodiff::op::{Cotangents, EagerCtx, Op, TensorGrads, VjpCtx};
+use crate::autodiff::tape::{OpRef, Var};
+use crate::core::error::{Error, Result, fail};
+use crate::core::float::Float;
+use crate::core::shape::{Shape, fmt_shape, shape_of};
 use crate::sample;
-use crate::shape::{Shape, fmt_shape, shape_of};
-use crate::tape::{OpRef, Var};
 use crate::tensor::Tensor;
 use std::panic::Location;
 use std::rc::Rc;

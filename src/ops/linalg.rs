@@ -5,12 +5,12 @@
 //! kernel (`matrixmultiply`) reads the operands through strides.
 
 use super::{NanRule, OpInfo, Registry, arity};
-use crate::error::{Error, Result};
-use crate::float::Float;
-use crate::op::{Cotangents, EagerCtx, Op, TensorGrads, VjpCtx};
+use crate::autodiff::op::{Cotangents, EagerCtx, Op, TensorGrads, VjpCtx};
+use crate::autodiff::tape::{OpRef, Var};
+use crate::core::error::{Error, Result};
+use crate::core::float::Float;
+use crate::core::shape::{Shape, broadcast_extents, fmt_shape};
 use crate::sample;
-use crate::shape::{Shape, broadcast_extents, fmt_shape};
-use crate::tape::{OpRef, Var};
 use crate::tensor::{Tensor, checked_numel, kernels};
 
 /// `op(A) @ op(B)`; `ta`/`tb` transpose the last two axes of `A`/`B`.

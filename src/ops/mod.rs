@@ -18,10 +18,10 @@ pub(crate) mod reduce;
 pub mod select;
 pub(crate) mod unary;
 
-use crate::error::{Error, Result};
-use crate::float::Float;
-use crate::shape::{broadcast_extents, fmt_shape};
-use crate::tape::Var;
+use crate::autodiff::tape::Var;
+use crate::core::error::{Error, Result};
+use crate::core::float::Float;
+use crate::core::shape::{broadcast_extents, fmt_shape};
 use crate::tensor::{Tensor, checked_numel, kernels};
 use indexmap::IndexMap;
 use std::sync::OnceLock;

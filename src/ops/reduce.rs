@@ -6,12 +6,12 @@
 //! valid subgradient, and it keeps the gradient's sum equal to the incoming gradient.
 
 use super::{NanRule, OpInfo, Registry, arity, resolve_axis};
-use crate::error::{Error, Result};
-use crate::float::Float;
-use crate::op::{Cotangents, EagerCtx, Op, TensorGrads, VjpCtx};
+use crate::autodiff::op::{Cotangents, EagerCtx, Op, TensorGrads, VjpCtx};
+use crate::autodiff::tape::{OpRef, Var};
+use crate::core::error::{Error, Result};
+use crate::core::float::Float;
+use crate::core::shape::{Shape, broadcasts_to, fmt_shape, shape_of};
 use crate::sample;
-use crate::shape::{Shape, broadcasts_to, fmt_shape, shape_of};
-use crate::tape::{OpRef, Var};
 use crate::tensor::{Tensor, kernels};
 use std::rc::Rc;
 
@@ -326,7 +326,7 @@ pub(crate) fn register(r: &mut Registry) {
             // Distinct values, so finite differences do not straddle a tie.
             let d = |s: &[usize], seed: u64| {
                 let n: usize = s.iter().product();
-                let mut rng = crate::rng::Rng::new(seed);
+                let mut rng = crate::core::rng::Rng::new(seed);
                 let mut v: Vec<f64> = (0..n).map(|i| i as f64 * 0.37).collect();
                 for i in (1..n).rev() {
                     v.swap(i, rng.below(i + 1));

@@ -34,12 +34,12 @@
 //! mixes it into every output of its row/column (IEEE `0 · ∞ = NaN` inside the kernel).
 
 use super::{NanRule, OpInfo, Registry, arity, broadcast_zip};
-use crate::error::{Error, Result};
-use crate::float::Float;
-use crate::op::{Cotangents, Op, VjpCtx};
+use crate::autodiff::op::{Cotangents, Op, VjpCtx};
+use crate::autodiff::tape::{OpRef, Var};
+use crate::core::error::{Error, Result};
+use crate::core::float::Float;
+use crate::core::shape::{broadcast_extents, fmt_shape};
 use crate::sample;
-use crate::shape::{broadcast_extents, fmt_shape};
-use crate::tape::{OpRef, Var};
 use crate::tensor::{Tensor, checked_numel};
 use std::panic::Location;
 
@@ -207,7 +207,7 @@ impl<'t, T: Float> Var<'t, T> {
         let _off = self.tape.no_grad_guard();
         self.tape
             .record(OpRef::Static(op), &[self, other], loc)
-            .unwrap_or_else(|e| crate::error::fail(e))
+            .unwrap_or_else(|e| crate::core::error::fail(e))
     }
 
     /// The mask `self > other` (1 where true, 0 where false), broadcasting. A constant: no
@@ -299,7 +299,7 @@ pub(crate) fn register(r: &mut Registry) {
     // a flip of the comparison.
     fn apart(shape: &[usize], seed: u64) -> Tensor<f64> {
         let n: usize = shape.iter().product();
-        let mut rng = crate::rng::Rng::new(seed);
+        let mut rng = crate::core::rng::Rng::new(seed);
         Tensor::from_fn(shape, |i| {
             let s = if rng.uniform() < 0.5 { -1.0 } else { 1.0 };
             // Odd and even seeds differ by 0.1 in magnitude at every position: no ties between them.

@@ -5,11 +5,11 @@
 
 use super::select::sz;
 use super::{NanRule, OpInfo, Registry, arity};
-use crate::error::Result;
-use crate::float::Float;
-use crate::op::{Cotangents, EagerCtx, Op, TensorGrads, VjpCtx};
+use crate::autodiff::op::{Cotangents, EagerCtx, Op, TensorGrads, VjpCtx};
+use crate::autodiff::tape::{OpRef, Var};
+use crate::core::error::Result;
+use crate::core::float::Float;
 use crate::sample;
-use crate::tape::{OpRef, Var};
 use crate::tensor::Tensor;
 use std::rc::Rc;
 

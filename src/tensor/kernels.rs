@@ -2,8 +2,8 @@
 //!
 //! Everything here works on plain slices and shapes; the [`Tensor`](super::Tensor) methods wrap it.
 
-use crate::float::Float;
-use crate::shape::{Shape, broadcast_strides, numel, strides};
+use crate::core::float::Float;
+use crate::core::shape::{Shape, broadcast_strides, numel, strides};
 use smallvec::SmallVec;
 
 type Dims<const K: usize> = SmallVec<[(usize, [usize; K]); 4]>;

@@ -11,14 +11,16 @@
 //! ```
 
 pub(crate) mod kernels;
+#[cfg(feature = "ndarray")]
+pub mod ndarray;
 pub mod pool;
 #[allow(dead_code)] // the full kernel set (scalar and forced-path variants) is kept with its tests
 pub(crate) mod vmath;
 
-use crate::error::{Error, ErrorKind, Result, fail};
-use crate::float::Float;
-use crate::rng::Rng;
-use crate::shape::{self, Shape, broadcast_extents, broadcasts_to, fmt_shape, numel};
+use crate::core::error::{Error, ErrorKind, Result, fail};
+use crate::core::float::Float;
+use crate::core::rng::Rng;
+use crate::core::shape::{self, Shape, broadcast_extents, broadcasts_to, fmt_shape, numel};
 use std::fmt;
 use std::panic::Location;
 use std::sync::Arc;

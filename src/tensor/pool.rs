@@ -28,7 +28,7 @@
 //! `f64` buffers apart by their [`TypeId`] (a safe type witness, resolved at compile time), so the
 //! [`Float`] trait knows nothing of it.
 
-use crate::float::Float;
+use crate::core::float::Float;
 use std::any::{Any, TypeId};
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard, PoisonError};

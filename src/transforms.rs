@@ -36,14 +36,14 @@
 //! both promises: ops declared `differentiable_twice` pass [`gradgradcheck`]; the others fail
 //! loudly when differentiated twice.
 
+use crate::autodiff::op::{Cotangents, Op, VjpCtx};
+use crate::autodiff::tape::{OpRef, Tape, Var};
 use crate::check::{GradcheckOptions, GradcheckReport, RegistryFailure, gradcheck};
-use crate::error::{Error, ErrorKind, Result, fail};
-use crate::float::Float;
-use crate::op::{Cotangents, Op, VjpCtx};
+use crate::core::error::{Error, ErrorKind, Result, fail};
+use crate::core::float::Float;
+use crate::core::rng::Rng;
+use crate::core::shape::fmt_shape;
 use crate::ops::Registry;
-use crate::rng::Rng;
-use crate::shape::fmt_shape;
-use crate::tape::{OpRef, Tape, Var};
 use crate::tensor::Tensor;
 use std::fmt;
 use std::panic::Location;

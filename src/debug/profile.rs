@@ -33,10 +33,10 @@
 //! println!("{p}");
 //! ```
 
-use crate::float::Float;
-use crate::graph::{fmt_bytes, nodes_info, reach};
-use crate::op::{EagerCtx, VjpCtx};
-use crate::tape::{Tape, Var};
+use crate::autodiff::op::{EagerCtx, VjpCtx};
+use crate::autodiff::tape::{Tape, Var};
+use crate::core::float::Float;
+use crate::debug::graph::{fmt_bytes, nodes_info, reach};
 use crate::tensor::Tensor;
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -356,7 +356,7 @@ fn replay_backward<T: Float>(loss: Var<'_, T>, grad: &[bool], times: &mut [Durat
     drop(grads);
     tape.truncate(start);
     if let Err(e) = result {
-        crate::error::fail(e.at(std::panic::Location::caller()));
+        crate::core::error::fail(e.at(std::panic::Location::caller()));
     }
     acc_time
 }

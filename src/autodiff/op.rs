@@ -28,9 +28,9 @@
 //! assert_eq!(g[x].to_vec(), vec![12.0]);
 //! ```
 
-use crate::error::{Error, ErrorKind, Result};
-use crate::float::Float;
-use crate::tape::Var;
+use crate::autodiff::tape::Var;
+use crate::core::error::{Error, ErrorKind, Result};
+use crate::core::float::Float;
 use crate::tensor::Tensor;
 use smallvec::SmallVec;
 

@@ -7,7 +7,7 @@
 //! assert_eq!(numel(&s), 120);
 //! ```
 
-use crate::error::{Error, fail};
+use crate::core::error::{Error, fail};
 use smallvec::SmallVec;
 
 /// A tensor shape: one extent per axis, outermost first. Up to four axes live inline (no allocation).

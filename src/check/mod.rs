@@ -8,11 +8,11 @@
 //! assert!(report.passed, "{report}");
 //! ```
 
-use crate::float::Float;
+use crate::autodiff::tape::{Tape, Var};
+use crate::core::float::Float;
+use crate::core::rng::Rng;
+use crate::core::shape::fmt_shape;
 use crate::ops::{NanRule, Registry, Sample};
-use crate::rng::Rng;
-use crate::shape::fmt_shape;
-use crate::tape::{Tape, Var};
 use crate::tensor::Tensor;
 use std::fmt;
 
@@ -339,7 +339,7 @@ where
             data[o * xn + j] = T::from_f64((fp.data()[o].to_f64() - fm.data()[o].to_f64()) / (2.0 * h));
         }
     }
-    let mut shape = crate::shape::shape_of(out0.shape());
+    let mut shape = crate::core::shape::shape_of(out0.shape());
     shape.extend_from_slice(x.shape());
     Tensor::from_vec(data, shape)
 }

@@ -32,9 +32,9 @@
 //! // Render it with: dot -Tsvg graph.dot -o graph.svg
 //! ```
 
-use crate::float::Float;
-use crate::shape::fmt_shape;
-use crate::tape::{Node, Tape, Var};
+use crate::autodiff::tape::{Node, Tape, Var};
+use crate::core::float::Float;
+use crate::core::shape::fmt_shape;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
@@ -349,7 +349,7 @@ pub fn to_dot<T: Float>(tape: &Tape<T>, roots: &[Var<'_, T>], opts: &DotOptions)
 }
 
 impl<T: Float> Tape<T> {
-    /// The whole tape as a Graphviz DOT digraph; see [`graph`](crate::graph).
+    /// The whole tape as a Graphviz DOT digraph; see [`graph`](crate::debug::graph).
     pub fn to_dot(&self, opts: &DotOptions) -> String {
         to_dot(self, &[], opts)
     }
@@ -373,7 +373,7 @@ impl<T: Float> Tape<T> {
 impl<T: Float> Var<'_, T> {
     /// The part of the tape this value was built from (everything recorded up to it) as a Graphviz
     /// DOT digraph; nodes it does not use are drawn grey (or left out with
-    /// [`DotOptions::prune`]). See [`graph`](crate::graph).
+    /// [`DotOptions::prune`]). See [`graph`](crate::debug::graph).
     pub fn to_dot(&self, opts: &DotOptions) -> String {
         to_dot(self.tape, &[*self], opts)
     }

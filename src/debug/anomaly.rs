@@ -37,15 +37,15 @@
 //! Cost: one finiteness scan per recorded value and per gradient (measured in `benches/anomaly.rs`,
 //! see the README).
 
-use crate::error::{Error, ErrorKind};
-use crate::float::Float;
-use crate::op::Op;
-use crate::shape::fmt_shape;
-use crate::tape::{Tape, Var};
+use crate::autodiff::op::Op;
+use crate::autodiff::tape::{Tape, Var};
+use crate::core::error::{Error, ErrorKind};
+use crate::core::float::Float;
+use crate::core::shape::fmt_shape;
 use crate::tensor::Tensor;
 
 impl<T: Float> Tape<T> {
-    /// An empty tape with anomaly mode on (see [`crate::anomaly`]).
+    /// An empty tape with anomaly mode on (see [`crate::debug::anomaly`]).
     pub fn with_anomaly() -> Self {
         let t = Self::new();
         t.anomaly.set(true);

@@ -19,8 +19,8 @@
 //! assert_eq!(owned.shape(), &[2, 2]);
 //! ```
 
-use crate::error::fail;
-use crate::float::Float;
+use crate::core::error::fail;
+use crate::core::float::Float;
 use crate::tensor::Tensor;
 use ndarray::{ArrayBase, ArrayD, Data, Dimension, IxDyn};
 
@@ -28,7 +28,7 @@ impl<T: Float> Tensor<T> {
     /// A tensor with the array's shape and elements (in logical, row-major order; copied).
     ///
     /// Panics when the shape is too large for a tensor: ndarray bounds the element count by
-    /// `isize::MAX`, tapegrad by `isize::MAX` *bytes* (see [`try_numel`](crate::shape::try_numel)),
+    /// `isize::MAX`, tapegrad by `isize::MAX` *bytes* (see [`try_numel`](crate::core::shape::try_numel)),
     /// which only an empty array with huge other axes can exceed.
     #[track_caller]
     pub fn from_ndarray<S, D>(a: &ArrayBase<S, D>) -> Self

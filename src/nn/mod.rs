@@ -4,7 +4,7 @@
 //! Between training steps parameters are plain [`Tensor`]s owned by the store. Each step records
 //! them on a fresh (or [cleared](crate::Tape::clear)) tape with [`ParamStore::bind`], builds the
 //! loss, takes the gradients out with [`Params::grads`], and lets the tape go; the store is then
-//! the sole owner of every buffer again, so an optimiser ([`optim`](crate::optim)) updates them in
+//! the sole owner of every buffer again, so an optimiser ([`optim`]) updates them in
 //! place with no reallocation.
 //!
 //! ```
@@ -34,10 +34,12 @@
 //! assert_eq!(store.copies_on_write(), 0);
 //! ```
 
-use crate::backward::Grads;
-use crate::float::Float;
-use crate::rng::Rng;
-use crate::tape::{Tape, Var};
+pub mod optim;
+
+use crate::autodiff::backward::Grads;
+use crate::autodiff::tape::{Tape, Var};
+use crate::core::float::Float;
+use crate::core::rng::Rng;
 use crate::tensor::Tensor;
 use indexmap::IndexMap;
 

@@ -25,11 +25,11 @@
 //!
 //! An input that the output does not depend on gets a gradient of zeros.
 
-use crate::error::{Error, ErrorKind, Result, fail};
-use crate::float::Float;
-use crate::op::{EagerCtx, VjpCtx};
-use crate::shape::fmt_shape;
-use crate::tape::{Cut, Tape, TruncateGuard, Var};
+use crate::autodiff::op::{EagerCtx, VjpCtx};
+use crate::autodiff::tape::{Cut, Tape, TruncateGuard, Var};
+use crate::core::error::{Error, ErrorKind, Result, fail};
+use crate::core::float::Float;
+use crate::core::shape::fmt_shape;
 use crate::tensor::Tensor;
 use indexmap::IndexMap;
 use smallvec::SmallVec;
@@ -230,7 +230,7 @@ pub(crate) fn sweep_values<T: Float>(
     }
     let _guard = tape.no_grad_guard();
     // Anomaly mode checks each gradient as the sweep produces it (below), not the rules' inner ops.
-    let anomaly = crate::anomaly::pause_forward_checks(tape);
+    let anomaly = crate::debug::anomaly::pause_forward_checks(tape);
     let mut grads: Vec<Option<Tensor<T>>> = vec![None; top + 1];
     for (i, seed) in seeds {
         grads[i] = Some(accumulate(grads[i].take(), seed));
@@ -241,7 +241,7 @@ pub(crate) fn sweep_values<T: Float>(
             continue;
         }
         let g = if keep[i] { grads[i].clone() } else { grads[i].take() }.expect("checked above");
-        let g_finite = !anomaly.on() || crate::anomaly::all_finite(g.data());
+        let g_finite = !anomaly.on() || crate::debug::anomaly::all_finite(g.data());
         // Fast path: the op's tensor rule, with the node values borrowed in place.
         let (gs, fallback) = {
             let nodes = tape.nodes.borrow();
@@ -288,7 +288,7 @@ pub(crate) fn sweep_values<T: Float>(
             }
             let j = check_rule_grad(tape, i, k, gk.as_ref().map(|t| t.shape()))?;
             if anomaly.on() {
-                crate::anomaly::check_gradient(tape, i, k, gk.as_ref().expect("checked"), g_finite, top)?;
+                crate::debug::anomaly::check_gradient(tape, i, k, gk.as_ref().expect("checked"), g_finite, top)?;
             }
             grads[j] = Some(accumulate(grads[j].take(), gk.expect("checked")));
         }
@@ -312,7 +312,7 @@ pub(crate) fn sweep_graph<'t, T: Float>(
         return Ok(vec![None; wrt.len()]);
     };
     let relevant = relevance(tape, top, wrt);
-    let anomaly = crate::anomaly::pause_forward_checks(tape);
+    let anomaly = crate::debug::anomaly::pause_forward_checks(tape);
     // A recorded backward records its rules whatever the ambient mode (as `create_graph`).
     let _record = tape.enable_grad_guard();
     let mut grads: Vec<Option<Var<'t, T>>> = vec![None; top + 1];
@@ -358,8 +358,8 @@ pub(crate) fn sweep_graph<'t, T: Float>(
             let j = check_rule_grad(tape, i, k, gk.map(|v| v.shape()).as_deref())?;
             let gk = gk.expect("checked");
             if anomaly.on() {
-                let g_finite = crate::anomaly::all_finite(g.value().data());
-                crate::anomaly::check_gradient(tape, i, k, &gk.value(), g_finite, top)?;
+                let g_finite = crate::debug::anomaly::all_finite(g.value().data());
+                crate::debug::anomaly::check_gradient(tape, i, k, &gk.value(), g_finite, top)?;
             }
             grads[j] = Some(match grads[j] {
                 None => gk,

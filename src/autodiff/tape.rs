@@ -15,10 +15,10 @@
 //! assert_eq!(y.backward()[x].to_vec(), vec![2.0, 4.0, 6.0]);
 //! ```
 
-use crate::error::{Error, ErrorKind, Result, fail};
-use crate::float::Float;
-use crate::op::Op;
-use crate::shape::fmt_shape;
+use crate::autodiff::op::Op;
+use crate::core::error::{Error, ErrorKind, Result, fail};
+use crate::core::float::Float;
+use crate::core::shape::fmt_shape;
 use crate::tensor::Tensor;
 use smallvec::SmallVec;
 use std::cell::{Cell, Ref, RefCell};
@@ -79,7 +79,7 @@ static NEXT_TAPE_ID: AtomicU64 = AtomicU64::new(1);
 pub struct Tape<T: Float> {
     pub(crate) nodes: RefCell<Vec<Node<T>>>,
     no_grad_depth: Cell<u32>,
-    /// Anomaly mode (see [`crate::anomaly`]): check every recorded value and gradient for NaN/±∞.
+    /// Anomaly mode (see [`crate::debug::anomaly`]): check every recorded value and gradient for NaN/±∞.
     pub(crate) anomaly: Cell<bool>,
     id: u64,
 }
@@ -290,8 +290,8 @@ impl<T: Float> Tape<T> {
                 vals.push(&nodes[v.index].value);
             }
             let value = o.forward(&vals).map_err(|e| e.at(location))?;
-            if self.anomaly.get() && !crate::anomaly::all_finite(value.data()) {
-                return Err(crate::anomaly::forward_error(self, o, inputs, &value).at(location));
+            if self.anomaly.get() && !crate::debug::anomaly::all_finite(value.data()) {
+                return Err(crate::debug::anomaly::forward_error(self, o, inputs, &value).at(location));
             }
             let tracked = inputs.iter().any(|v| nodes[v.index].requires_grad);
             (value, tracked)
@@ -430,7 +430,7 @@ impl<'t, T: Float> Var<'t, T> {
 
     /// The shape of the value.
     pub fn shape(&self) -> crate::Shape {
-        crate::shape::shape_of(self.tape.node(self.index).value.shape())
+        crate::core::shape::shape_of(self.tape.node(self.index).value.shape())
     }
 
     /// The number of elements.

@@ -23,7 +23,7 @@
 //! assert_eq!(store.get(w).data().as_ptr(), ptr);     // updated in place
 //! ```
 
-use crate::float::Float;
+use crate::core::float::Float;
 use crate::nn::{ParamGrads, ParamStore};
 use crate::tensor::Tensor;
 
