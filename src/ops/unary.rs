@@ -10,7 +10,7 @@ use crate::autodiff::tape::{OpRef, Var};
 use crate::core::error::Result;
 use crate::core::float::Float;
 use crate::sample;
-use crate::tensor::Tensor;
+use crate::tensor::{Tensor, kernels};
 use std::rc::Rc;
 
 /// Declares a stateless elementwise op: its forward (`|x| …` per element), its VJP rule on
@@ -28,8 +28,8 @@ macro_rules! unary_op {
                 arity($name, inputs, 1)?;
                 match $name {
                     // Vectorised slice kernels for the two functions softmax-like code lives on.
-                    "exp" => Ok(inputs[0].map_slice(T::exp_inplace)),
-                    "log" => Ok(inputs[0].map_slice(T::ln_inplace)),
+                    "exp" => Ok(inputs[0].map_slice(kernels::exp_inplace)),
+                    "log" => Ok(inputs[0].map_slice(kernels::ln_inplace)),
                     _ => Ok(inputs[0].map(|$x: T| $fwd)),
                 }
             }
