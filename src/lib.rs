@@ -56,12 +56,13 @@ pub use crate::tensor::ndarray as interop;
 pub use crate::transforms as functional;
 
 pub use crate::autodiff::backward::Grads;
-pub use crate::autodiff::op::{Cotangents, EagerCtx, Op, TensorGrads, VjpCtx};
+pub use crate::autodiff::op::{Cotangents, Op, VjpCtx};
 pub use crate::autodiff::tape::{NoGradGuard, Tape, Var};
+pub use crate::autodiff::value::{Elem, Value};
 pub use crate::core::error::{Error, ErrorKind, Result, attempt};
 pub use crate::core::float::Float;
 pub use crate::core::shape::Shape;
-pub use crate::ops::{NanRule, OpInfo, Registry, Sample};
+pub use crate::ops::{Domain, Logic, Math, NanRule, OpInfo, Registry, Sample};
 pub use crate::tensor::Tensor;
 
 /// The README's code blocks, compiled and run as doctests so the tour cannot drift from the API.

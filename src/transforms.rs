@@ -28,16 +28,15 @@
 //!
 //! # Higher order, and rules that are first order only
 //!
-//! A built-in op's VJP is written with `Var` operations, so it is recorded and differentiable
-//! again. A user op whose rule computes its gradient from *values* (tensors) instead would make a
-//! second derivative silently zero; such a rule should return its gradients through
-//! [`VjpCtx::first_order_only`], which records them as a node that fails loudly — naming the op and
+//! Every op's one rule is written in the rule vocabulary ([`crate::Value`], [`crate::Elem`]), so a
+//! recorded backward records it and it can be differentiated again. A user rule that computes its
+//! gradient from *values* (tensors) instead would make a second derivative silently zero; such a
+//! rule should return its gradients through [`crate::VjpCtx::first_order_only`], which records them as a node that fails loudly — naming the op and
 //! the line that built it — when a second derivative reaches it. [`gradgradcheck_registry`] checks
 //! both promises: ops declared `differentiable_twice` pass [`gradgradcheck`]; the others fail
 //! loudly when differentiated twice.
 
-use crate::autodiff::op::{Cotangents, Op, VjpCtx};
-use crate::autodiff::tape::{OpRef, Tape, Var};
+use crate::autodiff::tape::{Tape, Var};
 use crate::check::{GradcheckOptions, GradcheckReport, RegistryFailure, gradcheck};
 use crate::core::error::{Error, ErrorKind, Result, fail};
 use crate::core::float::Float;
@@ -47,7 +46,6 @@ use crate::ops::Registry;
 use crate::tensor::Tensor;
 use std::fmt;
 use std::panic::Location;
-use std::rc::Rc;
 
 /// Fails (with the caller's line) unless `y` has exactly one element.
 #[track_caller]
@@ -355,99 +353,6 @@ where
 
 // ---------------------------------------------------------------------------------------------
 // First-order-only rules.
-
-/// The gradient of one input produced by a first-order-only rule: a node whose inputs are the
-/// op's inputs, its output and the incoming gradient (so a second derivative always reaches it),
-/// whose value was computed by the rule, and which has no VJP of its own.
-struct FirstOrderGrad<T: Float> {
-    op: &'static str,
-    input: usize,
-    value: Tensor<T>,
-}
-
-impl<T: Float> Op<T> for FirstOrderGrad<T> {
-    fn name(&self) -> &'static str {
-        self.op
-    }
-    fn params(&self) -> String {
-        format!("first-order VJP, input {}", self.input)
-    }
-    fn forward(&self, _: &[&Tensor<T>]) -> Result<Tensor<T>> {
-        Ok(self.value.clone())
-    }
-    fn vjp<'t>(&self, _: &VjpCtx<'_, 't, T>, _: Var<'t, T>) -> Result<Cotangents<'t, T>> {
-        Err(Error::new(
-            ErrorKind::NoVjp,
-            self.op,
-            format!(
-                "the VJP rule of op {:?} is first order only (it computes its gradient from values, not \
-                 recorded operations), so it cannot be differentiated twice; a Hessian, hvp, jvp or \
-                 gradgradcheck through it would be wrong",
-                self.op
-            ),
-        ))
-    }
-}
-
-impl<'t, T: Float> VjpCtx<'_, 't, T> {
-    /// Packs gradients that a rule computed from tensor values (not from `Var` operations), for a
-    /// rule that is first order only. Each is recorded as a node that depends on the op's inputs,
-    /// its output and `g`, and that fails loudly — naming `op` and the line that built the op's
-    /// node — if a second derivative ever reaches it; a plain backward pays only for the rule.
-    ///
-    /// `op` should be the op's [`name`](Op::name). Register such an op with
-    /// `differentiable_twice: false`.
-    ///
-    /// ```
-    /// use tapegrad::{Cotangents, Float, Op, Result, Tape, Tensor, Var, VjpCtx, ErrorKind};
-    /// struct Square;
-    /// impl<T: Float> Op<T> for Square {
-    ///     fn name(&self) -> &'static str { "square_fo" }
-    ///     fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> { Ok(x[0].map(|a| a * a)) }
-    ///     fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
-    ///         let gx = cx.input(0).value().zip_map(&g.value(), |x, g| T::from_f64(2.0) * x * g);
-    ///         Ok(cx.first_order_only("square_fo", g, [Some(gx)]))
-    ///     }
-    /// }
-    /// let tape = Tape::<f64>::new();
-    /// let x = tape.var(Tensor::scalar(3.0));
-    /// let y = tape.apply(Square, &[x]);
-    /// assert_eq!(y.backward()[x].item(), 6.0);                      // first order: fine
-    /// let dy = tape.grad_graph(&[y], &[tape.scalar(1.0)], &[x])[0];
-    /// let e = tape.try_grad(&[dy], &[Tensor::scalar(1.0)], &[x]).unwrap_err();
-    /// assert_eq!(e.kind(), ErrorKind::NoVjp);                       // second order: loud
-    /// assert!(e.to_string().contains("square_fo"));
-    /// ```
-    pub fn first_order_only<const N: usize>(
-        &self,
-        op: &'static str,
-        g: Var<'t, T>,
-        grads: [Option<Tensor<T>>; N],
-    ) -> Cotangents<'t, T> {
-        let tape = g.tape();
-        let out = self.output();
-        let mut deps: Vec<Var<'t, T>> = self.inputs().to_vec();
-        deps.push(out);
-        deps.push(g);
-        let location = out.location();
-        grads
-            .into_iter()
-            .enumerate()
-            .map(|(i, v)| {
-                let v = v?;
-                if !self.needs_grad(i) {
-                    return None;
-                }
-                let node = FirstOrderGrad { op, input: i, value: v };
-                // `forward` only returns the stored value, so recording cannot fail.
-                Some(
-                    tape.record(OpRef::Shared(Rc::new(node)), &deps, location)
-                        .unwrap_or_else(|e| fail(e)),
-                )
-            })
-            .collect()
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // gradgradcheck.

@@ -3,7 +3,7 @@
 use approx::assert_relative_eq;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use tapegrad::check::{CheckMode, GradcheckOptions, gradcheck, jacobian, numeric_jacobian};
-use tapegrad::{Cotangents, ErrorKind, Float, Op, Result, Tape, Tensor, Var, VjpCtx};
+use tapegrad::{Cotangents, ErrorKind, Float, Op, Result, Tape, Tensor, Value, Var, VjpCtx, pointwise};
 
 fn t(v: &[f64], s: &[usize]) -> Tensor<f64> {
     Tensor::from_vec(v.to_vec(), s)
@@ -199,9 +199,9 @@ impl<T: Float> Op<T> for DiagonalOnlySoftmax {
         let s = e.sum_all();
         Ok(e.map(|v| v / s))
     }
-    fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
+    fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, g: &V) -> Result<Cotangents<V>> {
         let y = cx.output();
-        Ok(cx.grads([Some(g * y * (-y + T::ONE))]))
+        Ok(cx.grads([Some(pointwise!(T; g, y => g * y * (-y + T::ONE)))]))
     }
 }
 
@@ -454,9 +454,9 @@ fn user_op_with_rule_matches_finite_differences() {
         fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
             Ok(x[0].map(|v| v * v * v))
         }
-        fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
+        fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, g: &V) -> Result<Cotangents<V>> {
             let x = cx.input(0);
-            Ok(cx.grads([Some(g * x * x * T::from_f64(3.0))]))
+            Ok(cx.grads([Some(pointwise!(T; g, x => g * x * x * T::from_f64(3.0)))]))
         }
     }
     let x = Tensor::<f64>::rand_normal([5], 0.0, 1.0, 1);
@@ -474,8 +474,8 @@ fn a_rule_returning_the_wrong_shape_is_reported() {
         fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
             Ok(x[0].clone())
         }
-        fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
-            Ok(cx.grads([Some(g.sum())]))
+        fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, g: &V) -> Result<Cotangents<V>> {
+            Ok(cx.grads([Some(g.sum_to(&[]))]))
         }
     }
     let tape = Tape::<f64>::new();

@@ -2,7 +2,7 @@
 
 use tapegrad::graph::{DotOptions, NodeKind};
 use tapegrad::profile::{ProfileOptions, profile, profile_fn};
-use tapegrad::{Cotangents, Float, Op, Result, Tape, Tensor, Var, VjpCtx};
+use tapegrad::{Cotangents, Float, Op, Result, Tape, Tensor, Value, Var, VjpCtx};
 
 fn softmax_composed<'t>(x: Var<'t, f64>) -> Var<'t, f64> {
     let m = x.max_axis(-1, true).detach();
@@ -199,8 +199,8 @@ impl<T: Float> Op<T> for Twice {
     fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
         Ok(x[0].map(|v| v + v))
     }
-    fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
-        Ok(cx.grads([Some(g * T::from_f64(2.0))]))
+    fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, g: &V) -> Result<Cotangents<V>> {
+        Ok(cx.grads([Some(g.scale(T::from_f64(2.0)))]))
     }
 }
 

@@ -9,7 +9,9 @@ use tapegrad::functional::{
     gradgradcheck, gradgradcheck_registry, hessian, hvp, hvp_n, jacobian, jvp, jvp_n, value_and_grad, vjp, vjp_n,
     with_hessian,
 };
-use tapegrad::{Cotangents, ErrorKind, Float, Op, OpInfo, Registry, Result, Tape, Tensor, Var, VjpCtx, sample};
+use tapegrad::{
+    Cotangents, ErrorKind, Float, Op, OpInfo, Registry, Result, Tape, Tensor, Value, Var, VjpCtx, pointwise, sample,
+};
 
 fn t(v: &[f64], s: &[usize]) -> Tensor<f64> {
     Tensor::from_vec(v.to_vec(), s)
@@ -430,7 +432,7 @@ impl<T: Float> Op<T> for CubeFirstOrder {
     fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
         Ok(x[0].map(|a| a * a * a))
     }
-    fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
+    fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, g: &V) -> Result<Cotangents<V>> {
         let gx = cx
             .input(0)
             .value()
@@ -449,9 +451,9 @@ impl<T: Float> Op<T> for CubeSilentZero {
     fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
         Ok(x[0].map(|a| a * a * a))
     }
-    fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
+    fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, g: &V) -> Result<Cotangents<V>> {
         let x2 = cx.input(0).value().map(|a| T::from_f64(3.0) * a * a);
-        Ok(cx.grads([Some(g * g.tape().constant(x2))]))
+        Ok(cx.grads([Some(g.mul(&g.constant(x2)))]))
     }
 }
 
@@ -464,9 +466,9 @@ impl<T: Float> Op<T> for Cube {
     fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
         Ok(x[0].map(|a| a * a * a))
     }
-    fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
+    fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, g: &V) -> Result<Cotangents<V>> {
         let x = cx.input(0);
-        Ok(cx.grads([Some(g * x * x * T::from_f64(3.0))]))
+        Ok(cx.grads([Some(pointwise!(T; g, x => g * x * x * T::from_f64(3.0)))]))
     }
 }
 
@@ -579,9 +581,9 @@ fn gradgradcheck_negative_control_on_a_wrong_second_derivative() {
         fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
             Ok(x[0].map(|a| a * a * a))
         }
-        fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
+        fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, g: &V) -> Result<Cotangents<V>> {
             let x = cx.input(0);
-            Ok(cx.grads([Some(g * x * x.detach() * T::from_f64(3.0))]))
+            Ok(cx.grads([Some(g.mul(x).mul(&x.constant(x.value())).scale(T::from_f64(3.0)))]))
         }
     }
     fn f<'t>(v: &[Var<'t, f64>]) -> Var<'t, f64> {

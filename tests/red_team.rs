@@ -2,7 +2,7 @@
 //! The registry-wide halves (NaN propagation, first-order vs recorded) live in `tests/registry.rs`.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use tapegrad::{Cotangents, ErrorKind, Float, Op, Result, Tape, Tensor, Var, VjpCtx};
+use tapegrad::{Cotangents, ErrorKind, Float, Op, Result, Tape, Tensor, Value, VjpCtx};
 
 mod common;
 use common::panic_message;
@@ -114,12 +114,12 @@ impl<T: Float> Op<T> for Misbehaving {
     fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
         Ok(x[0].clone())
     }
-    fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
-        let doubled = g * g; // records a node before failing
+    fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, g: &V) -> Result<Cotangents<V>> {
+        let doubled = g.mul(g); // records a node (in a recorded backward) before failing
         if self.panics {
             panic!("a bug in the user's rule");
         }
-        Ok(cx.grads([Some(doubled), Some(g)]))
+        Ok(cx.grads([Some(doubled), Some(g.clone())]))
     }
 }
 

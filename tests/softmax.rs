@@ -3,7 +3,7 @@
 
 use tapegrad::check::{CheckMode, FusedOptions, GradcheckOptions, fused_vs_composed, gradcheck, jacobian};
 use tapegrad::softmax::{CrossEntropy, Reduction, Target, fused_pairs};
-use tapegrad::{Cotangents, ErrorKind, Float, Op, Result, Tape, Tensor, Var, VjpCtx};
+use tapegrad::{Cotangents, ErrorKind, Float, Op, Result, Tape, Tensor, Value, Var, VjpCtx, pointwise};
 
 const SHAPES: [[usize; 2]; 5] = [[1, 1], [1, 2], [3, 5], [8, 64], [4, 1000]];
 
@@ -270,9 +270,9 @@ impl<T: Float> Op<T> for LearnerSoftmax {
         let tape = Tape::<T>::new();
         Ok(tape.constant(x[0].clone()).softmax(-1).value())
     }
-    fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
+    fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, g: &V) -> Result<Cotangents<V>> {
         let y = cx.output();
-        Ok(cx.grads([Some(g * y * (-y + T::ONE))]))
+        Ok(cx.grads([Some(pointwise!(T; g, y => g * y * (-y + T::ONE)))]))
     }
 }
 

@@ -10,29 +10,24 @@
 //! assert_eq!(tape.len(), 4);               // x, mul, exp, add: backward left nothing behind
 //! ```
 //!
-//! The sweep walks the nodes from the output down to index 0, once, with no recursion (a chain
-//! of 100 000 ops needs no stack). Each node's gradient is complete when the sweep reaches it,
-//! because every consumer of a node was recorded after it. A value used several times (fan-out,
-//! diamonds) receives the sum of the gradients of its uses.
+//! Both kinds of backward run the one sweep of [`crate::autodiff::sweep`] (a reverse walk over the
+//! tape, no recursion), with the ops' one rule interpreted two ways:
 //!
-//! Only nodes that lie on a path from a requested input to the output are visited; a rule is not
-//! asked for gradients of inputs that do not lead to a requested input.
-//!
-//! **First order** ([`Var::backward`], [`Tape::grad`]): the rules run with recording switched off
-//! and the nodes they create are dropped when the sweep ends, so the tape is left as it was.
-//! **Recorded** ([`Tape::grad_graph`]): the rules are recorded like any other computation, so the
-//! returned gradients are `Var`s that can be differentiated again.
+//! **First order** ([`Var::backward`], [`Tape::grad`]): each rule runs on the tensors stored on
+//! the tape and records nothing, so the tape is left as it was; gradients are freed as soon as
+//! they are consumed and accumulated in place.
+//! **Recorded** ([`Tape::grad_graph`]): each rule runs on `Var`s and is recorded like any other
+//! computation, so the returned gradients can be differentiated again.
 //!
 //! An input that the output does not depend on gets a gradient of zeros.
 
-use crate::autodiff::op::{EagerCtx, VjpCtx};
+use crate::autodiff::sweep::{OnValues, Recorded, sweep};
 use crate::autodiff::tape::{Cut, Tape, TruncateGuard, Var};
 use crate::core::error::{Error, ErrorKind, Result, fail};
 use crate::core::float::Float;
 use crate::core::shape::fmt_shape;
 use crate::tensor::Tensor;
 use indexmap::IndexMap;
-use smallvec::SmallVec;
 use std::panic::Location;
 
 /// Gradients returned by [`Var::backward`]: one per variable leaf of the tape ([`Tape::var`]), in
@@ -115,261 +110,6 @@ impl<'t, T: Float> std::ops::Index<Var<'t, T>> for Grads<T> {
     }
 }
 
-/// Marks the nodes a gradient must flow through: those on a path from a requested input up to
-/// node `top` (only nodes that require a gradient pass it on).
-fn relevance<T: Float>(tape: &Tape<T>, top: usize, wrt: &[usize]) -> Vec<bool> {
-    let mut relevant = vec![false; top + 1];
-    for &w in wrt {
-        if w <= top {
-            relevant[w] = true;
-        }
-    }
-    let nodes = tape.nodes.borrow();
-    for i in 0..=top {
-        if !relevant[i] && nodes[i].requires_grad {
-            relevant[i] = nodes[i].inputs.iter().any(|&j| relevant[j]);
-        }
-    }
-    relevant
-}
-
-/// Wraps an error raised by node `i`'s rule with the op, its shapes and the user's line.
-fn rule_error<T: Float>(tape: &Tape<T>, i: usize, e: Error) -> Error {
-    let (name, location, inputs, out) = {
-        let nodes = tape.nodes.borrow();
-        let n = &nodes[i];
-        let shapes: Vec<String> = n.inputs.iter().map(|&j| fmt_shape(nodes[j].value.shape())).collect();
-        let name = n.op.as_ref().map_or("leaf", |o| o.get().name());
-        (name, n.location, shapes.join(", "), fmt_shape(n.value.shape()))
-    };
-    let msg = format!(
-        "{} [backward through node #{i}: {name}({inputs}) -> {out}]",
-        e.message()
-    );
-    let mut err = Error::new(e.kind(), name, msg).at(location);
-    if let Some(l) = e.location() {
-        err = err.at(l);
-    }
-    err
-}
-
-/// Checks a rule's gradient for input `k` of node `i`: present when needed, of the input's shape.
-/// Returns the input's node index.
-fn check_rule_grad<T: Float>(tape: &Tape<T>, i: usize, k: usize, shape: Option<&[usize]>) -> Result<usize> {
-    let e = {
-        let nodes = tape.nodes.borrow();
-        let j = nodes[i].inputs[k];
-        let want = nodes[j].value.shape();
-        let name = || nodes[i].op.as_ref().map_or("leaf", |o| o.get().name());
-        match shape {
-            Some(s) if s == want => return Ok(j),
-            None => Error::new(
-                ErrorKind::NoVjp,
-                name(),
-                format!("the VJP rule gave no gradient for input {k}, which needs one"),
-            ),
-            Some(s) => Error::shape(
-                name(),
-                format!(
-                    "the VJP rule returned a gradient of shape {} for input {k} of shape {}",
-                    fmt_shape(s),
-                    fmt_shape(want)
-                ),
-            ),
-        }
-    };
-    Err(rule_error(tape, i, e))
-}
-
-/// Checks that node `i`'s rule returned one gradient slot per input.
-fn check_count<T: Float>(tape: &Tape<T>, i: usize, got: usize, want: usize) -> Result<()> {
-    if got == want {
-        return Ok(());
-    }
-    let msg = format!(
-        "the VJP rule returned {got} gradient{} for {want} input{}",
-        if got == 1 { "" } else { "s" },
-        if want == 1 { "" } else { "s" }
-    );
-    Err(rule_error(tape, i, Error::new(ErrorKind::Invalid, "vjp", msg)))
-}
-
-/// Adds `g` into an accumulated gradient, in place when the buffer is not shared.
-fn accumulate<T: Float>(acc: Option<Tensor<T>>, g: Tensor<T>) -> Tensor<T> {
-    match acc {
-        None => g,
-        Some(mut a) => {
-            for (x, &y) in a.data_mut().iter_mut().zip(g.data()) {
-                *x += y;
-            }
-            a
-        }
-    }
-}
-
-/// The first-order sweep, on values: each node's rule runs on tensors ([`Op::vjp_tensors`]) where
-/// the op has that fast path, otherwise through its recorded rule with recording switched off (the
-/// caller truncates the tape afterwards). Gradients are dropped as soon as they are consumed and
-/// accumulated in place. Returns the gradient of each `wrt` node, or `None` when no path leads to it.
-///
-/// [`Op::vjp_tensors`]: crate::Op::vjp_tensors
-pub(crate) fn sweep_values<T: Float>(
-    tape: &Tape<T>,
-    seeds: Vec<(usize, Tensor<T>)>,
-    wrt: &[usize],
-) -> Result<Vec<Option<Tensor<T>>>> {
-    let Some(top) = seeds.iter().map(|s| s.0).max() else {
-        return Ok(vec![None; wrt.len()]);
-    };
-    let relevant = relevance(tape, top, wrt);
-    let mut keep = vec![false; top + 1];
-    for &w in wrt {
-        if w <= top {
-            keep[w] = true;
-        }
-    }
-    let _guard = tape.no_grad_guard();
-    // Anomaly mode checks each gradient as the sweep produces it (below), not the rules' inner ops.
-    let anomaly = crate::debug::anomaly::pause_forward_checks(tape);
-    let mut grads: Vec<Option<Tensor<T>>> = vec![None; top + 1];
-    for (i, seed) in seeds {
-        grads[i] = Some(accumulate(grads[i].take(), seed));
-    }
-    let mut needs: SmallVec<[bool; 4]> = SmallVec::new();
-    for i in (0..=top).rev() {
-        if !relevant[i] || grads[i].is_none() {
-            continue;
-        }
-        let g = if keep[i] { grads[i].clone() } else { grads[i].take() }.expect("checked above");
-        let g_finite = !anomaly.on() || crate::debug::anomaly::all_finite(g.data());
-        // Fast path: the op's tensor rule, with the node values borrowed in place.
-        let (gs, fallback) = {
-            let nodes = tape.nodes.borrow();
-            let node = &nodes[i];
-            let Some(op) = &node.op else { continue };
-            needs.clear();
-            let mut ins: SmallVec<[&Tensor<T>; 4]> = SmallVec::new();
-            for &j in &node.inputs {
-                needs.push(relevant[j]);
-                ins.push(&nodes[j].value);
-            }
-            if !needs.iter().any(|&n| n) {
-                continue;
-            }
-            let cx = EagerCtx {
-                inputs: &ins,
-                output: &node.value,
-                needs: &needs,
-            };
-            match op.get().vjp_tensors(&cx, &g) {
-                Some(gs) => (gs, None),
-                None => (SmallVec::new(), Some((op.clone(), node.inputs.clone()))),
-            }
-        };
-        let gs = match fallback {
-            None => gs,
-            Some((op, input_idx)) => {
-                // Slow path: the recorded rule, evaluated with recording off.
-                let inputs: SmallVec<[Var<'_, T>; 4]> = input_idx.iter().map(|&index| Var { tape, index }).collect();
-                let gv = tape.constant(g);
-                let cx = VjpCtx {
-                    inputs: &inputs,
-                    output: Var { tape, index: i },
-                    needs: &needs,
-                };
-                let vs = op.get().vjp(&cx, gv).map_err(|e| rule_error(tape, i, e))?;
-                vs.into_iter().map(|v| v.map(|v| v.value())).collect()
-            }
-        };
-        check_count(tape, i, gs.len(), needs.len())?;
-        for (k, gk) in gs.into_iter().enumerate() {
-            if !needs[k] {
-                continue;
-            }
-            let j = check_rule_grad(tape, i, k, gk.as_ref().map(|t| t.shape()))?;
-            if anomaly.on() {
-                crate::debug::anomaly::check_gradient(tape, i, k, gk.as_ref().expect("checked"), g_finite, top)?;
-            }
-            grads[j] = Some(accumulate(grads[j].take(), gk.expect("checked")));
-        }
-    }
-    // (clone, not take: the same input may be asked for twice)
-    Ok(wrt
-        .iter()
-        .map(|&w| if w <= top { grads[w].clone() } else { None })
-        .collect())
-}
-
-/// The recorded sweep: every rule runs through [`Op::vjp`](crate::Op::vjp) with recording on, so
-/// the returned gradients are `Var`s that can be differentiated again. `seeds` pairs each output
-/// with its cotangent (same shape, same tape).
-pub(crate) fn sweep_graph<'t, T: Float>(
-    tape: &'t Tape<T>,
-    seeds: &[(Var<'t, T>, Var<'t, T>)],
-    wrt: &[usize],
-) -> Result<Vec<Option<Var<'t, T>>>> {
-    let Some(top) = seeds.iter().map(|s| s.0.index).max() else {
-        return Ok(vec![None; wrt.len()]);
-    };
-    let relevant = relevance(tape, top, wrt);
-    let anomaly = crate::debug::anomaly::pause_forward_checks(tape);
-    // A recorded backward records its rules whatever the ambient mode (as `create_graph`).
-    let _record = tape.enable_grad_guard();
-    let mut grads: Vec<Option<Var<'t, T>>> = vec![None; top + 1];
-    for &(out, seed) in seeds {
-        let i = out.index;
-        grads[i] = Some(match grads[i] {
-            None => seed,
-            Some(g) => g + seed,
-        });
-    }
-    let mut inputs: SmallVec<[Var<'t, T>; 4]> = SmallVec::new();
-    let mut needs: SmallVec<[bool; 4]> = SmallVec::new();
-    for i in (0..=top).rev() {
-        if !relevant[i] {
-            continue;
-        }
-        let Some(g) = grads[i] else { continue };
-        let op = {
-            let node = tape.node(i);
-            let Some(op) = node.op.clone() else { continue };
-            inputs.clear();
-            needs.clear();
-            for &j in &node.inputs {
-                inputs.push(Var { tape, index: j });
-                needs.push(relevant[j]);
-            }
-            op
-        };
-        if !needs.iter().any(|&n| n) {
-            continue;
-        }
-        let cx = VjpCtx {
-            inputs: &inputs,
-            output: Var { tape, index: i },
-            needs: &needs,
-        };
-        let gs = op.get().vjp(&cx, g).map_err(|e| rule_error(tape, i, e))?;
-        check_count(tape, i, gs.len(), inputs.len())?;
-        for (k, gk) in gs.into_iter().enumerate() {
-            if !needs[k] {
-                continue;
-            }
-            let j = check_rule_grad(tape, i, k, gk.map(|v| v.shape()).as_deref())?;
-            let gk = gk.expect("checked");
-            if anomaly.on() {
-                let g_finite = crate::debug::anomaly::all_finite(g.value().data());
-                crate::debug::anomaly::check_gradient(tape, i, k, &gk.value(), g_finite, top)?;
-            }
-            grads[j] = Some(match grads[j] {
-                None => gk,
-                Some(acc) => acc + gk,
-            });
-        }
-    }
-    Ok(wrt.iter().map(|&w| if w <= top { grads[w] } else { None }).collect())
-}
-
 impl<T: Float> Tape<T> {
     /// Gradients of `Σ_k ⟨cotangents[k], outputs[k]⟩` with respect to each of `wrt`, as tensors.
     /// This is the general vector-Jacobian product; an input the outputs do not depend on gets
@@ -438,8 +178,7 @@ impl<T: Float> Tape<T> {
         allow_constant: bool,
         loc: &'static Location<'static>,
     ) -> Result<Vec<Tensor<T>>> {
-        // The rules' scratch nodes (of user ops without a tensor rule) go when this returns, errs
-        // or unwinds from a panicking rule.
+        // A first-order backward records nothing; the guard keeps it so should a rule do so anyway.
         let _cleanup = TruncateGuard::new(self);
         let seeds = self.seeds(
             outputs,
@@ -454,7 +193,7 @@ impl<T: Float> Tape<T> {
             .zip(cotangents)
             .map(|((o, _), c)| (o.index, c.clone()))
             .collect();
-        let gs = sweep_values(self, seeds, &wrt_idx).map_err(|e| e.at(loc))?;
+        let gs = sweep(self, &OnValues(self), seeds, &wrt_idx).map_err(|e| e.at(loc))?;
         Ok(gs
             .into_iter()
             .zip(wrt)
@@ -519,7 +258,10 @@ impl<T: Float> Tape<T> {
                 loc,
             )?;
             let wrt_idx = self.wrt_indices(wrt, loc)?;
-            let gs = sweep_graph(self, &seeds, &wrt_idx).map_err(|e| e.at(loc))?;
+            // A recorded backward records its rules whatever the ambient mode (as `create_graph`).
+            let _record = self.enable_grad_guard();
+            let seeds = seeds.iter().map(|&(o, c)| (o.index, c)).collect();
+            let gs = sweep(self, &Recorded(self), seeds, &wrt_idx).map_err(|e| e.at(loc))?;
             Ok(gs
                 .into_iter()
                 .zip(wrt)

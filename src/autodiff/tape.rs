@@ -15,7 +15,8 @@
 //! assert_eq!(y.backward()[x].to_vec(), vec![2.0, 4.0, 6.0]);
 //! ```
 
-use crate::autodiff::op::Op;
+use crate::autodiff::observer::Observer;
+use crate::autodiff::op::{Op, OpRef};
 use crate::core::error::{Error, ErrorKind, Result, fail};
 use crate::core::float::Float;
 use crate::core::shape::fmt_shape;
@@ -23,25 +24,8 @@ use crate::tensor::Tensor;
 use smallvec::SmallVec;
 use std::cell::{Cell, Ref, RefCell};
 use std::panic::Location;
-use std::rc::Rc;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-
-/// How a node holds its op: built-in stateless ops are shared statics (no allocation per node),
-/// ops with parameters are reference-counted.
-#[derive(Clone)]
-pub(crate) enum OpRef<T: Float> {
-    Static(&'static dyn Op<T>),
-    Shared(Rc<dyn Op<T>>),
-}
-
-impl<T: Float> OpRef<T> {
-    pub(crate) fn get(&self) -> &dyn Op<T> {
-        match self {
-            OpRef::Static(o) => *o,
-            OpRef::Shared(o) => &**o,
-        }
-    }
-}
 
 /// One entry of the Wengert list.
 pub(crate) struct Node<T: Float> {
@@ -79,8 +63,10 @@ static NEXT_TAPE_ID: AtomicU64 = AtomicU64::new(1);
 pub struct Tape<T: Float> {
     pub(crate) nodes: RefCell<Vec<Node<T>>>,
     no_grad_depth: Cell<u32>,
-    /// Anomaly mode (see [`crate::debug::anomaly`]): check every recorded value and gradient for NaN/±∞.
-    pub(crate) anomaly: Cell<bool>,
+    /// The tools watching this tape (anomaly mode, the profiler, yours): see [`Observer`].
+    observers: RefCell<Vec<Arc<dyn Observer<T>>>>,
+    /// `observers.len()`, readable without a borrow on the recording path.
+    n_observers: Cell<usize>,
     id: u64,
 }
 
@@ -123,7 +109,8 @@ impl<T: Float> Tape<T> {
         Tape {
             nodes: RefCell::new(Vec::new()),
             no_grad_depth: Cell::new(0),
-            anomaly: Cell::new(false),
+            observers: RefCell::new(Vec::new()),
+            n_observers: Cell::new(0),
             id: NEXT_TAPE_ID.fetch_add(1, Ordering::Relaxed),
         }
     }
@@ -244,15 +231,14 @@ impl<T: Float> Tape<T> {
     #[track_caller]
     pub fn apply<'t>(&'t self, op: impl Op<T>, inputs: &[Var<'t, T>]) -> Var<'t, T> {
         let loc = Location::caller();
-        self.record(OpRef::Shared(Rc::new(op)), inputs, loc)
-            .unwrap_or_else(|e| fail(e))
+        self.record(OpRef::new(op), inputs, loc).unwrap_or_else(|e| fail(e))
     }
 
     /// Like [`apply`](Self::apply), returning the error instead of panicking. On error the tape is
     /// unchanged.
     #[track_caller]
     pub fn try_apply<'t>(&'t self, op: impl Op<T>, inputs: &[Var<'t, T>]) -> Result<Var<'t, T>> {
-        self.record(OpRef::Shared(Rc::new(op)), inputs, Location::caller())
+        self.record(OpRef::new(op), inputs, Location::caller())
     }
 
     /// Checks that `v` belongs to this tape.
@@ -279,8 +265,8 @@ impl<T: Float> Tape<T> {
         location: &'static Location<'static>,
     ) -> Result<Var<'t, T>> {
         let o = op.get();
-        for v in inputs {
-            self.check_own(v, o.name()).map_err(|e| e.at(location))?;
+        if let Some(v) = inputs.iter().find(|v| !std::ptr::eq(self, v.tape)) {
+            return Err(self.check_own(v, o.name()).unwrap_err().at(location));
         }
         let (value, tracked) = {
             let nodes = self.nodes.borrow();
@@ -290,8 +276,12 @@ impl<T: Float> Tape<T> {
                 vals.push(&nodes[v.index].value);
             }
             let value = o.forward(&vals).map_err(|e| e.at(location))?;
-            if self.anomaly.get() && !crate::debug::anomaly::all_finite(value.data()) {
-                return Err(crate::debug::anomaly::forward_error(self, o, inputs, &value).at(location));
+            if self.n_observers.get() > 0 {
+                let idx: SmallVec<[usize; 4]> = inputs.iter().map(|v| v.index).collect();
+                for obs in self.observers() {
+                    obs.recording(self, o.name(), &idx, &value)
+                        .map_err(|e| e.at(location))?;
+                }
             }
             let tracked = inputs.iter().any(|v| nodes[v.index].requires_grad);
             (value, tracked)
@@ -327,8 +317,32 @@ impl<T: Float> Tape<T> {
         self.record(op, inputs, Location::caller()).unwrap_or_else(|e| fail(e))
     }
 
-    pub(crate) fn truncate(&self, len: usize) {
-        self.nodes.borrow_mut().truncate(len);
+    /// Attaches an observer: it sees every node recorded and every gradient produced from now on.
+    pub fn add_observer(&self, observer: Arc<dyn Observer<T>>) {
+        self.observers.borrow_mut().push(observer);
+        self.n_observers.set(self.n_observers.get() + 1);
+    }
+
+    /// Detaches every observer whose [`name`](Observer::name) is `name`; returns how many.
+    pub fn remove_observers(&self, name: &str) -> usize {
+        let mut obs = self.observers.borrow_mut();
+        let before = obs.len();
+        obs.retain(|o| o.name() != name);
+        self.n_observers.set(obs.len());
+        before - obs.len()
+    }
+
+    /// True when an observer named `name` is attached.
+    pub fn has_observer(&self, name: &str) -> bool {
+        self.observers.borrow().iter().any(|o| o.name() == name)
+    }
+
+    /// The attached observers (a snapshot: observers may be added while it is used).
+    pub(crate) fn observers(&self) -> SmallVec<[Arc<dyn Observer<T>>; 2]> {
+        if self.n_observers.get() == 0 {
+            return SmallVec::new();
+        }
+        self.observers.borrow().iter().cloned().collect()
     }
 
     /// A read-only view of node `i` (for the crate's own walkers: backward, checks, exports).

@@ -472,7 +472,7 @@ impl fmt::Display for FusedReport {
 /// independent reference.
 ///
 /// ```
-/// use tapegrad::{Op, Tape, Tensor, Var, VjpCtx, Cotangents, Result, Float};
+/// use tapegrad::{Math, Op, Tape, Tensor, Value, VjpCtx, Cotangents, Result, Float};
 /// use tapegrad::check::{fused_vs_composed, FusedOptions};
 ///
 /// /// log(1 + eˣ) in one op, with the rule σ(x)·g.
@@ -482,8 +482,9 @@ impl fmt::Display for FusedReport {
 ///     fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
 ///         Ok(x[0].map(|v| v.max(T::ZERO) + (T::ONE + (-v.abs()).exp()).ln()))
 ///     }
-///     fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
-///         Ok(cx.grads([Some(g * cx.input(0).sigmoid())]))
+///     fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, g: &V) -> Result<Cotangents<V>> {
+///         let x = cx.input(0);
+///         Ok(cx.grads([Some(tapegrad::pointwise!(T; g, x => g * x.sigmoid()))]))
 ///     }
 /// }
 ///

@@ -158,3 +158,10 @@ pub(crate) fn broadcast_strides(from: &[usize], to: &[usize]) -> SmallVec<[usize
 pub(crate) fn fmt_shape(s: &[usize]) -> String {
     format!("{s:?}")
 }
+
+/// True when two shapes are equal — compared inline (shapes are short; a `memcmp` call costs
+/// more than the comparison on the per-op path).
+#[inline(always)]
+pub(crate) fn same_shape(a: &[usize], b: &[usize]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
+}

@@ -10,7 +10,7 @@
 //!   recorded. Like every error, it is a panic in the panicking forms (`x.log()`, `a + b`) and an
 //!   `Err` from the `try_` forms ([`Tape::try_apply`]).
 //! * **backward**: every gradient is checked as the sweep produces it. The first non-finite one
-//!   fails the whole backward with an `Err(NonFinite)` from [`Var::try_backward`],
+//!   fails the whole backward with an `Err(NonFinite)` from [`Var::try_backward`](crate::Var::try_backward),
 //!   [`Tape::try_grad`], [`Tape::try_grad_graph`] (a panic from their panicking forms). The report
 //!   names the op whose rule produced it, the input it was for, your line that built that op, and
 //!   the chain of ops from it to the output being differentiated.
@@ -30,36 +30,96 @@
 //!
 //! What it does not catch: a non-finite value in a leaf is reported at the first op that reads
 //! it (leaves are recorded without a check); and because the untaken branch of
-//! [`select`](Var::select) is still computed, `where(x > 0, sqrt(x), 0)` at `x < 0` is reported
+//! [`select`](crate::Var::select) is still computed, `where(x > 0, sqrt(x), 0)` at `x < 0` is reported
 //! in the forward (`sqrt(−1) = NaN`) even though its gradient is clean — compute the branch on a
 //! safe input (`sqrt(where(x > 0, x, 1))`) to keep anomaly mode quiet.
 //!
 //! Cost: one finiteness scan per recorded value and per gradient (measured in `benches/anomaly.rs`,
 //! see the README).
 
-use crate::autodiff::op::Op;
-use crate::autodiff::tape::{Tape, Var};
-use crate::core::error::{Error, ErrorKind};
+use crate::autodiff::observer::Observer;
+use crate::autodiff::tape::Tape;
+use crate::core::error::{Error, ErrorKind, Result};
 use crate::core::float::Float;
 use crate::core::shape::fmt_shape;
 use crate::tensor::Tensor;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The observer's name on the tape.
+const NAME: &str = "anomaly";
 
 impl<T: Float> Tape<T> {
     /// An empty tape with anomaly mode on (see [`crate::debug::anomaly`]).
     pub fn with_anomaly() -> Self {
         let t = Self::new();
-        t.anomaly.set(true);
+        t.set_anomaly(true);
         t
     }
 
     /// Switches anomaly mode on or off for everything recorded or differentiated from now on.
     pub fn set_anomaly(&self, on: bool) {
-        self.anomaly.set(on);
+        if on && !self.has_observer(NAME) {
+            self.add_observer(Arc::new(Anomaly::default()));
+        } else if !on {
+            self.remove_observers(NAME);
+        }
     }
 
     /// True when anomaly mode is on.
     pub fn anomaly(&self) -> bool {
-        self.anomaly.get()
+        self.has_observer(NAME)
+    }
+}
+
+/// Anomaly mode, as an [`Observer`] of the tape: checks every recorded value and every gradient.
+/// The forward checks pause while a backward runs (a recorded backward's inner ops are reported
+/// through the gradients they produce, with a better message).
+#[derive(Debug, Default)]
+struct Anomaly {
+    /// How many backward sweeps are running.
+    in_backward: AtomicUsize,
+    /// The output of each running sweep (innermost last), for the path in a report.
+    outputs: std::sync::Mutex<Vec<usize>>,
+}
+
+impl<T: Float> Observer<T> for Anomaly {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn recording(&self, tape: &Tape<T>, op: &'static str, inputs: &[usize], value: &Tensor<T>) -> Result<()> {
+        if self.in_backward.load(Ordering::Relaxed) > 0 || all_finite(value.data()) {
+            return Ok(());
+        }
+        Err(forward_error(tape, op, inputs, value))
+    }
+    fn backward_begin(&self, _tape: &Tape<T>, output: usize) {
+        self.in_backward.fetch_add(1, Ordering::Relaxed);
+        self.outputs.lock().unwrap_or_else(|e| e.into_inner()).push(output);
+    }
+    fn backward_end(&self, _tape: &Tape<T>) {
+        self.in_backward.fetch_sub(1, Ordering::Relaxed);
+        self.outputs.lock().unwrap_or_else(|e| e.into_inner()).pop();
+    }
+    fn gradient(
+        &self,
+        tape: &Tape<T>,
+        node: usize,
+        input: usize,
+        grad: &Tensor<T>,
+        incoming: &Tensor<T>,
+    ) -> Result<()> {
+        if all_finite(grad.data()) {
+            return Ok(());
+        }
+        let top = self
+            .outputs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last()
+            .copied()
+            .unwrap_or(node);
+        check_gradient(tape, node, input, grad, all_finite(incoming.data()), top)
     }
 }
 
@@ -107,9 +167,9 @@ fn what<T: Float>(x: T) -> &'static str {
 }
 
 /// The error for an op whose forward produced a non-finite value (called from `Tape::record`).
-pub(crate) fn forward_error<T: Float>(tape: &Tape<T>, op: &dyn Op<T>, inputs: &[Var<'_, T>], out: &Tensor<T>) -> Error {
+fn forward_error<T: Float>(tape: &Tape<T>, op: &'static str, inputs: &[usize], out: &Tensor<T>) -> Error {
     let (idx, x, count) = first_bad(out).expect("called on a non-finite value");
-    let shapes: Vec<String> = inputs.iter().map(|v| fmt_shape(&v.shape())).collect();
+    let shapes: Vec<String> = inputs.iter().map(|&i| fmt_shape(tape.node(i).value.shape())).collect();
     let mut msg = format!(
         "anomaly mode: the forward produced {} at element {idx:?} of its {} output ({count} non-finite element{}), from inputs {}",
         what(x),
@@ -124,15 +184,10 @@ pub(crate) fn forward_error<T: Float>(tape: &Tape<T>, op: &dyn Op<T>, inputs: &[
     let bad_inputs: Vec<String> = inputs
         .iter()
         .enumerate()
-        .filter_map(|(k, v)| {
-            let val = tape.node(v.index).value.clone();
-            first_bad(&val).map(|(i, x, _)| {
-                format!(
-                    "input {k} ({}) already holds {} at {i:?}",
-                    tape.describe(v.index),
-                    what(x)
-                )
-            })
+        .filter_map(|(k, &j)| {
+            let val = tape.node(j).value.clone();
+            first_bad(&val)
+                .map(|(i, x, _)| format!("input {k} ({}) already holds {} at {i:?}", tape.describe(j), what(x)))
         })
         .collect();
     if bad_inputs.is_empty() {
@@ -141,46 +196,19 @@ pub(crate) fn forward_error<T: Float>(tape: &Tape<T>, op: &dyn Op<T>, inputs: &[
         msg.push_str("; ");
         msg.push_str(&bad_inputs.join("; "));
     }
-    Error::new(ErrorKind::NonFinite, op.name(), msg)
+    Error::new(ErrorKind::NonFinite, op, msg)
 }
 
-/// While alive, turns off the per-op forward checks (the sweep checks gradients itself, with a
-/// better report than the inner ops of a rule could give); restores the mode on drop.
-pub(crate) struct Paused<'a, T: Float> {
-    tape: &'a Tape<T>,
-    was: bool,
-}
-
-impl<T: Float> Paused<'_, T> {
-    /// True when the tape was in anomaly mode.
-    #[inline]
-    pub(crate) fn on(&self) -> bool {
-        self.was
-    }
-}
-
-impl<T: Float> Drop for Paused<'_, T> {
-    fn drop(&mut self) {
-        self.tape.anomaly.set(self.was);
-    }
-}
-
-pub(crate) fn pause_forward_checks<T: Float>(tape: &Tape<T>) -> Paused<'_, T> {
-    let was = tape.anomaly.replace(false);
-    Paused { tape, was }
-}
-
-/// Checks the gradient `gk` that node `i`'s rule produced for its input `k` (the sweeps call this
-/// in anomaly mode). `g_finite` says whether the gradient that reached node `i` was finite; `top`
-/// is the output's index.
-pub(crate) fn check_gradient<T: Float>(
+/// Checks the gradient `gk` that node `i`'s rule produced for its input `k`. `g_finite` says
+/// whether the gradient that reached node `i` was finite.
+fn check_gradient<T: Float>(
     tape: &Tape<T>,
     i: usize,
     k: usize,
     gk: &Tensor<T>,
     g_finite: bool,
     top: usize,
-) -> crate::Result<()> {
+) -> Result<()> {
     if all_finite(gk.data()) {
         return Ok(());
     }

@@ -1,14 +1,13 @@
 //! A backward profiler: what a recorded loss costs, op type by op type.
 //!
-//! [`profile`] replays a tape that has already been recorded, needing no hooks in the tape:
+//! [`profile`] replays a tape that has already been recorded:
 //!
 //! * **forward** — each op node's [`Op::forward`](crate::Op::forward) is re-run, in tape order, on
 //!   the input values stored on the tape, every result kept until the replay ends (as a real
 //!   recording keeps them);
-//! * **backward** — a first-order backward sweep from the loss is re-run as
-//!   [`Var::backward`](crate::Var::backward) runs it (on values: each op's tensor rule where it has
-//!   one, else its `Var` rule with recording off), timing each node's VJP rule and, separately, the
-//!   additions that accumulate the gradient of a value used more than once;
+//! * **backward** — the real first-order backward ([`Var::backward`](crate::Var::backward)'s
+//!   sweep) is run from the loss with a timing [`Observer`] attached to the tape, timing each
+//!   node's VJP rule and, separately, the checking and accumulation of its gradients;
 //! * **kept** — the bytes of value each node keeps alive on the tape (a buffer shared by a reshape
 //!   or a detach is counted once).
 //!
@@ -33,12 +32,14 @@
 //! println!("{p}");
 //! ```
 
-use crate::autodiff::op::{EagerCtx, VjpCtx};
+use crate::autodiff::observer::Observer;
 use crate::autodiff::tape::{Tape, Var};
 use crate::core::float::Float;
 use crate::debug::graph::{fmt_bytes, nodes_info, reach};
 use crate::tensor::Tensor;
 use std::fmt;
+use std::panic::Location;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How hard [`profile`] works for stable numbers.
@@ -279,86 +280,75 @@ fn replay_forward<T: Float>(tape: &Tape<T>, used: &[bool], times: &mut [Duration
     std::hint::black_box(keep);
 }
 
-/// One first-order backward sweep from `loss`, as [`Var::backward`] runs it: on values, each
-/// rule through the op's tensor fast path ([`Op::vjp_tensors`](crate::Op::vjp_tensors)) when it
-/// has one, otherwise through its `Var` rule with recording off (nodes dropped at the end);
-/// gradients dropped once consumed and accumulated in place. Times each node's rule and,
-/// separately, the accumulation of the gradients of values used more than once; returns the latter.
+/// Times the rules of a real backward through the tape's [`Observer`] hook: for each node, from
+/// the start of its rule to its first gradient (the rule), and from there to the end of the node
+/// (checking and accumulating its gradients).
+#[derive(Debug, Default)]
+struct Timing {
+    marks: Mutex<(Option<Instant>, Option<Instant>)>,
+    rules: Mutex<Vec<(usize, Duration, Duration)>>,
+}
+
+/// The timing observer's name on the tape (attached only while the profiler runs a backward).
+const TIMING: &str = "tapegrad-profile";
+
+impl<T: Float> Observer<T> for Timing {
+    fn name(&self) -> &'static str {
+        TIMING
+    }
+    fn rule_begin(&self, _tape: &Tape<T>, _node: usize) {
+        *self.marks.lock().unwrap_or_else(|e| e.into_inner()) = (Some(Instant::now()), None);
+    }
+    fn gradient(&self, _: &Tape<T>, _: usize, _: usize, _: &Tensor<T>, _: &Tensor<T>) -> crate::Result<()> {
+        let mut m = self.marks.lock().unwrap_or_else(|e| e.into_inner());
+        if m.1.is_none() {
+            m.1 = Some(Instant::now());
+        }
+        Ok(())
+    }
+    fn rule_end(&self, _tape: &Tape<T>, node: usize) {
+        let end = Instant::now();
+        let (start, first) = *self.marks.lock().unwrap_or_else(|e| e.into_inner());
+        let start = start.unwrap_or(end);
+        let first = first.unwrap_or(end);
+        self.rules
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((node, first - start, end - first));
+    }
+}
+
+/// One first-order backward from `loss` — the real one ([`Var::backward`]'s sweep), watched by a
+/// timing observer. Times each node's rule and returns the total time spent accumulating the
+/// gradients of values used more than once (at the nodes that `accumulates` marks).
 #[track_caller]
-fn replay_backward<T: Float>(loss: Var<'_, T>, grad: &[bool], times: &mut [Duration]) -> Duration {
+fn replay_backward<T: Float>(loss: Var<'_, T>, accumulates: &[bool], times: &mut [Duration]) -> Duration {
     let tape = loss.tape;
-    let start = tape.len();
-    let _ng = tape.no_grad_guard();
-    let mut acc_time = Duration::ZERO;
-    let mut grads: Vec<Option<Tensor<T>>> = vec![None; loss.index + 1];
-    grads[loss.index] = Some(Tensor::ones(loss.shape()));
-    let mut result = Ok(());
-    for i in (0..=loss.index).rev() {
-        if !grad[i] {
-            continue;
-        }
-        let Some(g) = grads[i].take() else { continue };
-        let (op, input_idx) = {
-            let node = tape.node(i);
-            let Some(op) = node.op.clone() else { continue };
-            (op, node.inputs.clone())
-        };
-        let needs: Vec<bool> = input_idx.iter().map(|&j| grad[j]).collect();
-        if !needs.iter().any(|&b| b) {
-            continue;
-        }
-        let t0 = Instant::now();
-        let fast = {
-            let nodes = tape.nodes.borrow();
-            let ins: Vec<&Tensor<T>> = input_idx.iter().map(|&j| &nodes[j].value).collect();
-            let cx = EagerCtx {
-                inputs: &ins,
-                output: &nodes[i].value,
-                needs: &needs,
-            };
-            op.get().vjp_tensors(&cx, &g)
-        };
-        let gs: Vec<Option<Tensor<T>>> = match fast {
-            Some(gs) => gs.into_iter().collect(),
-            None => {
-                let inputs: Vec<Var<'_, T>> = input_idx.iter().map(|&index| Var { tape, index }).collect();
-                let cx = VjpCtx {
-                    inputs: &inputs,
-                    output: Var { tape, index: i },
-                    needs: &needs,
-                };
-                match op.get().vjp(&cx, tape.constant(g)) {
-                    Ok(vs) => vs.into_iter().map(|v| v.map(|v| v.value())).collect(),
-                    Err(e) => {
-                        result = Err(e);
-                        break;
-                    }
-                }
-            }
-        };
-        times[i] = t0.elapsed();
-        for (k, gk) in gs.into_iter().enumerate() {
-            let (true, Some(gk)) = (needs[k], gk) else { continue };
-            let j = input_idx[k];
-            grads[j] = Some(match grads[j].take() {
-                None => gk,
-                Some(mut a) => {
-                    let t0 = Instant::now();
-                    for (x, &y) in a.data_mut().iter_mut().zip(gk.data()) {
-                        *x += y;
-                    }
-                    acc_time += t0.elapsed();
-                    a
-                }
-            });
+    let leaves: Vec<Var<'_, T>> = (0..=loss.index)
+        .filter(|&i| tape.node(i).is_var)
+        .map(|index| Var { tape, index })
+        .collect();
+    let timing = Arc::new(Timing::default());
+    tape.add_observer(timing.clone());
+    let r = tape.grad_impl(
+        &[loss],
+        &[Tensor::ones(loss.shape())],
+        &leaves,
+        true,
+        Location::caller(),
+    );
+    tape.remove_observers(TIMING);
+    if let Err(e) = r {
+        crate::core::error::fail(e);
+    }
+    let mut acc = Duration::ZERO;
+    for &(i, rule, accumulate) in timing.rules.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        times[i] = rule;
+        if accumulates[i] {
+            acc += accumulate;
         }
     }
-    drop(grads);
-    tape.truncate(start);
-    if let Err(e) = result {
-        crate::core::error::fail(e.at(std::panic::Location::caller()));
-    }
-    acc_time
+    acc
 }
 
 /// The fastest of the rounds: on a shared machine interference only ever adds time.
@@ -373,6 +363,18 @@ pub fn profile<T: Float>(loss: Var<'_, T>, opts: &ProfileOptions) -> Profile {
     let tape = loss.tape;
     let info = nodes_info(tape, Some(loss.index));
     let (used, grad) = reach(&info, &[loss.index]);
+    // Node i accumulates into an input j when a later consumer (visited first by the reverse
+    // sweep) already gave j a gradient.
+    let mut last_consumer = vec![None::<usize>; info.len()];
+    let mut accumulates = vec![false; info.len()];
+    for i in (0..info.len()).rev().filter(|&i| grad[i]) {
+        for &j in info[i].inputs.iter().filter(|&&j| grad[j]) {
+            match last_consumer[j] {
+                Some(c) if c > i => accumulates[i] = true,
+                _ => last_consumer[j] = Some(i),
+            }
+        }
+    }
     let n = info.len();
     let rounds = opts.rounds.max(1);
     let mut fwd: Vec<Vec<Duration>> = vec![Vec::with_capacity(rounds); n];
@@ -385,7 +387,7 @@ pub fn profile<T: Float>(loss: Var<'_, T>, opts: &ProfileOptions) -> Profile {
         ft.fill(Duration::ZERO);
         bt.fill(Duration::MAX);
         replay_forward(tape, &used, &mut ft);
-        acc.push(replay_backward(loss, &grad, &mut bt));
+        acc.push(replay_backward(loss, &accumulates, &mut bt));
         for i in 0..n {
             fwd[i].push(ft[i]);
             ran_bwd[i] = bt[i] != Duration::MAX;

@@ -5,32 +5,20 @@
 //!
 //! Broadcasting VJPs sum each gradient back to its input's shape (`sum_to`).
 
-use super::select::sz;
+use super::select::{ByD, MinusHyOverD, OverD};
 use super::{NanRule, OpInfo, Registry, arity, broadcast_zip};
-use crate::autodiff::op::{Cotangents, EagerCtx, Op, TensorGrads, VjpCtx};
-use crate::autodiff::tape::{OpRef, Var};
+use crate::autodiff::op::{Cotangents, Op, OpRef, VjpCtx};
+use crate::autodiff::tape::Var;
+use crate::autodiff::value::{Elem, Pointwise, Unary, Value};
 use crate::core::error::Result;
 use crate::core::float::Float;
 use crate::sample;
 use crate::tensor::Tensor;
 use std::ops::{Add, Div, Mul, Neg, Sub};
-use std::rc::Rc;
 
-/// `f` elementwise over `g` (the output's shape) and an input broadcast to it.
-fn zip<T: Float>(g: &Tensor<T>, x: &Tensor<T>, f: impl Fn(T, T) -> T) -> Tensor<T> {
-    if g.shape() == x.shape() {
-        g.zip_same(x, f)
-    } else {
-        g.zip_map(x, f)
-    }
-}
-
-/// `g · x` with a strong zero (0 where `g` is 0, even if `x` is infinite or NaN): see `ops::select`.
-fn times<T: Float>(g: &Tensor<T>, x: &Tensor<T>) -> Tensor<T> {
-    zip(g, x, |a, b| sz(a, a * b))
-}
-
-struct AddOp;
+/// `a + b`, broadcasting.
+#[derive(Clone, Copy, Debug)]
+pub struct AddOp;
 impl<T: Float> Op<T> for AddOp {
     fn name(&self) -> &'static str {
         "add"
@@ -39,19 +27,19 @@ impl<T: Float> Op<T> for AddOp {
         arity("add", x, 2)?;
         broadcast_zip("add", x[0], x[1], |a, b| a + b)
     }
-    fn vjp_tensors(&self, cx: &EagerCtx<'_, T>, g: &Tensor<T>) -> Option<TensorGrads<T>> {
-        Some(cx.grads([&|| g.sum_to(cx.input(0).shape()), &|| g.sum_to(cx.input(1).shape())]))
-    }
-    fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
+    /// `da = g`, `db = g`, each summed back over its broadcast axes.
+    fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, g: &V) -> Result<Cotangents<V>> {
         let (a, b) = (cx.input(0), cx.input(1));
         Ok(cx.grads([
-            cx.needs_grad(0).then(|| g.sum_to(a.shape())),
-            cx.needs_grad(1).then(|| g.sum_to(b.shape())),
+            cx.needs_grad(0).then(|| g.clone().sum_to_like(a)),
+            cx.needs_grad(1).then(|| g.clone().sum_to_like(b)),
         ]))
     }
 }
 
-struct SubOp;
+/// `a − b`, broadcasting.
+#[derive(Clone, Copy, Debug)]
+pub struct SubOp;
 impl<T: Float> Op<T> for SubOp {
     fn name(&self) -> &'static str {
         "sub"
@@ -60,21 +48,19 @@ impl<T: Float> Op<T> for SubOp {
         arity("sub", x, 2)?;
         broadcast_zip("sub", x[0], x[1], |a, b| a - b)
     }
-    fn vjp_tensors(&self, cx: &EagerCtx<'_, T>, g: &Tensor<T>) -> Option<TensorGrads<T>> {
-        Some(cx.grads([&|| g.sum_to(cx.input(0).shape()), &|| {
-            g.sum_to(cx.input(1).shape()).map(|v| -v)
-        }]))
-    }
-    fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
+    /// `da = g`, `db = −g`, each summed back over its broadcast axes.
+    fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, g: &V) -> Result<Cotangents<V>> {
         let (a, b) = (cx.input(0), cx.input(1));
         Ok(cx.grads([
-            cx.needs_grad(0).then(|| g.sum_to(a.shape())),
-            cx.needs_grad(1).then(|| (-g).sum_to(b.shape())),
+            cx.needs_grad(0).then(|| g.clone().sum_to_like(a)),
+            cx.needs_grad(1).then(|| g.clone().sum_to_like(b).neg()),
         ]))
     }
 }
 
-struct MulOp;
+/// `a · b` elementwise, broadcasting.
+#[derive(Clone, Copy, Debug)]
+pub struct MulOp;
 impl<T: Float> Op<T> for MulOp {
     fn name(&self) -> &'static str {
         "mul"
@@ -83,20 +69,19 @@ impl<T: Float> Op<T> for MulOp {
         arity("mul", x, 2)?;
         broadcast_zip("mul", x[0], x[1], |a, b| a * b)
     }
-    fn vjp_tensors(&self, cx: &EagerCtx<'_, T>, g: &Tensor<T>) -> Option<TensorGrads<T>> {
-        let (a, b) = (cx.input(0), cx.input(1));
-        Some(cx.grads([&|| times(g, b).sum_to(a.shape()), &|| times(g, a).sum_to(b.shape())]))
-    }
-    fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
+    /// `da = g·b`, `db = g·a` (strong zeros: 0 where `g` is 0, even against an infinite factor).
+    fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, g: &V) -> Result<Cotangents<V>> {
         let (a, b) = (cx.input(0), cx.input(1));
         Ok(cx.grads([
-            cx.needs_grad(0).then(|| g.chain_mul(b).sum_to(a.shape())),
-            cx.needs_grad(1).then(|| g.chain_mul(a).sum_to(b.shape())),
+            cx.needs_grad(0).then(|| V::pointwise(&ByD, [g, b]).sum_to_like(a)),
+            cx.needs_grad(1).then(|| V::pointwise(&ByD, [g, a]).sum_to_like(b)),
         ]))
     }
 }
 
-struct DivOp;
+/// `a / b` elementwise, broadcasting.
+#[derive(Clone, Copy, Debug)]
+pub struct DivOp;
 impl<T: Float> Op<T> for DivOp {
     fn name(&self) -> &'static str {
         "div"
@@ -105,24 +90,20 @@ impl<T: Float> Op<T> for DivOp {
         arity("div", x, 2)?;
         broadcast_zip("div", x[0], x[1], |a, b| a / b)
     }
-    fn vjp_tensors(&self, cx: &EagerCtx<'_, T>, g: &Tensor<T>) -> Option<TensorGrads<T>> {
-        let (a, b, y) = (cx.input(0), cx.input(1), cx.output());
-        Some(cx.grads([&|| zip(g, b, |g, b| sz(g, g / b)).sum_to(a.shape()), &|| {
-            zip(&g.zip_same(y, |g, y| sz(g, -(g * y))), b, |t, b| sz(t, t / b)).sum_to(b.shape())
-        }]))
-    }
-    /// `d(a/b) = da/b − (a/b)·db/b`.
-    fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
+    /// `d(a/b) = da/b − (a/b)·db/b`, from the output `y = a/b` (strong zeros in `g`).
+    fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, g: &V) -> Result<Cotangents<V>> {
         let (a, b, y) = (cx.input(0), cx.input(1), cx.output());
         Ok(cx.grads([
-            cx.needs_grad(0).then(|| g.chain_div(b).sum_to(a.shape())),
+            cx.needs_grad(0).then(|| V::pointwise(&OverD, [g, b]).sum_to_like(a)),
             cx.needs_grad(1)
-                .then(|| (-g.chain_mul(y).chain_div(b)).sum_to(b.shape())),
+                .then(|| V::pointwise(&MinusHyOverD, [g, y, b]).sum_to_like(b)),
         ]))
     }
 }
 
-struct NegOp;
+/// `−x`.
+#[derive(Clone, Copy, Debug)]
+pub struct NegOp;
 impl<T: Float> Op<T> for NegOp {
     fn name(&self) -> &'static str {
         "neg"
@@ -131,16 +112,15 @@ impl<T: Float> Op<T> for NegOp {
         arity("neg", x, 1)?;
         Ok(x[0].map(|a| -a))
     }
-    fn vjp_tensors(&self, cx: &EagerCtx<'_, T>, g: &Tensor<T>) -> Option<TensorGrads<T>> {
-        Some(cx.grads([&|| g.map(|v| -v)]))
-    }
-    fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
-        Ok(cx.grads([Some(-g)]))
+    /// `dx = −g`.
+    fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, g: &V) -> Result<Cotangents<V>> {
+        Ok(cx.grads([Some(g.neg())]))
     }
 }
 
 /// `x + c` for a constant `c`.
-struct AddScalar(f64);
+#[derive(Clone, Copy, Debug)]
+pub struct AddScalar(pub f64);
 impl<T: Float> Op<T> for AddScalar {
     fn name(&self) -> &'static str {
         "add_scalar"
@@ -153,16 +133,15 @@ impl<T: Float> Op<T> for AddScalar {
         let c = T::from_f64(self.0);
         Ok(x[0].map(|a| a + c))
     }
-    fn vjp_tensors(&self, cx: &EagerCtx<'_, T>, g: &Tensor<T>) -> Option<TensorGrads<T>> {
-        Some(cx.grads([&|| g.clone()]))
-    }
-    fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
-        Ok(cx.grads([Some(g)]))
+    /// `dx = g`.
+    fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, g: &V) -> Result<Cotangents<V>> {
+        Ok(cx.grads([Some(g.clone())]))
     }
 }
 
 /// `x · c` for a constant `c`.
-struct MulScalar(f64);
+#[derive(Clone, Copy, Debug)]
+pub struct MulScalar(pub f64);
 impl<T: Float> Op<T> for MulScalar {
     fn name(&self) -> &'static str {
         "mul_scalar"
@@ -175,17 +154,15 @@ impl<T: Float> Op<T> for MulScalar {
         let c = T::from_f64(self.0);
         Ok(x[0].map(|a| a * c))
     }
-    fn vjp_tensors(&self, cx: &EagerCtx<'_, T>, g: &Tensor<T>) -> Option<TensorGrads<T>> {
-        let c = T::from_f64(self.0);
-        Some(cx.grads([&|| g.map(|v| v * c)]))
-    }
-    fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
-        Ok(cx.grads([Some(g.mul_scalar(T::from_f64(self.0)))]))
+    /// `dx = c·g`.
+    fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, g: &V) -> Result<Cotangents<V>> {
+        Ok(cx.grads([Some(g.scale(T::from_f64(self.0)))]))
     }
 }
 
 /// `c / x` for a constant `c`.
-struct RDivScalar(f64);
+#[derive(Clone, Copy, Debug)]
+pub struct RDivScalar(pub f64);
 impl<T: Float> Op<T> for RDivScalar {
     fn name(&self) -> &'static str {
         "rdiv_scalar"
@@ -198,13 +175,45 @@ impl<T: Float> Op<T> for RDivScalar {
         let c = T::from_f64(self.0);
         Ok(x[0].map(|a| c / a))
     }
-    fn vjp_tensors(&self, cx: &EagerCtx<'_, T>, g: &Tensor<T>) -> Option<TensorGrads<T>> {
-        Some(cx.grads([&|| g.zip3_same(cx.output(), cx.input(0), |g, y, x| sz(g, -(g * y) / x))]))
+    /// `d(c/x) = −(c/x)/x · dx`, from the output (strong zero in `g`).
+    fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, g: &V) -> Result<Cotangents<V>> {
+        Ok(cx.grads([Some(V::pointwise(&MinusHyOverD, [g, cx.output(), cx.input(0)]))]))
     }
-    /// `d(c/x) = −(c/x)/x · dx`.
-    fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
-        let (x, y) = (cx.input(0), cx.output());
-        Ok(cx.grads([Some(-g.chain_mul(y).chain_div(x))]))
+}
+
+/// `xᵖ` for a constant exponent `p`.
+#[derive(Clone, Copy, Debug)]
+pub struct PowfOp(pub f64);
+impl<T: Float> Unary<T> for PowfOp {
+    #[inline(always)]
+    fn f(&self, x: T) -> T {
+        x.powf(T::from_f64(self.0))
+    }
+}
+/// `d xᵖ = p·xᵖ⁻¹ dx` (strong zero in `g`); for `p = 0` the gradient is 0.
+impl<T: Float> Pointwise<T, 2> for PowfOp {
+    #[inline(always)]
+    fn eval<E: Elem<T>>(&self, [g, x]: [E; 2]) -> E {
+        use super::select::Logic;
+        if self.0 == 0.0 {
+            return g.lit(T::ZERO);
+        }
+        g.chain_mul(x.map1(&PowfOp(self.0 - 1.0)) * T::from_f64(self.0))
+    }
+}
+impl<T: Float> Op<T> for PowfOp {
+    fn name(&self) -> &'static str {
+        "powf"
+    }
+    fn params(&self) -> String {
+        format!("p={}", self.0)
+    }
+    fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
+        arity("powf", x, 1)?;
+        Ok(x[0].map(|a| Unary::f(self, a)))
+    }
+    fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, g: &V) -> Result<Cotangents<V>> {
+        Ok(cx.grads([Some(V::pointwise(self, [g, cx.input(0)]))]))
     }
 }
 
@@ -212,19 +221,25 @@ impl<'t, T: Float> Var<'t, T> {
     /// `self + c` for a constant `c`.
     #[track_caller]
     pub fn add_scalar(self, c: T) -> Var<'t, T> {
-        self.tape.op(OpRef::Shared(Rc::new(AddScalar(c.to_f64()))), &[self])
+        self.tape.op(OpRef::new(AddScalar(c.to_f64())), &[self])
     }
 
     /// `self · c` for a constant `c`.
     #[track_caller]
     pub fn mul_scalar(self, c: T) -> Var<'t, T> {
-        self.tape.op(OpRef::Shared(Rc::new(MulScalar(c.to_f64()))), &[self])
+        self.tape.op(OpRef::new(MulScalar(c.to_f64())), &[self])
     }
 
     /// `c / self` for a constant `c`.
     #[track_caller]
     pub fn rdiv_scalar(self, c: T) -> Var<'t, T> {
-        self.tape.op(OpRef::Shared(Rc::new(RDivScalar(c.to_f64()))), &[self])
+        self.tape.op(OpRef::new(RDivScalar(c.to_f64())), &[self])
+    }
+
+    /// `xᵖ` elementwise for a constant power `p`.
+    #[track_caller]
+    pub fn powf(self, p: T) -> Var<'t, T> {
+        self.tape.op(OpRef::new(PowfOp(p.to_f64())), &[self])
     }
 }
 
@@ -347,6 +362,21 @@ pub(crate) fn register(r: &mut Registry) {
     binary_entry!("sub", "a − b, broadcasting", |a, b| a - b);
     binary_entry!("mul", "a · b elementwise, broadcasting", |a, b| a * b);
     binary_entry!("div", "a / b elementwise, broadcasting", |a, b| a / b);
+    r.register(OpInfo {
+        name: "powf",
+        summary: "xᵖ, constant p (x > 0)",
+        differentiable_twice: true,
+        nan: NanRule::Propagates,
+        samples: || {
+            let pos = |s: &[usize], seed| super::Domain::Positive.sample(s, seed);
+            vec![
+                sample!("[2,3] ^ 2.5", [pos(&[2, 3], 20)], |v| v[0].powf(2.5)),
+                sample!("0-d ^ -1.5", [pos(&[], 21)], |v| v[0].powf(-1.5)),
+                sample!("[2,3,2] ^ 3", [pos(&[2, 3, 2], 23)], |v| v[0].powf(3.0)),
+                sample!("[3] ^ 0", [pos(&[3], 24)], |v| v[0].powf(0.0) * v[0]),
+            ]
+        },
+    });
     r.register(OpInfo {
         name: "neg",
         summary: "−x",

@@ -3,15 +3,15 @@
 //! sum back down (`sum_to`).
 
 use super::{NanRule, OpInfo, Registry, arity};
-use crate::autodiff::op::{Cotangents, EagerCtx, Op, TensorGrads, VjpCtx};
-use crate::autodiff::tape::{OpRef, Var};
+use crate::autodiff::op::{Cotangents, Op, OpRef, VjpCtx};
+use crate::autodiff::tape::Var;
+use crate::autodiff::value::Value;
 use crate::core::error::{Error, Result, fail};
 use crate::core::float::Float;
 use crate::core::shape::{Shape, fmt_shape, shape_of};
 use crate::sample;
 use crate::tensor::Tensor;
 use std::panic::Location;
-use std::rc::Rc;
 
 struct ReshapeOp(Shape);
 impl<T: Float> Op<T> for ReshapeOp {
@@ -26,11 +26,9 @@ impl<T: Float> Op<T> for ReshapeOp {
         x[0].try_reshape(&self.0)
             .map_err(|e| Error::shape("reshape", e.message()))
     }
-    fn vjp_tensors(&self, cx: &EagerCtx<'_, T>, g: &Tensor<T>) -> Option<TensorGrads<T>> {
-        Some(cx.grads([&|| g.reshape(cx.input(0).shape())]))
-    }
-    fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
-        Ok(cx.grads([Some(g.reshape(cx.input(0).shape()))]))
+    /// Reshape back.
+    fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, g: &V) -> Result<Cotangents<V>> {
+        Ok(cx.grads([Some(g.reshape(&cx.input(0).shape()))]))
     }
 }
 
@@ -47,19 +45,13 @@ impl<T: Float> Op<T> for PermuteOp {
         x[0].try_permute(&self.0)
             .map_err(|e| Error::new(e.kind(), "permute", e.message()))
     }
-    fn vjp_tensors(&self, cx: &EagerCtx<'_, T>, g: &Tensor<T>) -> Option<TensorGrads<T>> {
+    /// Permute back by the inverse permutation.
+    fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, g: &V) -> Result<Cotangents<V>> {
         let mut inv = vec![0; self.0.len()];
         for (i, &p) in self.0.iter().enumerate() {
             inv[p] = i;
         }
-        Some(cx.grads([&|| g.permute(&inv)]))
-    }
-    fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
-        let mut inv = vec![0; self.0.len()];
-        for (i, &p) in self.0.iter().enumerate() {
-            inv[p] = i;
-        }
-        Ok(cx.grads([Some(g.permute(inv))]))
+        Ok(cx.grads([Some(g.permute(&inv))]))
     }
 }
 
@@ -77,11 +69,9 @@ impl<T: Float> Op<T> for BroadcastToOp {
         x[0].try_broadcast_to(&self.0)
             .map_err(|e| Error::shape("broadcast_to", e.message()))
     }
-    fn vjp_tensors(&self, cx: &EagerCtx<'_, T>, g: &Tensor<T>) -> Option<TensorGrads<T>> {
-        Some(cx.grads([&|| g.sum_to(cx.input(0).shape())]))
-    }
-    fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
-        Ok(cx.grads([Some(g.sum_to(cx.input(0).shape()))]))
+    /// The rule of broadcasting is summing back down.
+    fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, g: &V) -> Result<Cotangents<V>> {
+        Ok(cx.grads([Some(g.sum_to(&cx.input(0).shape()))]))
     }
 }
 
@@ -89,14 +79,13 @@ impl<'t, T: Float> Var<'t, T> {
     /// The same values with another shape of the same size (no copy).
     #[track_caller]
     pub fn reshape(self, shape: impl AsRef<[usize]>) -> Var<'t, T> {
-        self.tape
-            .op(OpRef::Shared(Rc::new(ReshapeOp(shape_of(shape)))), &[self])
+        self.tape.op(OpRef::new(ReshapeOp(shape_of(shape))), &[self])
     }
 
     /// Reorders the axes: axis `i` of the result is axis `perm[i]` of `self`.
     #[track_caller]
     pub fn permute(self, perm: impl AsRef<[usize]>) -> Var<'t, T> {
-        self.tape.op(OpRef::Shared(Rc::new(PermuteOp(shape_of(perm)))), &[self])
+        self.tape.op(OpRef::new(PermuteOp(shape_of(perm))), &[self])
     }
 
     /// Swaps axes `a` and `b`; a negative axis counts from the end (`-1` is the last). Recorded as
@@ -133,8 +122,7 @@ impl<'t, T: Float> Var<'t, T> {
         if self.tape.node(self.index).value.shape() == shape {
             return self;
         }
-        self.tape
-            .op(OpRef::Shared(Rc::new(BroadcastToOp(shape_of(shape)))), &[self])
+        self.tape.op(OpRef::new(BroadcastToOp(shape_of(shape))), &[self])
     }
 }
 

@@ -5,13 +5,13 @@
 //! kernel (`matrixmultiply`) reads the operands through strides.
 
 use super::{NanRule, OpInfo, Registry, arity};
-use crate::autodiff::op::{Cotangents, EagerCtx, Op, TensorGrads, VjpCtx};
-use crate::autodiff::tape::{OpRef, Var};
-use crate::core::error::{Error, Result};
+use crate::autodiff::op::{Cotangents, Op, OpRef, VjpCtx};
+use crate::autodiff::tape::Var;
+use crate::autodiff::value::Value;
+use crate::core::error::Result;
 use crate::core::float::Float;
-use crate::core::shape::{Shape, broadcast_extents, fmt_shape};
 use crate::sample;
-use crate::tensor::{Tensor, checked_numel, kernels};
+use crate::tensor::Tensor;
 
 /// `op(A) @ op(B)`; `ta`/`tb` transpose the last two axes of `A`/`B`.
 struct MatMulOp {
@@ -34,87 +34,24 @@ impl<T: Float> Op<T> for MatMulOp {
     fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
         let name = MatMulOp::name(self);
         arity(name, x, 2)?;
-        let (a, b) = (x[0], x[1]);
-        let (sa, sb) = (a.shape(), b.shape());
-        if sa.len() < 2 || sb.len() < 2 {
-            return Err(Error::shape(
-                name,
-                format!(
-                    "needs at least 2-D operands, got {} and {} (reshape a vector to [1, n] or [n, 1])",
-                    fmt_shape(sa),
-                    fmt_shape(sb)
-                ),
-            ));
-        }
-        let (ra, ca) = (sa[sa.len() - 2], sa[sa.len() - 1]);
-        let (rb, cb) = (sb[sb.len() - 2], sb[sb.len() - 1]);
-        let (m, ka) = if self.ta { (ca, ra) } else { (ra, ca) };
-        let (kb, n) = if self.tb { (cb, rb) } else { (rb, cb) };
-        if ka != kb {
-            return Err(Error::shape(
-                name,
-                format!(
-                    "inner sizes differ: {} @ {} multiplies [.., {m}, {ka}] by [.., {kb}, {n}]",
-                    fmt_shape(sa),
-                    fmt_shape(sb)
-                ),
-            ));
-        }
-        let batch = broadcast_extents(&sa[..sa.len() - 2], &sb[..sb.len() - 2]).ok_or_else(|| {
-            Error::shape(
-                name,
-                format!("batch axes of {} and {} do not broadcast", fmt_shape(sa), fmt_shape(sb)),
-            )
-        })?;
-        let mut shape: Shape = batch;
-        shape.push(m);
-        shape.push(n);
-        // Checked before the kernel runs: an inner size of 0 makes both operands empty however
-        // large the product is.
-        checked_numel::<T>(name, &shape)?;
-        let batch = &shape[..shape.len() - 2];
-        let data = kernels::matmul(a.data(), sa, self.ta, b.data(), sb, self.tb, batch);
-        Ok(Tensor::from_parts(shape, data))
+        x[0].try_matmul_t(x[1], self.ta, self.tb, name)
     }
-    fn vjp_tensors(&self, cx: &EagerCtx<'_, T>, g: &Tensor<T>) -> Option<TensorGrads<T>> {
+    /// With `C = op(A) op(B)`: for `C = A B`, `dA = G Bᵀ`, `dB = Aᵀ G`; the transposed variants
+    /// follow by transposing those identities (no transposed copy is made: the kernel reads
+    /// through strides). Batch broadcasting is undone by `sum_to`.
+    fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, g: &V) -> Result<Cotangents<V>> {
         let (a, b) = (cx.input(0), cx.input(1));
-        let mm = |x: &Tensor<T>, y: &Tensor<T>, ta: bool, tb: bool| {
-            MatMulOp { ta, tb }
-                .forward(&[x, y])
-                .expect("shapes were checked by the forward")
-        };
-        let (da, db): (&dyn Fn() -> Tensor<T>, &dyn Fn() -> Tensor<T>) = match (self.ta, self.tb) {
+        let mm = |x: &V, y: &V, ta, tb| x.matmul_t(y, ta, tb);
+        let (da, db): (&dyn Fn() -> V, &dyn Fn() -> V) = match (self.ta, self.tb) {
             (false, false) => (&|| mm(g, b, false, true), &|| mm(a, g, true, false)),
             (false, true) => (&|| mm(g, b, false, false), &|| mm(g, a, true, false)),
             (true, false) => (&|| mm(b, g, false, true), &|| mm(a, g, false, false)),
             (true, true) => (&|| mm(b, g, true, true), &|| mm(g, a, true, true)),
         };
-        Some(cx.grads([&|| da().sum_to(a.shape()), &|| db().sum_to(b.shape())]))
-    }
-    /// With `C = op(A) op(B)`: for `C = A B`, `dA = G Bᵀ`, `dB = Aᵀ G`; the transposed variants
-    /// follow by transposing those identities. Batch broadcasting is undone by `sum_to`.
-    fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
-        let (a, b) = (cx.input(0), cx.input(1));
-        let mm = |x: Var<'t, T>, y: Var<'t, T>, ta, tb| x.matmul_t(y, ta, tb);
-        let (da, db) = match (self.ta, self.tb) {
-            (false, false) => (
-                cx.needs_grad(0).then(|| mm(g, b, false, true)),
-                cx.needs_grad(1).then(|| mm(a, g, true, false)),
-            ),
-            (false, true) => (
-                cx.needs_grad(0).then(|| mm(g, b, false, false)),
-                cx.needs_grad(1).then(|| mm(g, a, true, false)),
-            ),
-            (true, false) => (
-                cx.needs_grad(0).then(|| mm(b, g, false, true)),
-                cx.needs_grad(1).then(|| mm(a, g, false, false)),
-            ),
-            (true, true) => (
-                cx.needs_grad(0).then(|| mm(b, g, true, true)),
-                cx.needs_grad(1).then(|| mm(g, a, true, true)),
-            ),
-        };
-        Ok(cx.grads([da.map(|d| d.sum_to(a.shape())), db.map(|d| d.sum_to(b.shape()))]))
+        Ok(cx.grads([
+            cx.needs_grad(0).then(|| da().sum_to_like(a)),
+            cx.needs_grad(1).then(|| db().sum_to_like(b)),
+        ]))
     }
 }
 

@@ -11,12 +11,17 @@
 //! assert!(reg.iter().all(|info| !(info.samples)().is_empty()));
 //! ```
 
-pub(crate) mod arith;
-pub(crate) mod layout;
-pub(crate) mod linalg;
-pub(crate) mod reduce;
+pub mod arith;
+pub mod elementwise;
+pub mod fused;
+pub mod layout;
+pub mod linalg;
+pub mod reduce;
 pub mod select;
-pub(crate) mod unary;
+mod var;
+
+pub use elementwise::Math;
+pub use select::Logic;
 
 use crate::autodiff::tape::Var;
 use crate::core::error::{Error, Result};
@@ -67,6 +72,51 @@ macro_rules! sample {
     };
 }
 
+/// Where an op's inputs are defined and smooth: the registry draws samples from it, and random
+/// programs map their values into it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Domain {
+    /// Every real number.
+    Real,
+    /// `x > 0`.
+    Positive,
+    /// Away from a kink at 0 (`relu`, `abs`): `|x| ≥ 0.2`, both signs.
+    AwayFromZero,
+    /// The open interval `(lo, hi)`.
+    Interval(f64, f64),
+}
+
+impl Domain {
+    /// Seeded values of `shape` inside the domain, away from its edges (so central differences
+    /// with a small step stay inside).
+    pub fn sample(&self, shape: &[usize], seed: u64) -> Tensor<f64> {
+        match *self {
+            Domain::Real => Tensor::rand_normal(shape, 0.0, 1.0, seed),
+            Domain::Positive => Tensor::rand_uniform(shape, 0.3, 3.0, seed),
+            Domain::AwayFromZero => Tensor::rand_uniform(shape, 0.2, 2.0, seed).zip_map(
+                &Tensor::rand_uniform(shape, -1.0, 1.0, seed + 100),
+                |a, s| {
+                    if s < 0.0 { -a } else { a }
+                },
+            ),
+            Domain::Interval(lo, hi) => {
+                let m = 0.1 * (hi - lo);
+                Tensor::rand_uniform(shape, lo + m, hi - m, seed)
+            }
+        }
+    }
+
+    /// True when `x` lies in the domain.
+    pub fn contains(&self, x: f64) -> bool {
+        match *self {
+            Domain::Real => true,
+            Domain::Positive => x > 0.0,
+            Domain::AwayFromZero => x.abs() >= 0.2,
+            Domain::Interval(lo, hi) => lo < x && x < hi,
+        }
+    }
+}
+
 /// How an op treats a NaN in its inputs, for the registry's NaN-propagation check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NanRule {
@@ -111,11 +161,11 @@ impl Registry {
         REG.get_or_init(|| {
             let mut r = Registry::new();
             arith::register(&mut r);
-            unary::register(&mut r);
+            elementwise::register(&mut r);
             reduce::register(&mut r);
             layout::register(&mut r);
             linalg::register(&mut r);
-            crate::softmax::register(&mut r);
+            fused::register(&mut r);
             select::register(&mut r);
             r
         })

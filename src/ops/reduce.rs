@@ -5,15 +5,16 @@
 //! one `argmax` returns), as in PyTorch's `max(dim)`; the other tied elements get zero. This is a
 //! valid subgradient, and it keeps the gradient's sum equal to the incoming gradient.
 
+use super::select::TakeIf;
 use super::{NanRule, OpInfo, Registry, arity, resolve_axis};
-use crate::autodiff::op::{Cotangents, EagerCtx, Op, TensorGrads, VjpCtx};
-use crate::autodiff::tape::{OpRef, Var};
+use crate::autodiff::op::{Cotangents, Op, OpRef, VjpCtx};
+use crate::autodiff::tape::Var;
+use crate::autodiff::value::Value;
 use crate::core::error::{Error, Result};
 use crate::core::float::Float;
 use crate::core::shape::{Shape, broadcasts_to, fmt_shape, shape_of};
 use crate::sample;
 use crate::tensor::{Tensor, kernels};
-use std::rc::Rc;
 
 /// The shape of a reduction's output over `axis`.
 fn reduced_shape(shape: &[usize], axis: usize, keepdim: bool) -> Shape {
@@ -26,11 +27,11 @@ fn reduced_shape(shape: &[usize], axis: usize, keepdim: bool) -> Shape {
     s
 }
 
-/// Broadcasts a reduction's gradient back over the reduced axis.
-fn expand_back<'t, T: Float>(g: Var<'t, T>, input_shape: &[usize], axis: Option<usize>) -> Var<'t, T> {
+/// A reduction's gradient with the reduced axis put back as extent 1 (ready to broadcast).
+fn keep_axis<T: Float, V: Value<T>>(g: &V, input_shape: &[usize], axis: Option<usize>) -> V {
     match axis {
-        None => g.broadcast_to(input_shape),
-        Some(a) => g.reshape(reduced_shape(input_shape, a, true)).broadcast_to(input_shape),
+        None => g.clone(),
+        Some(a) => g.reshape(&reduced_shape(input_shape, a, true)),
     }
 }
 
@@ -78,32 +79,19 @@ impl<T: Float> Op<T> for SumOp {
         }
         Ok(Tensor::from_parts(shape, data))
     }
-    fn vjp_tensors(&self, cx: &EagerCtx<'_, T>, g: &Tensor<T>) -> Option<TensorGrads<T>> {
-        let x = cx.input(0);
-        let axis = self.axis.map(|a| resolve_axis("sum", a, x.ndim())).transpose().ok()?;
-        let g = if self.mean {
-            let n = axis.map_or(x.numel(), |a| x.shape()[a]);
-            let inv = T::ONE / T::from_usize(n);
-            g.map(|v| v * inv)
-        } else {
-            g.clone()
-        };
-        let keep = match axis {
-            None => g,
-            Some(a) => g.reshape(reduced_shape(x.shape(), a, true)),
-        };
-        Some(cx.grads([&|| keep.broadcast_to(x.shape())]))
-    }
-    fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
-        let x = cx.input(0);
-        let shape = x.shape();
-        let axis = self.axis.map(|a| resolve_axis("sum", a, shape.len())).transpose()?;
-        let mut gx = expand_back(g, &shape, axis);
+    /// The gradient spread back over the summed axes (divided by their size for a mean).
+    fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, g: &V) -> Result<Cotangents<V>> {
+        let shape = cx.input(0).shape();
+        let axis = self
+            .axis
+            .map(|a| resolve_axis(SumOp::name(self), a, shape.len()))
+            .transpose()?;
+        let mut g = keep_axis(g, &shape, axis);
         if self.mean {
-            let n = axis.map_or(x.numel(), |a| shape[a]);
-            gx = gx.mul_scalar(T::ONE / T::from_usize(n));
+            let n = axis.map_or(shape.iter().product(), |a| shape[a]);
+            g = g.scale(T::ONE / T::from_usize(n));
         }
-        Ok(cx.grads([Some(gx)]))
+        Ok(cx.grads([Some(g.broadcast_to(&shape))]))
     }
 }
 
@@ -136,42 +124,24 @@ impl<T: Float> Op<T> for MaxOp {
         let (_, vals) = kernels::argmax_axis(x.data(), x.shape(), a);
         Ok(Tensor::from_parts(reduced_shape(x.shape(), a, self.keepdim), vals))
     }
-    /// Scatters `g` to the arg-max positions (no multiplication by a mask, so an infinite or NaN
-    /// gradient elsewhere cannot leak into the zeros).
-    fn vjp_tensors(&self, cx: &EagerCtx<'_, T>, g: &Tensor<T>) -> Option<TensorGrads<T>> {
+    /// `g` at the first arg-max of each row, exactly 0 elsewhere: *selected* through a one-hot
+    /// mask (a constant: the arg-max is piecewise constant), never multiplied by it, so an
+    /// infinite or NaN `g` cannot leak into the zeros.
+    fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, g: &V) -> Result<Cotangents<V>> {
         let x = cx.input(0);
-        let a = resolve_axis("max", self.axis, x.ndim()).ok()?;
-        let (idx, _) = kernels::argmax_axis(x.data(), x.shape(), a);
-        let (outer, n, inner) = kernels::split_axis(x.shape(), a);
-        let gd = g.data();
-        Some(cx.grads([&|| {
-            let mut d = vec![T::ZERO; x.numel()];
-            for o in 0..outer {
-                for i in 0..inner {
-                    d[(o * n + idx[o * inner + i]) * inner + i] = gd[o * inner + i];
-                }
-            }
-            Tensor::from_parts(shape_of(x.shape()), d)
-        }]))
-    }
-    fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
-        let x = cx.input(0).value();
-        let a = resolve_axis("max", self.axis, x.ndim())?;
-        let (idx, _) = kernels::argmax_axis(x.data(), x.shape(), a);
-        // One-hot mask of the arg-max positions: a constant, so the rule is linear in g.
-        let (outer, n, inner) = kernels::split_axis(x.shape(), a);
-        let mut mask = vec![T::ZERO; x.numel()];
+        let xv = x.value();
+        let a = resolve_axis("max", self.axis, xv.ndim())?;
+        let (idx, _) = kernels::argmax_axis(xv.data(), xv.shape(), a);
+        let (outer, n, inner) = kernels::split_axis(xv.shape(), a);
+        let mut mask = vec![T::ZERO; xv.numel()];
         for o in 0..outer {
             for i in 0..inner {
                 mask[(o * n + idx[o * inner + i]) * inner + i] = T::ONE;
             }
         }
-        // Selected, not multiplied: an infinite gradient must not become ∞·0 = NaN elsewhere.
-        let tape = g.tape();
-        let mask = tape.constant(Tensor::from_parts(shape_of(x.shape()), mask));
-        Ok(cx.grads([Some(
-            mask.select(expand_back(g, x.shape(), Some(a)), tape.scalar(T::ZERO)),
-        )]))
+        let mask = x.constant(Tensor::from_parts(shape_of(xv.shape()), mask));
+        let g = keep_axis(g, xv.shape(), Some(a));
+        Ok(cx.grads([Some(V::pointwise(&TakeIf, [&mask, &g]))]))
     }
 }
 
@@ -204,11 +174,9 @@ impl<T: Float> Op<T> for SumToOp {
             kernels::sum_to(x.data(), x.shape(), &self.0),
         ))
     }
-    fn vjp_tensors(&self, cx: &EagerCtx<'_, T>, g: &Tensor<T>) -> Option<TensorGrads<T>> {
-        Some(cx.grads([&|| g.broadcast_to(cx.input(0).shape())]))
-    }
-    fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
-        Ok(cx.grads([Some(g.broadcast_to(cx.input(0).shape()))]))
+    /// The rule of summing down is broadcasting back up.
+    fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, g: &V) -> Result<Cotangents<V>> {
+        Ok(cx.grads([Some(g.broadcast_to(&cx.input(0).shape()))]))
     }
 }
 
@@ -217,11 +185,11 @@ impl<'t, T: Float> Var<'t, T> {
     #[track_caller]
     pub fn sum(self) -> Var<'t, T> {
         self.tape.op(
-            OpRef::Shared(Rc::new(SumOp {
+            OpRef::new(SumOp {
                 axis: None,
                 keepdim: false,
                 mean: false,
-            })),
+            }),
             &[self],
         )
     }
@@ -230,11 +198,11 @@ impl<'t, T: Float> Var<'t, T> {
     #[track_caller]
     pub fn sum_axis(self, axis: isize, keepdim: bool) -> Var<'t, T> {
         self.tape.op(
-            OpRef::Shared(Rc::new(SumOp {
+            OpRef::new(SumOp {
                 axis: Some(axis),
                 keepdim,
                 mean: false,
-            })),
+            }),
             &[self],
         )
     }
@@ -243,11 +211,11 @@ impl<'t, T: Float> Var<'t, T> {
     #[track_caller]
     pub fn mean(self) -> Var<'t, T> {
         self.tape.op(
-            OpRef::Shared(Rc::new(SumOp {
+            OpRef::new(SumOp {
                 axis: None,
                 keepdim: false,
                 mean: true,
-            })),
+            }),
             &[self],
         )
     }
@@ -256,11 +224,11 @@ impl<'t, T: Float> Var<'t, T> {
     #[track_caller]
     pub fn mean_axis(self, axis: isize, keepdim: bool) -> Var<'t, T> {
         self.tape.op(
-            OpRef::Shared(Rc::new(SumOp {
+            OpRef::new(SumOp {
                 axis: Some(axis),
                 keepdim,
                 mean: true,
-            })),
+            }),
             &[self],
         )
     }
@@ -269,7 +237,7 @@ impl<'t, T: Float> Var<'t, T> {
     /// maximal element (see the module docs on ties). NaN propagates.
     #[track_caller]
     pub fn max_axis(self, axis: isize, keepdim: bool) -> Var<'t, T> {
-        self.tape.op(OpRef::Shared(Rc::new(MaxOp { axis, keepdim })), &[self])
+        self.tape.op(OpRef::new(MaxOp { axis, keepdim }), &[self])
     }
 
     /// Sums down to `shape`, the inverse of broadcasting `shape` up to this variable's shape.
@@ -280,7 +248,7 @@ impl<'t, T: Float> Var<'t, T> {
         if self.tape.node(self.index).value.shape() == shape {
             return self;
         }
-        self.tape.op(OpRef::Shared(Rc::new(SumToOp(shape_of(shape)))), &[self])
+        self.tape.op(OpRef::new(SumToOp(shape_of(shape))), &[self])
     }
 }
 

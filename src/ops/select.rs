@@ -34,83 +34,169 @@
 //! mixes it into every output of its row/column (IEEE `0 · ∞ = NaN` inside the kernel).
 
 use super::{NanRule, OpInfo, Registry, arity, broadcast_zip};
-use crate::autodiff::op::{Cotangents, Op, VjpCtx};
-use crate::autodiff::tape::{OpRef, Var};
+use crate::autodiff::op::{Cotangents, Op, OpRef, VjpCtx};
+use crate::autodiff::tape::Var;
+use crate::autodiff::value::{Binary, Elem, Pointwise, Ternary, Value};
 use crate::core::error::{Error, Result};
 use crate::core::float::Float;
-use crate::core::shape::{broadcast_extents, fmt_shape};
+use crate::core::shape::fmt_shape;
 use crate::sample;
-use crate::tensor::{Tensor, checked_numel};
+use crate::tensor::Tensor;
 use std::panic::Location;
 
-/// The strong-zero product for per-element (tensor) VJP rules: `v`, but exactly `0` where the
-/// cotangent `g` is `0` (`v` is computed either way; the select compiles to a blend).
-#[inline(always)]
-pub(crate) fn sz<T: Float>(g: T, v: T) -> T {
-    if g == T::ZERO { T::ZERO } else { v }
+/// The selection vocabulary of rules, as methods of any [`Elem`]: masks, `select`, and the
+/// strong-zero chain-rule products. On a recorded value each records its op (a comparison as a
+/// constant).
+pub trait Logic<T: Float>: Elem<T> {
+    /// The chain-rule product `self · d` with a strong zero: exactly `0` where `self` is `0`,
+    /// even when `d` is infinite or NaN.
+    #[inline(always)]
+    fn chain_mul(self, d: Self) -> Self {
+        self.map2(d, &ChainMul)
+    }
+    /// The chain-rule quotient `self / d` with a strong zero: exactly `0` where `self` is `0`,
+    /// even when `d` is `0` or NaN.
+    #[inline(always)]
+    fn chain_div(self, d: Self) -> Self {
+        self.map2(d, &ChainDiv)
+    }
+    /// `on_true` where this mask is non-zero (NaN counts as true), `on_false` elsewhere.
+    #[inline(always)]
+    fn select(self, on_true: Self, on_false: Self) -> Self {
+        self.map3(on_true, on_false, &Select)
+    }
+    /// The mask `self > o` (1 or 0; false with NaN).
+    #[inline(always)]
+    fn gt(self, o: Self) -> Self {
+        self.map2(o, &GT)
+    }
+    /// The mask `self < o`.
+    #[inline(always)]
+    fn lt(self, o: Self) -> Self {
+        self.map2(o, &LT)
+    }
+    /// The mask `self ≥ o`.
+    #[inline(always)]
+    fn ge(self, o: Self) -> Self {
+        self.map2(o, &GE)
+    }
+    /// The mask `self ≤ o`.
+    #[inline(always)]
+    fn le(self, o: Self) -> Self {
+        self.map2(o, &LE)
+    }
+    /// The mask `self == o`.
+    #[inline(always)]
+    fn eq(self, o: Self) -> Self {
+        self.map2(o, &EQ)
+    }
 }
+impl<T: Float, E: Elem<T>> Logic<T> for E {}
 
 /// An elementwise comparison producing a 0/1 mask (recorded as a constant: no gradient).
-struct CmpOp {
+#[derive(Clone, Copy, Debug)]
+pub struct Cmp {
     name: &'static str,
     f: fn(f64, f64) -> bool,
 }
 
-impl<T: Float> Op<T> for CmpOp {
+impl<T: Float> Binary<T> for Cmp {
+    #[inline(always)]
+    fn f(&self, a: T, b: T) -> T {
+        if (self.f)(a.to_f64(), b.to_f64()) {
+            T::ONE
+        } else {
+            T::ZERO
+        }
+    }
+    fn is_mask(&self) -> bool {
+        true
+    }
+    fn as_static(&self) -> Option<&'static Self> {
+        [&GT, &LT, &GE, &LE, &EQ].into_iter().find(|c| c.name == self.name)
+    }
+}
+
+impl<T: Float> Op<T> for Cmp {
     fn name(&self) -> &'static str {
         self.name
     }
     fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
         arity(self.name, x, 2)?;
-        let f = self.f;
-        broadcast_zip(self.name, x[0], x[1], |a, b| {
-            if f(a.to_f64(), b.to_f64()) { T::ONE } else { T::ZERO }
-        })
+        broadcast_zip(self.name, x[0], x[1], |a, b| Binary::f(self, a, b))
     }
-    /// Never reached: a comparison is recorded with tracking off, so no gradient flows into it.
-    /// Should one arrive (a hand-built tape), the mask is piecewise constant: zero gradients.
-    fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
-        let tape = g.tape();
-        Ok(cx.grads([
-            Some(tape.constant(Tensor::zeros(cx.input(0).shape()))),
-            Some(tape.constant(Tensor::zeros(cx.input(1).shape()))),
-        ]))
+    /// A mask is piecewise constant: its gradient is zero. (Never reached through the `Var`
+    /// methods, which record a comparison as a constant; a hand-built tape may reach it.)
+    fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, _g: &V) -> Result<Cotangents<V>> {
+        let zeros = |i: usize| {
+            let x = cx.input(i);
+            x.constant(Tensor::zeros(x.shape()))
+        };
+        Ok(cx.grads([cx.needs_grad(0).then(|| zeros(0)), cx.needs_grad(1).then(|| zeros(1))]))
     }
 }
 
-static GT: CmpOp = CmpOp {
+static GT: Cmp = Cmp {
     name: "gt",
     f: |a, b| a > b,
 };
-static LT: CmpOp = CmpOp {
+static LT: Cmp = Cmp {
     name: "lt",
     f: |a, b| a < b,
 };
-static GE: CmpOp = CmpOp {
+static GE: Cmp = Cmp {
     name: "ge",
     f: |a, b| a >= b,
 };
-static LE: CmpOp = CmpOp {
+static LE: Cmp = Cmp {
     name: "le",
     f: |a, b| a <= b,
 };
-static EQ: CmpOp = CmpOp {
+static EQ: Cmp = Cmp {
     name: "eq",
     f: |a, b| a == b,
 };
 
 /// `select(cond, a, b)`: `a` where `cond ≠ 0`, `b` elsewhere; all three broadcast together.
-struct SelectOp;
+#[derive(Clone, Copy, Debug)]
+pub struct Select;
 
-impl<T: Float> Op<T> for SelectOp {
+impl<T: Float> Ternary<T> for Select {
+    #[inline(always)]
+    fn f(&self, c: T, a: T, b: T) -> T {
+        if c != T::ZERO { a } else { b }
+    }
+    fn as_static(&self) -> Option<&'static Self> {
+        Some(&Select)
+    }
+}
+
+/// The gradient of `select`'s branch `a`: `g` where the mask holds, exactly 0 elsewhere.
+pub(crate) struct TakeIf;
+impl<T: Float> Pointwise<T, 2> for TakeIf {
+    #[inline(always)]
+    fn eval<E: Elem<T>>(&self, [c, g]: [E; 2]) -> E {
+        c.select(g, g.lit(T::ZERO))
+    }
+}
+/// The gradient of `select`'s branch `b`: `g` where the mask does not hold, exactly 0 elsewhere.
+struct TakeUnless;
+impl<T: Float> Pointwise<T, 2> for TakeUnless {
+    #[inline(always)]
+    fn eval<E: Elem<T>>(&self, [c, g]: [E; 2]) -> E {
+        c.select(g.lit(T::ZERO), g)
+    }
+}
+
+impl<T: Float> Op<T> for Select {
     fn name(&self) -> &'static str {
         "select"
     }
     fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
         arity("select", x, 3)?;
         let (c, a, b) = (x[0], x[1], x[2]);
-        let out = broadcast_extents(c.shape(), a.shape())
-            .and_then(|s| broadcast_extents(&s, b.shape()))
+        let out = crate::core::shape::broadcast_extents(c.shape(), a.shape())
+            .and_then(|s| crate::core::shape::broadcast_extents(&s, b.shape()))
             .ok_or_else(|| {
                 Error::shape(
                     "select",
@@ -122,87 +208,120 @@ impl<T: Float> Op<T> for SelectOp {
                     ),
                 )
             })?;
-        checked_numel::<T>("select", &out)?;
-        let (c, a, b) = (c.broadcast_to(&out), a.broadcast_to(&out), b.broadcast_to(&out));
-        let data = c
-            .data()
-            .iter()
-            .zip(a.data().iter().zip(b.data()))
-            .map(|(&c, (&a, &b))| if c != T::ZERO { a } else { b })
-            .collect();
-        Ok(Tensor::from_parts(out, data))
+        crate::tensor::checked_numel::<T>("select", &out)?;
+        Ok(Tensor::zip_n("select", [c, a, b], |[c, a, b]| {
+            Ternary::f(self, c, a, b)
+        }))
     }
-    /// Selects the gradient: `a` gets `select(cond, g, 0)`, `b` gets `select(cond, 0, g)`, so a
-    /// NaN or infinite `g` at a position the branch did not supply never reaches it. The
-    /// condition is piecewise constant: its gradient is zero.
-    fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, g: Var<'t, T>) -> Result<Cotangents<'t, T>> {
+    /// *Selects* the gradient — `a` gets `select(cond, g, 0)`, `b` gets `select(cond, 0, g)` — so
+    /// a NaN or infinite `g` at a position a branch did not supply never reaches it. The condition
+    /// is piecewise constant: its gradient is zero.
+    fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, g: &V) -> Result<Cotangents<V>> {
         let (c, a, b) = (cx.input(0), cx.input(1), cx.input(2));
-        let tape = g.tape();
-        let zero = || tape.scalar(T::ZERO);
         Ok(cx.grads([
-            cx.needs_grad(0).then(|| tape.constant(Tensor::zeros(c.shape()))),
-            cx.needs_grad(1).then(|| c.select(g, zero()).sum_to(a.shape())),
-            cx.needs_grad(2).then(|| c.select(zero(), g).sum_to(b.shape())),
+            cx.needs_grad(0).then(|| c.constant(Tensor::zeros(c.shape()))),
+            cx.needs_grad(1).then(|| V::pointwise(&TakeIf, [c, g]).sum_to_like(a)),
+            cx.needs_grad(2)
+                .then(|| V::pointwise(&TakeUnless, [c, g]).sum_to_like(b)),
         ]))
     }
 }
 
 /// The chain-rule product with a strong zero: `g · d`, but exactly `0` where `g = 0`.
-struct ChainMulOp;
+#[derive(Clone, Copy, Debug)]
+pub struct ChainMul;
 
-impl<T: Float> Op<T> for ChainMulOp {
+impl<T: Float> Binary<T> for ChainMul {
+    #[inline(always)]
+    fn f(&self, g: T, d: T) -> T {
+        if g == T::ZERO { T::ZERO } else { g * d }
+    }
+    fn as_static(&self) -> Option<&'static Self> {
+        Some(&ChainMul)
+    }
+}
+
+/// `h · d` (strong zero in `h`): the gradient of `chain_mul` for `g`.
+pub(crate) struct ByD;
+impl<T: Float> Pointwise<T, 2> for ByD {
+    #[inline(always)]
+    fn eval<E: Elem<T>>(&self, [h, d]: [E; 2]) -> E {
+        h.chain_mul(d)
+    }
+}
+
+impl<T: Float> Op<T> for ChainMul {
     fn name(&self) -> &'static str {
         "chain_mul"
     }
     fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
         arity("chain_mul", x, 2)?;
-        broadcast_zip(
-            "chain_mul",
-            x[0],
-            x[1],
-            |g, d| if g == T::ZERO { T::ZERO } else { g * d },
-        )
+        broadcast_zip("chain_mul", x[0], x[1], |g, d| Binary::f(self, g, d))
     }
-    /// Away from `g = 0` this is `g · d`: `∂/∂g = d`, `∂/∂d = g`, both again with a strong zero.
-    fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, h: Var<'t, T>) -> Result<Cotangents<'t, T>> {
+    /// Away from `g = 0` this is `g · d`: `∂/∂g = d`, `∂/∂d = g`, both again with a strong zero
+    /// in the incoming `h`.
+    fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, h: &V) -> Result<Cotangents<V>> {
         let (g, d) = (cx.input(0), cx.input(1));
         Ok(cx.grads([
-            cx.needs_grad(0).then(|| h.chain_mul(d).sum_to(g.shape())),
-            cx.needs_grad(1).then(|| h.chain_mul(g).sum_to(d.shape())),
+            cx.needs_grad(0).then(|| V::pointwise(&ByD, [h, d]).sum_to_like(g)),
+            cx.needs_grad(1).then(|| V::pointwise(&ByD, [h, g]).sum_to_like(d)),
         ]))
     }
 }
 
 /// The chain-rule quotient with a strong zero: `g / d`, but exactly `0` where `g = 0`.
-struct ChainDivOp;
+#[derive(Clone, Copy, Debug)]
+pub struct ChainDiv;
 
-impl<T: Float> Op<T> for ChainDivOp {
+impl<T: Float> Binary<T> for ChainDiv {
+    #[inline(always)]
+    fn f(&self, g: T, d: T) -> T {
+        if g == T::ZERO { T::ZERO } else { g / d }
+    }
+    fn as_static(&self) -> Option<&'static Self> {
+        Some(&ChainDiv)
+    }
+}
+
+/// `h / d` (strong zero in `h`): the gradient of `chain_div` for `g`.
+pub(crate) struct OverD;
+impl<T: Float> Pointwise<T, 2> for OverD {
+    #[inline(always)]
+    fn eval<E: Elem<T>>(&self, [h, d]: [E; 2]) -> E {
+        h.chain_div(d)
+    }
+}
+/// `−h · y / d` (strong zero in `h`): the gradient of `y = g / d` for `d`.
+pub(crate) struct MinusHyOverD;
+impl<T: Float> Pointwise<T, 3> for MinusHyOverD {
+    #[inline(always)]
+    fn eval<E: Elem<T>>(&self, [h, y, d]: [E; 3]) -> E {
+        -h.chain_mul(y).chain_div(d)
+    }
+}
+
+impl<T: Float> Op<T> for ChainDiv {
     fn name(&self) -> &'static str {
         "chain_div"
     }
     fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
         arity("chain_div", x, 2)?;
-        broadcast_zip(
-            "chain_div",
-            x[0],
-            x[1],
-            |g, d| if g == T::ZERO { T::ZERO } else { g / d },
-        )
+        broadcast_zip("chain_div", x[0], x[1], |g, d| Binary::f(self, g, d))
     }
     /// With `y = g / d`: `∂/∂g = 1/d`, `∂/∂d = −y/d`, both with a strong zero in the incoming `h`.
-    fn vjp<'t>(&self, cx: &VjpCtx<'_, 't, T>, h: Var<'t, T>) -> Result<Cotangents<'t, T>> {
+    fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, h: &V) -> Result<Cotangents<V>> {
         let (g, d, y) = (cx.input(0), cx.input(1), cx.output());
         Ok(cx.grads([
-            cx.needs_grad(0).then(|| h.chain_div(d).sum_to(g.shape())),
+            cx.needs_grad(0).then(|| V::pointwise(&OverD, [h, d]).sum_to_like(g)),
             cx.needs_grad(1)
-                .then(|| (-h.chain_mul(y).chain_div(d)).sum_to(d.shape())),
+                .then(|| V::pointwise(&MinusHyOverD, [h, y, d]).sum_to_like(d)),
         ]))
     }
 }
 
 impl<'t, T: Float> Var<'t, T> {
     #[track_caller]
-    fn compare(self, op: &'static CmpOp, other: Var<'t, T>) -> Var<'t, T> {
+    fn compare(self, op: &'static Cmp, other: Var<'t, T>) -> Var<'t, T> {
         let loc = Location::caller();
         let _off = self.tape.no_grad_guard();
         self.tape
@@ -265,7 +384,7 @@ impl<'t, T: Float> Var<'t, T> {
     /// ```
     #[track_caller]
     pub fn select(self, on_true: Var<'t, T>, on_false: Var<'t, T>) -> Var<'t, T> {
-        self.tape.op(OpRef::Static(&SelectOp), &[self, on_true, on_false])
+        self.tape.op(OpRef::Static(&Select), &[self, on_true, on_false])
     }
 
     /// The chain-rule product `self · d` with a strong zero: exactly `0` where `self` is `0`, even
@@ -280,14 +399,14 @@ impl<'t, T: Float> Var<'t, T> {
     /// ```
     #[track_caller]
     pub fn chain_mul(self, d: Var<'t, T>) -> Var<'t, T> {
-        self.tape.op(OpRef::Static(&ChainMulOp), &[self, d])
+        self.tape.op(OpRef::Static(&ChainMul), &[self, d])
     }
 
     /// The chain-rule quotient `self / d` with a strong zero: exactly `0` where `self` is `0`,
     /// even when `d` is `0` or NaN.
     #[track_caller]
     pub fn chain_div(self, d: Var<'t, T>) -> Var<'t, T> {
-        self.tape.op(OpRef::Static(&ChainDivOp), &[self, d])
+        self.tape.op(OpRef::Static(&ChainDiv), &[self, d])
     }
 }
 

@@ -10,6 +10,7 @@
 //! println!("{c}");                               // [[11, 22, 33], [14, 25, 36]]
 //! ```
 
+pub(crate) mod axis;
 pub(crate) mod kernels;
 #[cfg(feature = "ndarray")]
 pub mod ndarray;
@@ -563,13 +564,103 @@ impl<T: Float> Tensor<T> {
     /// Sums down to `shape`, the inverse of broadcasting `shape` up to this tensor's shape (shares
     /// the buffer when the shapes are equal). The caller checks that `shape` broadcasts up.
     pub(crate) fn sum_to(&self, shape: &[usize]) -> Self {
-        if self.shape[..] == *shape {
+        if shape::same_shape(&self.shape, shape) {
             return self.clone();
         }
         if numel(shape) == 1 {
             return Self::one_of_shape(shape::shape_of(shape), self.sum_all());
         }
         Tensor::from_parts(shape::shape_of(shape), kernels::sum_to(&self.data, &self.shape, shape))
+    }
+
+    /// `f` elementwise over `N` tensors broadcast together, in one loop (the kernel every
+    /// elementwise rule on values runs as). Panics with a shape error naming `op` when they do not
+    /// broadcast.
+    #[track_caller]
+    pub(crate) fn zip_n<const N: usize>(op: &str, args: [&Self; N], f: impl Fn([T; N]) -> T) -> Self {
+        let first = &args[0].shape;
+        if args.iter().all(|a| shape::same_shape(&a.shape, first)) {
+            if args.iter().all(|a| matches!(a.data, Buf::One(_))) {
+                return Tensor::one_of_shape(Shape::from_slice(first), f(std::array::from_fn(|k| args[k].data[0])));
+            }
+            let data = kernels::map_n(
+                std::array::from_fn(|k| (&args[k].data[..], &args[k].shape[..])),
+                first,
+                f,
+            );
+            return Tensor::from_parts(Shape::from_slice(first), data);
+        }
+        let mut out = Shape::from_slice(first);
+        for a in &args[1..] {
+            out = broadcast_extents(&out, &a.shape).unwrap_or_else(|| {
+                let shapes: Vec<String> = args.iter().map(|a| fmt_shape(&a.shape)).collect();
+                fail(
+                    Error::shape(op, format!("shapes {} do not broadcast together", shapes.join(", ")))
+                        .at(Location::caller()),
+                )
+            });
+        }
+        checked_numel::<T>(op, &out).unwrap_or_else(|e| fail(e.at(Location::caller())));
+        if numel(&out) == 1 {
+            return Tensor::one_of_shape(out, f(std::array::from_fn(|k| args[k].data[0])));
+        }
+        let data = kernels::map_n(
+            std::array::from_fn(|k| (&args[k].data[..], &args[k].shape[..])),
+            &out,
+            f,
+        );
+        Tensor::from_parts(out, data)
+    }
+
+    /// `self += other` for tensors of one shape, in place when the buffer is not shared (the
+    /// accumulation of a gradient used more than once).
+    pub(crate) fn add_assign_same(&mut self, other: &Self) {
+        debug_assert_eq!(self.shape, other.shape);
+        for (x, &y) in self.data_mut().iter_mut().zip(other.data()) {
+            *x += y;
+        }
+    }
+
+    /// `op(self) @ op(b)` over the last two axes (`op` transposes when its flag is set), batched
+    /// over the leading axes with broadcasting. `op` names the caller in errors.
+    pub(crate) fn try_matmul_t(&self, b: &Self, ta: bool, tb: bool, op: &str) -> Result<Self> {
+        let (sa, sb) = (&self.shape[..], &b.shape[..]);
+        if sa.len() < 2 || sb.len() < 2 {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "needs at least 2-D operands, got {} and {} (reshape a vector to [1, n] or [n, 1])",
+                    fmt_shape(sa),
+                    fmt_shape(sb)
+                ),
+            ));
+        }
+        let (ra, ca) = (sa[sa.len() - 2], sa[sa.len() - 1]);
+        let (rb, cb) = (sb[sb.len() - 2], sb[sb.len() - 1]);
+        let (m, ka) = if ta { (ca, ra) } else { (ra, ca) };
+        let (kb, n) = if tb { (cb, rb) } else { (rb, cb) };
+        if ka != kb {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "inner sizes differ: {} @ {} multiplies [.., {m}, {ka}] by [.., {kb}, {n}]",
+                    fmt_shape(sa),
+                    fmt_shape(sb)
+                ),
+            ));
+        }
+        let batch = broadcast_extents(&sa[..sa.len() - 2], &sb[..sb.len() - 2]).ok_or_else(|| {
+            Error::shape(
+                op,
+                format!("batch axes of {} and {} do not broadcast", fmt_shape(sa), fmt_shape(sb)),
+            )
+        })?;
+        let mut shape: Shape = batch.clone();
+        shape.push(m);
+        shape.push(n);
+        checked_numel::<T>(op, &shape)?;
+        let data = kernels::matmul(&self.data, sa, ta, &b.data, sb, tb, &batch);
+        Ok(Tensor::from_parts(shape, data))
     }
 
     /// `f` elementwise over two tensors of the same shape (no broadcasting work).
@@ -585,25 +676,6 @@ impl<T: Float> Tensor<T> {
                 ),
             ),
         }
-    }
-
-    /// `f` elementwise over three tensors of the same shape.
-    pub(crate) fn zip3_same(&self, b: &Self, c: &Self, f: impl Fn(T, T, T) -> T) -> Self {
-        debug_assert!(self.shape == b.shape && b.shape == c.shape);
-        if self.numel() == 1 {
-            return Tensor::one_of_shape(Shape::from_slice(&self.shape), f(self.data[0], b.data[0], c.data[0]));
-        }
-        Tensor::from_parts(
-            Shape::from_slice(&self.shape),
-            pool::collect(
-                self.numel(),
-                self.data
-                    .iter()
-                    .zip(b.data.iter())
-                    .zip(c.data.iter())
-                    .map(|((&a, &b), &c)| f(a, b, c)),
-            ),
-        )
     }
 
     /// A one-element tensor of the given shape (no allocation).

@@ -11,6 +11,7 @@ use smallvec::SmallVec;
 
 pub(crate) mod gemm;
 pub(crate) mod reduce;
+pub(crate) mod rows;
 
 pub(crate) use gemm::matmul;
 pub(crate) use reduce::*;
@@ -74,6 +75,30 @@ pub(crate) fn for_each_run<const K: usize>(
             idx[ax] = 0;
         }
     }
+}
+
+/// `out[i] = f([a₀[i], a₁[i], …])` with every operand broadcast to `out_shape`: the one loop an
+/// elementwise expression (a forward, or a rule on values) runs as. Operands already of the
+/// output's shape are read straight through; others through stride-0 (broadcast) walks, never
+/// materialised.
+pub(crate) fn map_n<T: Float, const N: usize>(
+    args: [(&[T], &[usize]); N],
+    out_shape: &[usize],
+    f: impl Fn([T; N]) -> T,
+) -> Vec<T> {
+    let n = numel(out_shape);
+    if args.iter().all(|(_, s)| *s == out_shape) {
+        let d: [&[T]; N] = std::array::from_fn(|k| &args[k].0[..n]);
+        return crate::tensor::pool::collect(n, (0..n).map(|i| f(std::array::from_fn(|k| d[k][i]))));
+    }
+    let strides: [SmallVec<[usize; 4]>; N] = std::array::from_fn(|k| broadcast_strides(args[k].1, out_shape));
+    let mut out = crate::tensor::pool::alloc(n);
+    let st: [&[usize]; N] = std::array::from_fn(|k| &strides[k][..]);
+    for_each_run(out_shape, st, |offs: [usize; N], len, inner: [usize; N]| {
+        out.extend((0..len).map(|j| f(std::array::from_fn(|k| args[k].0[offs[k] + j * inner[k]]))));
+    });
+    debug_assert_eq!(out.len(), n);
+    out
 }
 
 /// `out[i] = f(a[i], b[i])` with `a` and `b` broadcast to `out_shape`.

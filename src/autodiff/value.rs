@@ -1,0 +1,361 @@
+//! The two traits every derivative rule is written in — so that **one text** serves the
+//! first-order backward, the recorded backward and (later) a compiler.
+//!
+//! * [`Value`] is what a rule receives and returns: a [`Tensor`] in a first-order backward (the
+//!   rule computes gradients directly, recording nothing) or a [`Var`](crate::Var) in a recorded
+//!   one (every operation the rule performs is recorded, so the gradient can be differentiated
+//!   again). Its operations are the structural primitives rules are made of: elementwise
+//!   expressions ([`Value::pointwise`]), `sum_to`, `broadcast_to`, `reshape`, `permute`,
+//!   `matmul_t`, and any op at all ([`Value::apply`]).
+//! * [`Elem`] is what an **elementwise** rule is written in: a scalar-like value with `+ − × ÷`
+//!   and the maths functions. The first-order path runs an elementwise rule over [`Scalar`]s, one
+//!   fused loop over the elements (`|g, x, y| g * (1 − y·y)` is one pass, not four); the recorded
+//!   path runs the same text over `Var`s, recording one node per operation.
+//!
+//! A rule never names the interpretation it runs under, so the two paths cannot disagree:
+//!
+//! ```
+//! use tapegrad::autodiff::{Elem, Pointwise};
+//! use tapegrad::Float;
+//! /// tanh's rule: g · (1 − y²), with y = tanh x (the saved output).
+//! struct TanhRule;
+//! impl<T: Float> Pointwise<T, 3> for TanhRule {
+//!     fn eval<E: Elem<T>>(&self, [g, _x, y]: [E; 3]) -> E {
+//!         g * (-(y * y) + T::ONE)
+//!     }
+//! }
+//! ```
+
+use crate::autodiff::op::Op;
+use crate::core::error::Result;
+use crate::core::float::Float;
+use crate::core::shape::{Shape, shape_of};
+use crate::tensor::Tensor;
+use std::ops::{Add, Div, Mul, Neg, Sub};
+
+/// A scalar-like value an elementwise rule is written in: [`Scalar`] (a first-order backward
+/// runs the rule once per element, in one fused loop) or a [`Var`](crate::Var) (a recorded
+/// backward records each operation). Arithmetic works with `Self` and with constants `T`; the
+/// maths functions (`exp`, `tanh`, `sin`, comparisons, `select`, …) come from the elementwise op
+/// table ([`crate::ops::Math`]), each of them an op with its own rule.
+pub trait Elem<T: Float>:
+    Copy
+    + Add<Output = Self>
+    + Sub<Output = Self>
+    + Mul<Output = Self>
+    + Div<Output = Self>
+    + Neg<Output = Self>
+    + Add<T, Output = Self>
+    + Sub<T, Output = Self>
+    + Mul<T, Output = Self>
+    + Div<T, Output = Self>
+{
+    /// The constant `c`, usable with `self` (on the same tape, for a recorded value).
+    fn lit(self, c: T) -> Self;
+    /// Applies an elementwise function of one argument: its scalar value, or its recorded op.
+    fn map1<F: Unary<T>>(self, f: &F) -> Self;
+    /// Applies an elementwise function of two arguments (broadcasting, for recorded values).
+    fn map2<F: Binary<T>>(self, other: Self, f: &F) -> Self;
+    /// Applies an elementwise function of three arguments (`select`).
+    fn map3<F: Ternary<T>>(self, b: Self, c: Self, f: &F) -> Self;
+}
+
+/// An elementwise function of one argument that is also an op: its scalar form runs in fused
+/// loops, its op is what a recorded value records.
+pub trait Unary<T: Float>: Op<T> + Clone {
+    /// The function at one element.
+    fn f(&self, x: T) -> T;
+    /// The op as a static, when it has no parameters (recorded without an allocation).
+    fn as_static(&self) -> Option<&'static Self> {
+        None
+    }
+}
+
+/// An elementwise function of two arguments that is also an op (see [`Unary`]).
+pub trait Binary<T: Float>: Op<T> + Clone {
+    /// The function at one pair of elements.
+    fn f(&self, a: T, b: T) -> T;
+    /// The op as a static, when it has no parameters.
+    fn as_static(&self) -> Option<&'static Self> {
+        None
+    }
+    /// True for a piecewise-constant function (a comparison): a recorded value records it as a
+    /// constant, through which no gradient flows.
+    fn is_mask(&self) -> bool {
+        false
+    }
+}
+
+/// An elementwise function of three arguments that is also an op (see [`Unary`]).
+pub trait Ternary<T: Float>: Op<T> + Clone {
+    /// The function at one triple of elements.
+    fn f(&self, a: T, b: T, c: T) -> T;
+    /// The op as a static, when it has no parameters.
+    fn as_static(&self) -> Option<&'static Self> {
+        None
+    }
+}
+
+/// An elementwise expression of `N` arguments, written once over any [`Elem`]: the body of an
+/// elementwise rule (or of any fused elementwise computation).
+pub trait Pointwise<T: Float, const N: usize> {
+    /// The expression at one element (or, for recorded values, as recorded ops).
+    fn eval<E: Elem<T>>(&self, args: [E; N]) -> E;
+}
+
+/// One element of a tensor, as an [`Elem`]: what a first-order backward runs elementwise rules on.
+/// A thin wrapper (no cost after inlining), so that the scalar maths of [`Float`] and the rule
+/// vocabulary of [`Elem`] never clash.
+#[derive(Clone, Copy, Debug, PartialEq, PartialOrd)]
+pub struct Scalar<T>(pub T);
+
+macro_rules! scalar_ops {
+    ($($tr:ident $m:ident $op:tt),*) => {$(
+        impl<T: Float> $tr for Scalar<T> {
+            type Output = Self;
+            #[inline(always)]
+            fn $m(self, o: Self) -> Self { Scalar(self.0 $op o.0) }
+        }
+        impl<T: Float> $tr<T> for Scalar<T> {
+            type Output = Self;
+            #[inline(always)]
+            fn $m(self, o: T) -> Self { Scalar(self.0 $op o) }
+        }
+    )*};
+}
+scalar_ops!(Add add +, Sub sub -, Mul mul *, Div div /);
+
+impl<T: Float> Neg for Scalar<T> {
+    type Output = Self;
+    #[inline(always)]
+    fn neg(self) -> Self {
+        Scalar(-self.0)
+    }
+}
+
+impl<T: Float> Elem<T> for Scalar<T> {
+    #[inline(always)]
+    fn lit(self, c: T) -> Self {
+        Scalar(c)
+    }
+    #[inline(always)]
+    fn map1<F: Unary<T>>(self, f: &F) -> Self {
+        Scalar(f.f(self.0))
+    }
+    #[inline(always)]
+    fn map2<F: Binary<T>>(self, other: Self, f: &F) -> Self {
+        Scalar(f.f(self.0, other.0))
+    }
+    #[inline(always)]
+    fn map3<F: Ternary<T>>(self, b: Self, c: Self, f: &F) -> Self {
+        Scalar(f.f(self.0, b.0, c.0))
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl<T: crate::Float> Sealed for crate::Tensor<T> {}
+    impl<T: crate::Float> Sealed for crate::Var<'_, T> {}
+}
+
+/// What a derivative rule receives and returns: a [`Tensor`] (first-order backward: computed at
+/// once, nothing recorded) or a [`Var`](crate::Var) (recorded backward: differentiable again).
+///
+/// Write a rule once, generic over `V: Value<T>`; the library runs it both ways. Every method is
+/// a primitive with its own rule, so a rule written in them is differentiable to any order.
+/// (Sealed: the interpretations are the library's.)
+pub trait Value<T: Float>: Clone + sealed::Sealed {
+    /// The shape.
+    fn shape(&self) -> Shape;
+    /// The number of elements.
+    fn numel(&self) -> usize {
+        self.shape().iter().product()
+    }
+    /// The concrete value (for a recorded value, its current value, with no dependence recorded:
+    /// use it for masks and indices, not for quantities that should be differentiated).
+    fn value(&self) -> Tensor<T>;
+    /// A constant (no gradient), usable with `self` (on the same tape, for a recorded value).
+    fn constant(&self, t: Tensor<T>) -> Self;
+    /// The elementwise expression `f` over `args`, broadcast together: one fused loop on tensors,
+    /// recorded ops on `Var`s.
+    fn pointwise<const N: usize, F: Pointwise<T, N>>(f: &F, args: [&Self; N]) -> Self;
+    /// Sums down to `shape`, which must broadcast to this shape (the rule of broadcasting). No
+    /// work when the shapes are equal.
+    fn sum_to(&self, shape: &[usize]) -> Self;
+    /// Sums down to the shape of `like` (the rule of a broadcasting op for its input `like`);
+    /// returns `self` itself (no work) when the shapes are equal.
+    fn sum_to_like(self, like: &Self) -> Self;
+    /// True when this value has shape `shape`.
+    fn has_shape(&self, shape: &[usize]) -> bool;
+    /// Broadcasts up to `shape` (the rule of `sum_to`). No work when the shapes are equal.
+    fn broadcast_to(&self, shape: &[usize]) -> Self;
+    /// The same elements with another shape of the same size.
+    fn reshape(&self, shape: &[usize]) -> Self;
+    /// Reorders the axes: axis `i` of the result is axis `perm[i]` of `self`.
+    fn permute(&self, perm: &[usize]) -> Self;
+    /// `op(self) @ op(b)` over the last two axes, batched; `op` transposes when its flag is set.
+    fn matmul_t(&self, b: &Self, ta: bool, tb: bool) -> Self;
+    /// Applies any op: on tensors its forward runs at once; on `Var`s it is recorded (so its own
+    /// rule makes the result differentiable). The fused backward ops (`softmax_backward`, …) are
+    /// used this way.
+    fn apply<O: Op<T>>(op: O, inputs: &[&Self]) -> Result<Self>;
+    /// A gradient computed from *values* (outside the rule vocabulary): on tensors it is simply
+    /// `grad`; recorded, it becomes a node that fails loudly — naming `op` and the line that built
+    /// the op's node — if a second derivative ever reaches it. `deps` are the values it was
+    /// computed from (inputs, output, cotangent).
+    fn first_order_only(op: &'static str, input: usize, grad: Tensor<T>, deps: &[&Self]) -> Self;
+
+    /// `self + o`, broadcasting.
+    fn add(&self, o: &Self) -> Self {
+        Self::pointwise(&Sum2, [self, o])
+    }
+    /// `self · o`, broadcasting.
+    fn mul(&self, o: &Self) -> Self {
+        Self::pointwise(&Prod2, [self, o])
+    }
+    /// `self · c` for a constant `c`.
+    fn scale(&self, c: T) -> Self {
+        Self::pointwise(&Scale(c), [self])
+    }
+    /// `−self`.
+    fn neg(&self) -> Self {
+        Self::pointwise(&Negate, [self])
+    }
+}
+
+/// `a + b`, as a pointwise expression.
+struct Sum2;
+impl<T: Float> Pointwise<T, 2> for Sum2 {
+    #[inline(always)]
+    fn eval<E: Elem<T>>(&self, [a, b]: [E; 2]) -> E {
+        a + b
+    }
+}
+/// `a · b`, as a pointwise expression.
+struct Prod2;
+impl<T: Float> Pointwise<T, 2> for Prod2 {
+    #[inline(always)]
+    fn eval<E: Elem<T>>(&self, [a, b]: [E; 2]) -> E {
+        a * b
+    }
+}
+/// `a · c`, as a pointwise expression.
+struct Scale<T>(T);
+impl<T: Float> Pointwise<T, 1> for Scale<T> {
+    #[inline(always)]
+    fn eval<E: Elem<T>>(&self, [a]: [E; 1]) -> E {
+        a * self.0
+    }
+}
+/// `−a`, as a pointwise expression.
+struct Negate;
+impl<T: Float> Pointwise<T, 1> for Negate {
+    #[inline(always)]
+    fn eval<E: Elem<T>>(&self, [a]: [E; 1]) -> E {
+        -a
+    }
+}
+
+impl<T: Float> Value<T> for Tensor<T> {
+    fn shape(&self) -> Shape {
+        shape_of(Tensor::shape(self))
+    }
+    fn numel(&self) -> usize {
+        Tensor::numel(self)
+    }
+    fn value(&self) -> Tensor<T> {
+        self.clone()
+    }
+    fn constant(&self, t: Tensor<T>) -> Self {
+        t
+    }
+    #[inline]
+    fn pointwise<const N: usize, F: Pointwise<T, N>>(f: &F, args: [&Self; N]) -> Self {
+        Tensor::zip_n("pointwise", args, |x| f.eval(x.map(Scalar)).0)
+    }
+    fn sum_to(&self, shape: &[usize]) -> Self {
+        Tensor::sum_to(self, shape)
+    }
+    fn sum_to_like(self, like: &Self) -> Self {
+        if crate::core::shape::same_shape(Tensor::shape(&self), Tensor::shape(like)) {
+            return self;
+        }
+        Tensor::sum_to(&self, like.shape())
+    }
+    fn has_shape(&self, shape: &[usize]) -> bool {
+        crate::core::shape::same_shape(Tensor::shape(self), shape)
+    }
+    fn broadcast_to(&self, shape: &[usize]) -> Self {
+        Tensor::broadcast_to(self, shape)
+    }
+    #[track_caller]
+    fn reshape(&self, shape: &[usize]) -> Self {
+        Tensor::reshape(self, shape)
+    }
+    fn permute(&self, perm: &[usize]) -> Self {
+        Tensor::permute(self, perm)
+    }
+    fn matmul_t(&self, b: &Self, ta: bool, tb: bool) -> Self {
+        self.try_matmul_t(b, ta, tb, "matmul")
+            .unwrap_or_else(|e| crate::core::error::fail(e))
+    }
+    fn apply<O: Op<T>>(op: O, inputs: &[&Self]) -> Result<Self> {
+        op.forward(inputs)
+    }
+    fn first_order_only(_op: &'static str, _input: usize, grad: Tensor<T>, _deps: &[&Self]) -> Self {
+        grad
+    }
+}
+
+/// Runs an elementwise expression on values of any interpretation (the function form of
+/// [`Value::pointwise`], for type inference from the arguments); see [`pointwise!`](crate::pointwise).
+#[inline]
+pub fn pointwise<T: Float, V: Value<T>, F: Pointwise<T, N>, const N: usize>(f: &F, args: [&V; N]) -> V {
+    V::pointwise(f, args)
+}
+
+/// Counts identifiers (a helper of [`pointwise!`](crate::pointwise)).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __count_idents {
+    () => { 0usize };
+    ($x:ident $($xs:ident)*) => { 1usize + $crate::__count_idents!($($xs)*) };
+}
+
+/// An elementwise rule written inline: `pointwise!(T; g, y => g * y * (-y + T::ONE))` evaluates
+/// the expression over the [`Value`]s `g` and `y` in scope — one fused loop on tensors, recorded
+/// ops on `Var`s — with the same names standing for one element inside the expression. `T` names
+/// the element type (so the expression can use `T::ONE`, `T::from_f64(..)`).
+///
+/// ```
+/// use tapegrad::{pointwise, Cotangents, Float, Op, Result, Tape, Tensor, Value, VjpCtx};
+/// /// `y = x³` with its rule `3x²·g`, written once for both backward passes.
+/// struct Cube;
+/// impl<T: Float> Op<T> for Cube {
+///     fn name(&self) -> &'static str { "cube" }
+///     fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> { Ok(x[0].map(|v| v * v * v)) }
+///     fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, g: &V) -> Result<Cotangents<V>> {
+///         let x = cx.input(0);
+///         Ok(cx.grads([Some(pointwise!(T; g, x => g * x * x * T::from_f64(3.0)))]))
+///     }
+/// }
+/// let tape = Tape::<f64>::new();
+/// let x = tape.var(Tensor::scalar(2.0));
+/// let y = tape.apply(Cube, &[x]);
+/// assert_eq!(y.backward()[x].item(), 12.0);
+/// let dy = tape.grad_graph(&[y], &[tape.scalar(1.0)], &[x])[0];
+/// assert_eq!(tape.grad(&[dy], &[Tensor::scalar(1.0)], &[x])[0].item(), 12.0); // 6x
+/// ```
+#[macro_export]
+macro_rules! pointwise {
+    ($T:ident; $($a:ident),+ => $body:expr) => {{
+        struct InlineRule;
+        impl<$T: $crate::Float> $crate::autodiff::Pointwise<$T, { $crate::__count_idents!($($a)+) }> for InlineRule {
+            #[inline(always)]
+            fn eval<E: $crate::Elem<$T>>(&self, [$($a),+]: [E; { $crate::__count_idents!($($a)+) }]) -> E {
+                $body
+            }
+        }
+        $crate::autodiff::value::pointwise(&InlineRule, [$($a),+])
+    }};
+}
