@@ -53,12 +53,17 @@ pub use crate::debug::{anomaly, graph, profile};
 pub use crate::nn::optim;
 #[cfg(feature = "ndarray")]
 pub use crate::tensor::ndarray as interop;
-pub use crate::transforms as functional;
+/// The function transforms at the path of the first version: [`transforms`], plus the
+/// `gradgradcheck` family that now lives in [`check`].
+pub mod functional {
+    pub use crate::check::{GradgradcheckReport, gradgradcheck, gradgradcheck_registry};
+    pub use crate::transforms::*;
+}
 
 pub use crate::autodiff::backward::Grads;
-pub use crate::autodiff::op::{Cotangents, Op, VjpCtx};
+pub use crate::autodiff::rule::{Cotangents, Op, VjpCtx};
+pub use crate::autodiff::rule::{Elem, Value};
 pub use crate::autodiff::tape::{NoGradGuard, Tape, Var};
-pub use crate::autodiff::value::{Elem, Value};
 pub use crate::core::error::{Error, ErrorKind, Result, attempt};
 pub use crate::core::float::Float;
 pub use crate::core::shape::Shape;

@@ -52,7 +52,7 @@
 use crate::autodiff::tape::Var;
 use crate::core::error::fail;
 use crate::core::float::Float;
-use crate::ops::fused::softmax_axis;
+use crate::ops::fused::common::softmax_axis;
 use crate::tensor::Tensor;
 use std::panic::Location;
 

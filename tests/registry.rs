@@ -1,7 +1,7 @@
 //! Registry-driven checks: every registered op, every sample, no per-op test code.
 
 use tapegrad::check::{GradcheckOptions, check_backward_paths_agree, check_nan_propagation, check_registry, gradcheck};
-use tapegrad::{NanRule, OpInfo, Registry, Tape, Tensor, Var};
+use tapegrad::{OpInfo, Registry, Tape, Tensor, Var};
 
 #[test]
 fn every_registered_op_passes_gradcheck_in_f64() {
@@ -66,13 +66,7 @@ fn samples_cover_broadcast_one_element_and_3d_inputs() {
 #[test]
 fn an_op_registered_without_samples_fails_the_check() {
     let mut reg = Registry::new();
-    reg.register(OpInfo {
-        name: "exp",
-        summary: "test entry with no samples",
-        differentiable_twice: true,
-        nan: NanRule::Propagates,
-        samples: Vec::new,
-    });
+    reg.register(OpInfo::new("exp", "test entry with no samples", Vec::new));
     let failures = check_registry(&reg, &GradcheckOptions::default());
     assert_eq!(failures.len(), 1);
     assert!(failures[0].problem.contains("without samples"));
@@ -81,13 +75,9 @@ fn an_op_registered_without_samples_fails_the_check() {
 #[test]
 fn a_sample_that_does_not_record_its_op_fails_the_check() {
     let mut reg = Registry::new();
-    reg.register(OpInfo {
-        name: "tanh",
-        summary: "mislabelled sample",
-        differentiable_twice: true,
-        nan: NanRule::Propagates,
-        samples: || vec![tapegrad::sample!("exp instead", [Tensor::scalar(0.5)], |v| v[0].exp())],
-    });
+    reg.register(OpInfo::new("tanh", "mislabelled sample", || {
+        vec![tapegrad::sample!("exp instead", [Tensor::scalar(0.5)], |v| v[0].exp())]
+    }));
     let failures = check_registry(&reg, &GradcheckOptions::default());
     assert_eq!(failures.len(), 1, "{failures:?}");
     assert!(failures[0].problem.contains("never records"));

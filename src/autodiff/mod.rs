@@ -1,14 +1,21 @@
-//! Reverse mode: the [`tape::Tape`] (Wengert list) and its [`tape::Var`] handles, the
-//! [`op::Op`] trait every primitive implements with **one** derivative rule, the traits that rule
-//! is written in ([`value::Value`], [`value::Elem`]), the one backward sweep ([`sweep`]) and the
-//! calls that run it ([`backward`]), and the hook tools watch a tape through ([`observer`]).
+//! Reverse mode, in four files read top to bottom:
+//!
+//! * [`rule`] — the [`Op`] trait every primitive implements with **one** derivative rule, and the
+//!   vocabulary that rule is written in ([`Value`], [`Elem`], [`Pointwise`]);
+//! * [`tape`] — the [`Tape`](tape::Tape) (Wengert list), its [`Var`](tape::Var) handles, and the
+//!   [`Observer`] hook tools watch it through;
+//! * [`sweep`] — the one backward sweep, generic over how rules are interpreted;
+//! * [`backward`] — `backward`, `grad`, `grad_graph` and [`Grads`](backward::Grads).
 
 pub mod backward;
-pub mod observer;
-pub mod op;
+pub mod rule;
 pub mod sweep;
 pub mod tape;
-pub mod value;
 
-pub use observer::Observer;
-pub use value::{Binary, Elem, Pointwise, Scalar, Ternary, Unary, Value};
+pub use rule::{Binary, Cotangents, Elem, Op, Pointwise, Scalar, Ternary, Unary, Value, VjpCtx, pointwise};
+pub use tape::Observer;
+
+/// The `Op` trait and what its rule sees, at the path of the first version (see [`rule`]).
+pub mod op {
+    pub use super::rule::{Cotangents, Op, VjpCtx};
+}

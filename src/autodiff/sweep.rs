@@ -15,9 +15,9 @@
 //!
 //! [`Op::vjp`]: crate::Op::vjp
 
-use crate::autodiff::op::{Cotangents, VjpCtx};
+use crate::autodiff::rule::Value;
+use crate::autodiff::rule::{Cotangents, VjpCtx};
 use crate::autodiff::tape::{Tape, Var};
-use crate::autodiff::value::Value;
 use crate::core::error::{Error, ErrorKind, Result};
 use crate::core::float::Float;
 use crate::core::shape::fmt_shape;
@@ -131,7 +131,7 @@ pub(crate) fn sweep<'t, T: Float, I: Interpretation<'t, T>>(
     observers.iter().for_each(|o| o.backward_begin(tape, top));
     // `backward_end` runs however the sweep ends: done, an error, or a panicking rule.
     struct End<'a, 't, T: Float>(
-        &'a [std::sync::Arc<dyn crate::autodiff::observer::Observer<T>>],
+        &'a [std::sync::Arc<dyn crate::autodiff::tape::Observer<T>>],
         &'t Tape<T>,
     );
     impl<T: Float> Drop for End<'_, '_, T> {

@@ -15,8 +15,7 @@
 //! assert_eq!(y.backward()[x].to_vec(), vec![2.0, 4.0, 6.0]);
 //! ```
 
-use crate::autodiff::observer::Observer;
-use crate::autodiff::op::{Op, OpRef};
+use crate::autodiff::rule::{Cotangents, Op, VjpCtx};
 use crate::core::error::{Error, ErrorKind, Result, fail};
 use crate::core::float::Float;
 use crate::core::shape::fmt_shape;
@@ -488,5 +487,138 @@ impl<'t, T: Float> Var<'t, T> {
         let v = self.value();
         let cut = self.requires_grad().then_some(Cut::Detached);
         self.tape.leaf_with(v, false, cut, Location::caller())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// How a node holds its op.
+// ---------------------------------------------------------------------------------------------
+
+/// The object-safe face of an [`Op`], as a node stores it: the one generic rule instantiated for
+/// each interpretation (values, recorded `Var`s).
+pub(crate) trait DynOp<T: Float>: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn params(&self) -> String;
+    fn forward(&self, inputs: &[&Tensor<T>]) -> Result<Tensor<T>>;
+    /// The rule on values (first-order backward).
+    fn vjp_values(&self, cx: &VjpCtx<'_, Tensor<T>>, g: &Tensor<T>) -> Result<Cotangents<Tensor<T>>>;
+    /// The rule on recorded values (recorded backward).
+    fn vjp_vars<'t>(&self, cx: &VjpCtx<'_, Var<'t, T>>, g: &Var<'t, T>) -> Result<Cotangents<Var<'t, T>>>;
+}
+
+impl<T: Float, O: Op<T>> DynOp<T> for O {
+    fn name(&self) -> &'static str {
+        Op::name(self)
+    }
+    fn params(&self) -> String {
+        Op::params(self)
+    }
+    fn forward(&self, inputs: &[&Tensor<T>]) -> Result<Tensor<T>> {
+        Op::forward(self, inputs)
+    }
+    fn vjp_values(&self, cx: &VjpCtx<'_, Tensor<T>>, g: &Tensor<T>) -> Result<Cotangents<Tensor<T>>> {
+        self.vjp(cx, g)
+    }
+    fn vjp_vars<'t>(&self, cx: &VjpCtx<'_, Var<'t, T>>, g: &Var<'t, T>) -> Result<Cotangents<Var<'t, T>>> {
+        self.vjp(cx, g)
+    }
+}
+
+/// How a node holds its op: built-in stateless ops are shared statics (no allocation per node),
+/// ops with parameters are reference-counted.
+#[derive(Clone)]
+pub(crate) enum OpRef<T: Float> {
+    Static(&'static dyn DynOp<T>),
+    Shared(Arc<dyn DynOp<T>>),
+}
+
+impl<T: Float> OpRef<T> {
+    /// A parameterised (or user) op, moved behind a reference count.
+    pub(crate) fn new(op: impl Op<T>) -> Self {
+        OpRef::Shared(Arc::new(op))
+    }
+
+    pub(crate) fn get(&self) -> &dyn DynOp<T> {
+        match self {
+            OpRef::Static(o) => *o,
+            OpRef::Shared(o) => &**o,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Observers.
+// ---------------------------------------------------------------------------------------------
+
+/// The one hook through which tools watch a tape: an [`Observer`] sees every node as it is
+/// recorded and every gradient as a backward sweep produces it. Anomaly mode
+/// ([`crate::debug::anomaly`]) and the profiler ([`crate::debug::profile`]) are observers; the
+/// tape and the sweep call no tool by name.
+///
+/// ```
+/// use std::sync::{Arc, atomic::{AtomicUsize, Ordering}};
+/// use tapegrad::{autodiff::Observer, Tape, Tensor};
+///
+/// /// Counts the rules a backward runs.
+/// #[derive(Debug, Default)]
+/// struct CountRules(AtomicUsize);
+/// impl Observer<f64> for CountRules {
+///     fn rule_begin(&self, _tape: &Tape<f64>, _node: usize) {
+///         self.0.fetch_add(1, Ordering::Relaxed);
+///     }
+/// }
+///
+/// let tape = Tape::<f64>::new();
+/// let counter = Arc::new(CountRules::default());
+/// tape.add_observer(counter.clone());
+/// let x = tape.var(Tensor::scalar(2.0));
+/// let _ = (x.exp() * x).backward();
+/// assert_eq!(counter.0.load(Ordering::Relaxed), 2); // mul, exp
+/// ```
+///
+/// Every method has an empty default.
+///
+/// Methods receive the tape, so they can describe nodes (`tape.describe(i)`-style messages go
+/// through the public `Var`/graph API); they must not record on it.
+pub trait Observer<T: Float>: Send + Sync + std::fmt::Debug {
+    /// A name, so the observer can be found and detached ([`Tape::remove_observers`]).
+    fn name(&self) -> &'static str {
+        "observer"
+    }
+    /// An op named `op` with input nodes `inputs` computed `value` and is about to be recorded;
+    /// an error refuses it (nothing is recorded and the op's caller gets the error).
+    fn recording(&self, tape: &Tape<T>, op: &'static str, inputs: &[usize], value: &Tensor<T>) -> Result<()> {
+        let _ = (tape, op, inputs, value);
+        Ok(())
+    }
+    /// A backward sweep from node `output` starts.
+    fn backward_begin(&self, tape: &Tape<T>, output: usize) {
+        let _ = (tape, output);
+    }
+    /// The sweep is about to run node `node`'s rule.
+    fn rule_begin(&self, tape: &Tape<T>, node: usize) {
+        let _ = (tape, node);
+    }
+    /// Node `node`'s rule produced `grad` for its input `input`, from the cotangent `incoming`;
+    /// an error stops the backward (which returns it).
+    fn gradient(
+        &self,
+        tape: &Tape<T>,
+        node: usize,
+        input: usize,
+        grad: &Tensor<T>,
+        incoming: &Tensor<T>,
+    ) -> Result<()> {
+        let _ = (tape, node, input, grad, incoming);
+        Ok(())
+    }
+    /// Node `node`'s gradients have been accumulated into its inputs.
+    fn rule_end(&self, tape: &Tape<T>, node: usize) {
+        let _ = (tape, node);
+    }
+    /// The sweep ended: successfully, with an error, or by a panic in a rule (always called once
+    /// for each `backward_begin`).
+    fn backward_end(&self, tape: &Tape<T>) {
+        let _ = tape;
     }
 }

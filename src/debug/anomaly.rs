@@ -37,7 +37,7 @@
 //! Cost: one finiteness scan per recorded value and per gradient (measured in `benches/anomaly.rs`,
 //! see the README).
 
-use crate::autodiff::observer::Observer;
+use crate::autodiff::tape::Observer;
 use crate::autodiff::tape::Tape;
 use crate::core::error::{Error, ErrorKind, Result};
 use crate::core::float::Float;

@@ -32,7 +32,7 @@
 //! println!("{p}");
 //! ```
 
-use crate::autodiff::observer::Observer;
+use crate::autodiff::tape::Observer;
 use crate::autodiff::tape::{Tape, Var};
 use crate::core::float::Float;
 use crate::debug::graph::{fmt_bytes, nodes_info, reach};

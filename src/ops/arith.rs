@@ -5,11 +5,12 @@
 //!
 //! Broadcasting VJPs sum each gradient back to its input's shape (`sum_to`).
 
+use super::common::{arity, broadcast_zip};
+use super::registry::{Domain, NanRule, OpInfo, Registry};
 use super::select::{ByD, MinusHyOverD, OverD};
-use super::{NanRule, OpInfo, Registry, arity, broadcast_zip};
-use crate::autodiff::op::{Cotangents, Op, OpRef, VjpCtx};
-use crate::autodiff::tape::Var;
-use crate::autodiff::value::{Elem, Pointwise, Unary, Value};
+use crate::autodiff::rule::{Cotangents, Op, VjpCtx};
+use crate::autodiff::rule::{Elem, Pointwise, Unary, Value};
+use crate::autodiff::tape::{OpRef, Var};
 use crate::core::error::Result;
 use crate::core::float::Float;
 use crate::sample;
@@ -344,6 +345,8 @@ pub(crate) fn register(r: &mut Registry) {
                 summary: $summary,
                 differentiable_twice: true,
                 nan: NanRule::Propagates,
+                domain: Domain::Real,
+                recipe: None,
                 samples: || {
                     bin_samples()
                         .into_iter()
@@ -367,8 +370,10 @@ pub(crate) fn register(r: &mut Registry) {
         summary: "xᵖ, constant p (x > 0)",
         differentiable_twice: true,
         nan: NanRule::Propagates,
+        domain: Domain::Real,
+        recipe: None,
         samples: || {
-            let pos = |s: &[usize], seed| super::Domain::Positive.sample(s, seed);
+            let pos = |s: &[usize], seed| Domain::Positive.sample(s, seed);
             vec![
                 sample!("[2,3] ^ 2.5", [pos(&[2, 3], 20)], |v| v[0].powf(2.5)),
                 sample!("0-d ^ -1.5", [pos(&[], 21)], |v| v[0].powf(-1.5)),
@@ -382,6 +387,8 @@ pub(crate) fn register(r: &mut Registry) {
         summary: "−x",
         differentiable_twice: true,
         nan: NanRule::Propagates,
+        domain: Domain::Real,
+        recipe: None,
         samples: || {
             vec![
                 sample!("[2,3]", [Tensor::rand_normal([2, 3], 0.0, 1.0, 10)], |v| -v[0]),
@@ -394,6 +401,8 @@ pub(crate) fn register(r: &mut Registry) {
         summary: "x + c",
         differentiable_twice: true,
         nan: NanRule::Propagates,
+        domain: Domain::Real,
+        recipe: None,
         samples: || {
             vec![
                 sample!("[2,3] + 1.5", [Tensor::rand_normal([2, 3], 0.0, 1.0, 11)], |v| v[0]
@@ -407,6 +416,8 @@ pub(crate) fn register(r: &mut Registry) {
         summary: "x · c",
         differentiable_twice: true,
         nan: NanRule::Propagates,
+        domain: Domain::Real,
+        recipe: None,
         samples: || {
             vec![
                 sample!("[2,3] · 2.5", [Tensor::rand_normal([2, 3], 0.0, 1.0, 13)], |v| v[0]
@@ -422,6 +433,8 @@ pub(crate) fn register(r: &mut Registry) {
         summary: "c / x",
         differentiable_twice: true,
         nan: NanRule::Propagates,
+        domain: Domain::Real,
+        recipe: None,
         samples: || {
             vec![
                 sample!("3 / x, [2,3]", [Tensor::rand_uniform([2, 3], 0.5, 2.0, 15)], |v| 3.0

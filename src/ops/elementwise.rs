@@ -20,15 +20,16 @@
 //! rules ([`Math`]) and its registry entry; the registry-driven tests, the random programs and the
 //! fuzzer pick it up.
 
+use super::common::arity;
+use super::registry::{Domain, OpInfo, Registry};
 use super::select::Logic;
-use super::{Domain, NanRule, OpInfo, Registry, arity};
-use crate::autodiff::op::{Cotangents, Op, OpRef, VjpCtx};
-use crate::autodiff::tape::Var;
-use crate::autodiff::value::{Elem, Pointwise, Unary, Value};
+use crate::autodiff::rule::{Cotangents, Op, VjpCtx};
+use crate::autodiff::rule::{Elem, Pointwise, Unary, Value};
+use crate::autodiff::tape::{OpRef, Var};
 use crate::core::error::Result;
 use crate::core::float::Float;
-use crate::sample;
 use crate::tensor::{Tensor, kernels};
+use crate::{recipe, sample};
 
 /// Declares the table: for every row an op type (forward, rule), a [`Math`] method for rules, a
 /// `Var` method and a registry entry.
@@ -103,35 +104,28 @@ macro_rules! unary_table {
 
         pub(crate) fn register(r: &mut Registry) {
             $(
-                r.register(unary_entry($name, $summary, $domain, $reference, || {
-                    vec![
-                        sample!("[2,3]", [$domain.sample(&[2, 3], 20)], |v| v[0].$method()),
-                        sample!("0-d", [$domain.sample(&[], 21)], |v| v[0].$method()),
-                        sample!("[1]", [$domain.sample(&[1], 22)], |v| v[0].$method()),
-                        sample!("3-D [2,3,2]", [$domain.sample(&[2, 3, 2], 23)], |v| v[0].$method()),
-                    ]
-                }));
+                r.register(
+                    OpInfo::new($name, $summary, || {
+                        let reference: fn(&[Tensor<f64>]) -> Tensor<f64> = |x| x[0].map($reference);
+                        vec![
+                            sample!("[2,3]", [$domain.sample(&[2, 3], 20)], |v| v[0].$method()),
+                            sample!("0-d", [$domain.sample(&[], 21)], |v| v[0].$method()),
+                            sample!("[1]", [$domain.sample(&[1], 22)], |v| v[0].$method()),
+                            sample!("3-D [2,3,2]", [$domain.sample(&[2, 3, 2], 23)], |v| v[0].$method()),
+                        ]
+                        .into_iter()
+                        .map(|s| s.with_reference(reference))
+                        .collect()
+                    })
+                    .domain($domain)
+                    .recipe(recipe!(|c, v| {
+                        let x = c.pick(v);
+                        Some(c.into_domain(x, $domain).$method())
+                    })),
+                );
             )*
         }
     };
-}
-
-/// The registry entry of one row of the table.
-fn unary_entry(
-    name: &'static str,
-    summary: &'static str,
-    domain: Domain,
-    reference: fn(f64) -> f64,
-    samples: fn() -> Vec<crate::ops::Sample>,
-) -> OpInfo {
-    let _ = (domain, reference);
-    OpInfo {
-        name,
-        summary,
-        differentiable_twice: true,
-        nan: NanRule::Propagates,
-        samples,
-    }
 }
 
 unary_table! {

@@ -2,10 +2,11 @@
 //! them, so each rule is the inverse movement: reshape back, permute by the inverse permutation,
 //! sum back down (`sum_to`).
 
-use super::{NanRule, OpInfo, Registry, arity};
-use crate::autodiff::op::{Cotangents, Op, OpRef, VjpCtx};
-use crate::autodiff::tape::Var;
-use crate::autodiff::value::Value;
+use super::common::arity;
+use super::registry::{Domain, NanRule, OpInfo, Registry};
+use crate::autodiff::rule::Value;
+use crate::autodiff::rule::{Cotangents, Op, VjpCtx};
+use crate::autodiff::tape::{OpRef, Var};
 use crate::core::error::{Error, Result, fail};
 use crate::core::float::Float;
 use crate::core::shape::{Shape, fmt_shape, shape_of};
@@ -132,6 +133,8 @@ pub(crate) fn register(r: &mut Registry) {
         summary: "same values, new shape",
         differentiable_twice: true,
         nan: NanRule::Propagates,
+        domain: Domain::Real,
+        recipe: None,
         samples: || {
             let n = |s: &[usize], seed| Tensor::<f64>::rand_normal(s, 0.0, 1.0, seed);
             vec![
@@ -146,6 +149,8 @@ pub(crate) fn register(r: &mut Registry) {
         summary: "reorder axes (transpose)",
         differentiable_twice: true,
         nan: NanRule::Propagates,
+        domain: Domain::Real,
+        recipe: None,
         samples: || {
             let n = |s: &[usize], seed| Tensor::<f64>::rand_normal(s, 0.0, 1.0, seed);
             vec![
@@ -160,6 +165,8 @@ pub(crate) fn register(r: &mut Registry) {
         summary: "repeat along broadcast axes (NumPy rules)",
         differentiable_twice: true,
         nan: NanRule::Propagates,
+        domain: Domain::Real,
+        recipe: None,
         samples: || {
             let n = |s: &[usize], seed| Tensor::<f64>::rand_normal(s, 0.0, 1.0, seed);
             vec![

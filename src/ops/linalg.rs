@@ -4,10 +4,11 @@
 //! backward pass (`dA = G Bᵀ`, `dB = Aᵀ G`) multiplies by transposes without copying them: the
 //! kernel (`matrixmultiply`) reads the operands through strides.
 
-use super::{NanRule, OpInfo, Registry, arity};
-use crate::autodiff::op::{Cotangents, Op, OpRef, VjpCtx};
-use crate::autodiff::tape::Var;
-use crate::autodiff::value::Value;
+use super::common::arity;
+use super::registry::{Domain, NanRule, OpInfo, Registry};
+use crate::autodiff::rule::Value;
+use crate::autodiff::rule::{Cotangents, Op, VjpCtx};
+use crate::autodiff::tape::{OpRef, Var};
 use crate::core::error::Result;
 use crate::core::float::Float;
 use crate::sample;
@@ -92,6 +93,8 @@ pub(crate) fn register(r: &mut Registry) {
                 summary: "matrix product op(A) @ op(B), batched with broadcasting",
                 differentiable_twice: true,
                 nan: NanRule::Propagates,
+                domain: Domain::Real,
+                recipe: None,
                 samples: || {
                     let n = |s: &[usize], seed| Tensor::<f64>::rand_normal(s, 0.0, 1.0, seed);
                     // Shapes of op(A) = [m, k] and op(B) = [k, n], stored transposed where flagged.

@@ -5,11 +5,12 @@
 //! one `argmax` returns), as in PyTorch's `max(dim)`; the other tied elements get zero. This is a
 //! valid subgradient, and it keeps the gradient's sum equal to the incoming gradient.
 
+use super::common::{arity, resolve_axis};
+use super::registry::{Domain, NanRule, OpInfo, Registry};
 use super::select::TakeIf;
-use super::{NanRule, OpInfo, Registry, arity, resolve_axis};
-use crate::autodiff::op::{Cotangents, Op, OpRef, VjpCtx};
-use crate::autodiff::tape::Var;
-use crate::autodiff::value::Value;
+use crate::autodiff::rule::Value;
+use crate::autodiff::rule::{Cotangents, Op, VjpCtx};
+use crate::autodiff::tape::{OpRef, Var};
 use crate::core::error::{Error, Result};
 use crate::core::float::Float;
 use crate::core::shape::{Shape, broadcasts_to, fmt_shape, shape_of};
@@ -258,6 +259,8 @@ pub(crate) fn register(r: &mut Registry) {
         summary: "sum over all axes or one axis (keepdim)",
         differentiable_twice: true,
         nan: NanRule::Propagates,
+        domain: Domain::Real,
+        recipe: None,
         samples: || {
             let n = |s: &[usize], seed| Tensor::<f64>::rand_normal(s, 0.0, 1.0, seed);
             vec![
@@ -275,6 +278,8 @@ pub(crate) fn register(r: &mut Registry) {
         summary: "mean over all axes or one axis (keepdim)",
         differentiable_twice: true,
         nan: NanRule::Propagates,
+        domain: Domain::Real,
+        recipe: None,
         samples: || {
             let n = |s: &[usize], seed| Tensor::<f64>::rand_normal(s, 0.0, 1.0, seed);
             vec![
@@ -290,6 +295,8 @@ pub(crate) fn register(r: &mut Registry) {
         summary: "max along one axis (keepdim); gradient to the first arg-max",
         differentiable_twice: true,
         nan: NanRule::Propagates,
+        domain: Domain::Real,
+        recipe: None,
         samples: || {
             // Distinct values, so finite differences do not straddle a tie.
             let d = |s: &[usize], seed: u64| {
@@ -314,6 +321,8 @@ pub(crate) fn register(r: &mut Registry) {
         summary: "sum down to a shape that broadcasts up to the input (VJP of broadcasting)",
         differentiable_twice: true,
         nan: NanRule::Propagates,
+        domain: Domain::Real,
+        recipe: None,
         samples: || {
             let n = |s: &[usize], seed| Tensor::<f64>::rand_normal(s, 0.0, 1.0, seed);
             vec![

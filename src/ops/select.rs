@@ -33,10 +33,11 @@
 //! Limit: the convention covers elementwise ops. A `matmul` whose operand holds `±∞` or NaN still
 //! mixes it into every output of its row/column (IEEE `0 · ∞ = NaN` inside the kernel).
 
-use super::{NanRule, OpInfo, Registry, arity, broadcast_zip};
-use crate::autodiff::op::{Cotangents, Op, OpRef, VjpCtx};
-use crate::autodiff::tape::Var;
-use crate::autodiff::value::{Binary, Elem, Pointwise, Ternary, Value};
+use super::common::{arity, broadcast_zip};
+use super::registry::{Domain, NanRule, OpInfo, Registry};
+use crate::autodiff::rule::{Binary, Elem, Pointwise, Ternary, Value};
+use crate::autodiff::rule::{Cotangents, Op, VjpCtx};
+use crate::autodiff::tape::{OpRef, Var};
 use crate::core::error::{Error, Result};
 use crate::core::float::Float;
 use crate::core::shape::fmt_shape;
@@ -68,94 +69,80 @@ pub trait Logic<T: Float>: Elem<T> {
     /// The mask `self > o` (1 or 0; false with NaN).
     #[inline(always)]
     fn gt(self, o: Self) -> Self {
-        self.map2(o, &GT)
+        self.map2(o, &Gt)
     }
     /// The mask `self < o`.
     #[inline(always)]
     fn lt(self, o: Self) -> Self {
-        self.map2(o, &LT)
+        self.map2(o, &Lt)
     }
     /// The mask `self ≥ o`.
     #[inline(always)]
     fn ge(self, o: Self) -> Self {
-        self.map2(o, &GE)
+        self.map2(o, &Ge)
     }
     /// The mask `self ≤ o`.
     #[inline(always)]
     fn le(self, o: Self) -> Self {
-        self.map2(o, &LE)
+        self.map2(o, &Le)
     }
     /// The mask `self == o`.
     #[inline(always)]
     fn eq(self, o: Self) -> Self {
-        self.map2(o, &EQ)
+        self.map2(o, &Eq)
     }
 }
 impl<T: Float, E: Elem<T>> Logic<T> for E {}
 
-/// An elementwise comparison producing a 0/1 mask (recorded as a constant: no gradient).
-#[derive(Clone, Copy, Debug)]
-pub struct Cmp {
-    name: &'static str,
-    f: fn(f64, f64) -> bool,
-}
+/// Declares the comparisons: each a type of its own (so it inlines into fused loops), producing
+/// a 0/1 mask that is recorded as a constant (no gradient).
+macro_rules! comparisons {
+    ($($ty:ident $name:literal $op:tt;)*) => {$(
+        #[doc = concat!("The mask `a ", stringify!($op), " b` (1 where true, 0 where false; false with NaN).")]
+        #[derive(Clone, Copy, Debug)]
+        pub struct $ty;
 
-impl<T: Float> Binary<T> for Cmp {
-    #[inline(always)]
-    fn f(&self, a: T, b: T) -> T {
-        if (self.f)(a.to_f64(), b.to_f64()) {
-            T::ONE
-        } else {
-            T::ZERO
+        impl<T: Float> Binary<T> for $ty {
+            #[inline(always)]
+            fn f(&self, a: T, b: T) -> T {
+                if a $op b { T::ONE } else { T::ZERO }
+            }
+            fn as_static(&self) -> Option<&'static Self> {
+                Some(&$ty)
+            }
+            fn is_mask(&self) -> bool {
+                true
+            }
         }
-    }
-    fn is_mask(&self) -> bool {
-        true
-    }
-    fn as_static(&self) -> Option<&'static Self> {
-        [&GT, &LT, &GE, &LE, &EQ].into_iter().find(|c| c.name == self.name)
-    }
+
+        impl<T: Float> Op<T> for $ty {
+            fn name(&self) -> &'static str {
+                $name
+            }
+            fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
+                arity($name, x, 2)?;
+                broadcast_zip($name, x[0], x[1], |a, b| Binary::f(self, a, b))
+            }
+            /// A mask is piecewise constant: its gradient is zero. (Never reached through the
+            /// `Var` methods, which record a comparison as a constant; a hand-built tape may.)
+            fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, _g: &V) -> Result<Cotangents<V>> {
+                let zeros = |i: usize| {
+                    let x = cx.input(i);
+                    x.constant(Tensor::zeros(x.shape()))
+                };
+                Ok(cx.grads([cx.needs_grad(0).then(|| zeros(0)), cx.needs_grad(1).then(|| zeros(1))]))
+            }
+        }
+    )*};
 }
 
-impl<T: Float> Op<T> for Cmp {
-    fn name(&self) -> &'static str {
-        self.name
-    }
-    fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
-        arity(self.name, x, 2)?;
-        broadcast_zip(self.name, x[0], x[1], |a, b| Binary::f(self, a, b))
-    }
-    /// A mask is piecewise constant: its gradient is zero. (Never reached through the `Var`
-    /// methods, which record a comparison as a constant; a hand-built tape may reach it.)
-    fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, _g: &V) -> Result<Cotangents<V>> {
-        let zeros = |i: usize| {
-            let x = cx.input(i);
-            x.constant(Tensor::zeros(x.shape()))
-        };
-        Ok(cx.grads([cx.needs_grad(0).then(|| zeros(0)), cx.needs_grad(1).then(|| zeros(1))]))
-    }
+comparisons! {
+    Gt "gt" >;
+    Lt "lt" <;
+    Ge "ge" >=;
+    Le "le" <=;
+    Eq "eq" ==;
 }
-
-static GT: Cmp = Cmp {
-    name: "gt",
-    f: |a, b| a > b,
-};
-static LT: Cmp = Cmp {
-    name: "lt",
-    f: |a, b| a < b,
-};
-static GE: Cmp = Cmp {
-    name: "ge",
-    f: |a, b| a >= b,
-};
-static LE: Cmp = Cmp {
-    name: "le",
-    f: |a, b| a <= b,
-};
-static EQ: Cmp = Cmp {
-    name: "eq",
-    f: |a, b| a == b,
-};
 
 /// `select(cond, a, b)`: `a` where `cond ≠ 0`, `b` elsewhere; all three broadcast together.
 #[derive(Clone, Copy, Debug)]
@@ -321,7 +308,7 @@ impl<T: Float> Op<T> for ChainDiv {
 
 impl<'t, T: Float> Var<'t, T> {
     #[track_caller]
-    fn compare(self, op: &'static Cmp, other: Var<'t, T>) -> Var<'t, T> {
+    fn compare(self, op: &'static dyn crate::autodiff::tape::DynOp<T>, other: Var<'t, T>) -> Var<'t, T> {
         let loc = Location::caller();
         let _off = self.tape.no_grad_guard();
         self.tape
@@ -342,31 +329,31 @@ impl<'t, T: Float> Var<'t, T> {
     /// ```
     #[track_caller]
     pub fn gt(self, other: Var<'t, T>) -> Var<'t, T> {
-        self.compare(&GT, other)
+        self.compare(&Gt, other)
     }
 
     /// The mask `self < other`; see [`gt`](Self::gt).
     #[track_caller]
     pub fn lt(self, other: Var<'t, T>) -> Var<'t, T> {
-        self.compare(&LT, other)
+        self.compare(&Lt, other)
     }
 
     /// The mask `self ≥ other`; see [`gt`](Self::gt).
     #[track_caller]
     pub fn ge(self, other: Var<'t, T>) -> Var<'t, T> {
-        self.compare(&GE, other)
+        self.compare(&Ge, other)
     }
 
     /// The mask `self ≤ other`; see [`gt`](Self::gt).
     #[track_caller]
     pub fn le(self, other: Var<'t, T>) -> Var<'t, T> {
-        self.compare(&LE, other)
+        self.compare(&Le, other)
     }
 
     /// The mask `self == other` (exact equality); see [`gt`](Self::gt).
     #[track_caller]
     pub fn eq(self, other: Var<'t, T>) -> Var<'t, T> {
-        self.compare(&EQ, other)
+        self.compare(&Eq, other)
     }
 
     /// NumPy's `where(self, on_true, on_false)`: `on_true` where this mask is non-zero (NaN counts
@@ -432,6 +419,8 @@ pub(crate) fn register(r: &mut Registry) {
                 summary: $summary,
                 differentiable_twice: true,
                 nan: NanRule::Absorbs(COMPARISONS_ABSORB_NAN),
+                domain: Domain::Real,
+                recipe: None,
                 samples: || {
                     vec![
                         sample!(
@@ -457,6 +446,8 @@ pub(crate) fn register(r: &mut Registry) {
         summary: "mask a == b (constant, no gradient)",
         differentiable_twice: true,
         nan: NanRule::Absorbs(COMPARISONS_ABSORB_NAN),
+        domain: Domain::Real,
+        recipe: None,
         samples: || {
             // Equality is a measure-zero event: the mask compares fixed data (as when testing
             // labels or indices), the gradient flows through the selected branches.
@@ -479,6 +470,8 @@ pub(crate) fn register(r: &mut Registry) {
         summary: "where(cond, a, b), broadcasting; the branch not taken gets exactly zero gradient",
         differentiable_twice: true,
         nan: NanRule::Propagates,
+        domain: Domain::Real,
+        recipe: None,
         samples: || {
             // Constant masks (as built from data or labels): a NaN planted in a branch must reach
             // the output exactly where that branch is taken. (Masks computed from a NaN are 0 —
@@ -514,6 +507,8 @@ pub(crate) fn register(r: &mut Registry) {
         summary: "g · d with a strong zero (0 where g = 0), the chain-rule product of VJP rules",
         differentiable_twice: true,
         nan: NanRule::Propagates,
+        domain: Domain::Real,
+        recipe: None,
         samples: || {
             let n = |s: &[usize], seed| Tensor::<f64>::rand_uniform(s, 0.3, 2.0, seed);
             vec![
@@ -529,6 +524,8 @@ pub(crate) fn register(r: &mut Registry) {
         summary: "g / d with a strong zero (0 where g = 0), the chain-rule quotient of VJP rules",
         differentiable_twice: true,
         nan: NanRule::Propagates,
+        domain: Domain::Real,
+        recipe: None,
         samples: || {
             let n = |s: &[usize], seed| Tensor::<f64>::rand_uniform(s, 0.3, 2.0, seed);
             vec![

@@ -5,9 +5,9 @@
 //! (The first-order interpretation, on tensors and [`Scalar`](crate::autodiff::Scalar)s, lives
 //! with the traits in [`crate::autodiff::value`]; this one needs the ops, so it lives here.)
 
-use crate::autodiff::op::{FirstOrderGrad, Op, OpRef};
-use crate::autodiff::tape::Var;
-use crate::autodiff::value::{Binary, Elem, Pointwise, Ternary, Unary, Value};
+use crate::autodiff::rule::{Binary, Elem, Pointwise, Ternary, Unary, Value};
+use crate::autodiff::rule::{FirstOrderGrad, Op};
+use crate::autodiff::tape::{OpRef, Var};
 use crate::core::error::{Result, fail};
 use crate::core::float::Float;
 use crate::core::shape::{Shape, broadcast_extents};

@@ -5,17 +5,18 @@
 //! that of saving the probabilities: the forward no longer writes them, the backward reads the
 //! logits instead). Every op is a pure function of its inputs.
 
-use super::{row_count, same_shape, softmax_axis};
-use crate::autodiff::op::{Cotangents, Op, OpRef, VjpCtx};
-use crate::autodiff::tape::Var;
-use crate::autodiff::value::Value;
+use super::common::keep_shape;
+use super::common::{row_count, same_shape, softmax_axis};
+use crate::autodiff::rule::Value;
+use crate::autodiff::rule::{Cotangents, Op, VjpCtx};
+use crate::autodiff::tape::{OpRef, Var};
 use crate::core::error::{Error, Result, fail};
 use crate::core::float::Float;
 use crate::core::shape::{fmt_shape, shape_of};
-use crate::ops::fused::keep_shape;
+use crate::ops::common::arity;
 use crate::ops::fused::log_softmax::LogSoftmaxOp;
 use crate::ops::fused::softmax::{SoftmaxBackwardOp, SoftmaxOp};
-use crate::ops::{NanRule, OpInfo, Registry, arity};
+use crate::ops::registry::{Domain, NanRule, OpInfo, Registry};
 use crate::sample;
 use crate::tensor::Tensor;
 use crate::tensor::axis::{along_axis, to_last};
@@ -198,7 +199,7 @@ impl<T: Float> Op<T> for CrossEntropyOp {
     fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, g: &V) -> Result<Cotangents<V>> {
         let x = cx.input(0);
         let shape = x.shape();
-        let a = crate::ops::resolve_axis("cross_entropy", self.0.axis, shape.len())?;
+        let a = crate::ops::common::resolve_axis("cross_entropy", self.0.axis, shape.len())?;
         let back = CrossEntropyBackwardOp(self.0.clone());
         let dx = match cx.needs_grad(0) {
             false => None,
@@ -251,7 +252,7 @@ impl<T: Float> Op<T> for CrossEntropyBackwardOp {
         let s = &self.0;
         let (x, g) = (cx.input(0), cx.input(1));
         let shape = x.shape();
-        let a = crate::ops::resolve_axis("cross_entropy_backward", s.axis, shape.len())?;
+        let a = crate::ops::common::resolve_axis("cross_entropy_backward", s.axis, shape.len())?;
         let c = s.scale::<T>(&shape, a);
         let p = V::apply(SoftmaxOp { axis: s.axis }, &[x])?;
         let sb = |v: &V| V::apply(SoftmaxBackwardOp { axis: s.axis }, &[&p, v]);
@@ -359,6 +360,8 @@ pub(crate) fn register(r: &mut Registry) {
         summary: "fused softmax cross-entropy (class or probability targets, mean or sum)",
         differentiable_twice: true,
         nan: NanRule::Propagates,
+        domain: Domain::Real,
+        recipe: None,
         samples: || {
             let n = |s: &[usize], seed| Tensor::<f64>::rand_normal(s, 0.0, 1.5, seed);
             let probs = |s: &[usize], seed| {
@@ -388,6 +391,8 @@ pub(crate) fn register(r: &mut Registry) {
         summary: "(softmax(x) − t)·g/rows, the VJP of cross-entropy as an op (checked through a recorded gradient)",
         differentiable_twice: true,
         nan: NanRule::Propagates,
+        domain: Domain::Real,
+        recipe: None,
         samples: || {
             vec![
                 sample!(

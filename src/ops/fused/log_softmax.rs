@@ -1,13 +1,15 @@
 //! Fused log-softmax: `x − log Σ exp(x)` computed stably in one kernel, VJP `g − softmax(x)·Σg`
 //! from the saved output — the op `log_softmax_backward`, with its own rule.
 
-use super::{keep_shape, same_shape, softmax_axis, x_and_w};
-use crate::autodiff::op::{Cotangents, Op, OpRef, VjpCtx};
-use crate::autodiff::tape::Var;
-use crate::autodiff::value::{Elem, Pointwise, Value};
+use super::common::{keep_shape, same_shape, softmax_axis, x_and_w};
+use crate::autodiff::rule::{Cotangents, Op, VjpCtx};
+use crate::autodiff::rule::{Elem, Pointwise, Value};
+use crate::autodiff::tape::{OpRef, Var};
 use crate::core::error::Result;
 use crate::core::float::Float;
-use crate::ops::{Math, NanRule, OpInfo, Registry, arity, resolve_axis};
+use crate::ops::common::{arity, resolve_axis};
+use crate::ops::elementwise::Math;
+use crate::ops::registry::{Domain, NanRule, OpInfo, Registry};
 use crate::sample;
 use crate::tensor::Tensor;
 use crate::tensor::axis::along_axis;
@@ -114,6 +116,8 @@ pub(crate) fn register(r: &mut Registry) {
         summary: "fused log-softmax along an axis; VJP g − softmax(x)·Σg",
         differentiable_twice: true,
         nan: NanRule::Propagates,
+        domain: Domain::Real,
+        recipe: None,
         samples: || {
             let n = |s: &[usize], seed| Tensor::<f64>::rand_normal(s, 0.0, 1.5, seed);
             vec![
@@ -128,6 +132,8 @@ pub(crate) fn register(r: &mut Registry) {
         summary: "g − exp(out)·Σg, the VJP of log-softmax as an op (checked through a recorded gradient)",
         differentiable_twice: true,
         nan: NanRule::Propagates,
+        domain: Domain::Real,
+        recipe: None,
         samples: || {
             vec![sample!("[3,4] axis 1", x_and_w(&[3, 4], 93), |v| {
                 let t = v[0].tape();

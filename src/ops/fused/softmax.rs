@@ -2,13 +2,14 @@
 //! (saving only `y`). That VJP is the op `softmax_backward`, whose own rule makes the fused path
 //! differentiable twice.
 
-use super::{keep_shape, same_shape, softmax_axis, x_and_w};
-use crate::autodiff::op::{Cotangents, Op, OpRef, VjpCtx};
-use crate::autodiff::tape::Var;
-use crate::autodiff::value::{Elem, Pointwise, Value};
+use super::common::{keep_shape, same_shape, softmax_axis, x_and_w};
+use crate::autodiff::rule::{Cotangents, Op, VjpCtx};
+use crate::autodiff::rule::{Elem, Pointwise, Value};
+use crate::autodiff::tape::{OpRef, Var};
 use crate::core::error::Result;
 use crate::core::float::Float;
-use crate::ops::{NanRule, OpInfo, Registry, arity};
+use crate::ops::common::arity;
+use crate::ops::registry::{Domain, NanRule, OpInfo, Registry};
 use crate::sample;
 use crate::tensor::Tensor;
 use crate::tensor::axis::along_axis;
@@ -76,7 +77,7 @@ impl<T: Float> Op<T> for SoftmaxBackwardOp {
     fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, u: &V) -> Result<Cotangents<V>> {
         let (y, g) = (cx.input(0), cx.input(1));
         let shape = y.shape();
-        let a = crate::ops::resolve_axis("softmax_backward", self.axis, shape.len())?;
+        let a = crate::ops::common::resolve_axis("softmax_backward", self.axis, shape.len())?;
         let keep = keep_shape(&shape, a);
         let dy = cx.needs_grad(0).then(|| {
             let s = g.mul(y).sum_to(&keep);
@@ -106,6 +107,8 @@ pub(crate) fn register(r: &mut Registry) {
         summary: "fused softmax along an axis; VJP y ⊙ (g − Σ g⊙y)",
         differentiable_twice: true,
         nan: NanRule::Propagates,
+        domain: Domain::Real,
+        recipe: None,
         samples: || {
             let n = |s: &[usize], seed| Tensor::<f64>::rand_normal(s, 0.0, 1.5, seed);
             vec![
@@ -123,6 +126,8 @@ pub(crate) fn register(r: &mut Registry) {
         summary: "y ⊙ (g − Σ g⊙y), the VJP of softmax as an op (checked through a recorded gradient)",
         differentiable_twice: true,
         nan: NanRule::Propagates,
+        domain: Domain::Real,
+        recipe: None,
         samples: || {
             vec![
                 sample!("[3,4] axis 1", x_and_w(&[3, 4], 86), |v| {

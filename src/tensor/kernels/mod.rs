@@ -79,26 +79,82 @@ pub(crate) fn for_each_run<const K: usize>(
 
 /// `out[i] = f([a₀[i], a₁[i], …])` with every operand broadcast to `out_shape`: the one loop an
 /// elementwise expression (a forward, or a rule on values) runs as. Operands already of the
-/// output's shape are read straight through; others through stride-0 (broadcast) walks, never
-/// materialised.
+/// output's shape are read straight through; broadcast ones through stride-0 walks, never
+/// materialised in full (a run of a broadcast operand is splatted into a short buffer, so the
+/// inner loop always reads unit-stride slices and vectorises).
 pub(crate) fn map_n<T: Float, const N: usize>(
     args: [(&[T], &[usize]); N],
     out_shape: &[usize],
     f: impl Fn([T; N]) -> T,
 ) -> Vec<T> {
     let n = numel(out_shape);
+    let mut out = crate::tensor::pool::alloc(n);
     if args.iter().all(|(_, s)| *s == out_shape) {
-        let d: [&[T]; N] = std::array::from_fn(|k| &args[k].0[..n]);
-        return crate::tensor::pool::collect(n, (0..n).map(|i| f(std::array::from_fn(|k| d[k][i]))));
+        extend_contiguous(&mut out, std::array::from_fn(|k| &args[k].0[..n]), &f);
+        return out;
     }
     let strides: [SmallVec<[usize; 4]>; N] = std::array::from_fn(|k| broadcast_strides(args[k].1, out_shape));
-    let mut out = crate::tensor::pool::alloc(n);
     let st: [&[usize]; N] = std::array::from_fn(|k| &strides[k][..]);
+    /// Elements per chunk of a run: splat and gather buffers stay in L1.
+    const CHUNK: usize = 256;
+    let mut bufs: [Vec<T>; N] = std::array::from_fn(|_| Vec::new());
     for_each_run(out_shape, st, |offs: [usize; N], len, inner: [usize; N]| {
-        out.extend((0..len).map(|j| f(std::array::from_fn(|k| args[k].0[offs[k] + j * inner[k]]))));
+        let mut done = 0;
+        while done < len {
+            let m = CHUNK.min(len - done);
+            // Unit-stride operands are read in place; the others are splatted or gathered.
+            for k in 0..N {
+                if inner[k] != 1 {
+                    let b = &mut bufs[k];
+                    b.clear();
+                    let base = offs[k] + done * inner[k];
+                    if inner[k] == 0 {
+                        b.resize(m, args[k].0[base]);
+                    } else {
+                        b.extend((0..m).map(|j| args[k].0[base + j * inner[k]]));
+                    }
+                }
+            }
+            let slices: [&[T]; N] = std::array::from_fn(|k| {
+                if inner[k] == 1 {
+                    &args[k].0[offs[k] + done..offs[k] + done + m]
+                } else {
+                    &bufs[k][..m]
+                }
+            });
+            extend_contiguous(&mut out, slices, &f);
+            done += m;
+        }
     });
     debug_assert_eq!(out.len(), n);
     out
+}
+
+/// Appends `f` of the operands' elements, all slices of one length, zipped (so the loop has no
+/// bounds checks and vectorises: up to four operands are zipped explicitly).
+#[inline(always)]
+fn extend_contiguous<T: Float, const N: usize>(out: &mut Vec<T>, d: [&[T]; N], f: &impl Fn([T; N]) -> T) {
+    match d.as_slice() {
+        [a] => out.extend(a.iter().map(|&x| f(std::array::from_fn(|_| x)))),
+        [a, b] => out.extend(a.iter().zip(*b).map(|(&x, &y)| f(std::array::from_fn(|k| [x, y][k])))),
+        [a, b, c] => out.extend(
+            a.iter()
+                .zip(*b)
+                .zip(*c)
+                .map(|((&x, &y), &z)| f(std::array::from_fn(|k| [x, y, z][k]))),
+        ),
+        [a, b, c, e] => out.extend(
+            a.iter()
+                .zip(*b)
+                .zip(*c)
+                .zip(*e)
+                .map(|(((&x, &y), &z), &w)| f(std::array::from_fn(|k| [x, y, z, w][k]))),
+        ),
+        _ => {
+            let n = d[0].len();
+            out.extend((0..n).map(|i| f(std::array::from_fn(|k| d[k][i]))));
+        }
+    }
 }
 
 /// `out[i] = f(a[i], b[i])` with `a` and `b` broadcast to `out_shape`.

@@ -6,19 +6,27 @@
 use super::{dot, exp_inplace, max_ignoring_nan, sum_slice};
 use crate::core::float::Float;
 
+/// Rows are processed in blocks of about this many elements: the exponentials of a whole block
+/// in one vectorised call (so short rows do not each pay its dispatch), the block still in cache.
+const BLOCK: usize = 2048;
+
 /// `y = softmax(x)` row by row: max, exp(x − max) with the sum, scale by 1/sum.
 ///
 /// A NaN in a row makes that whole row NaN (through the sum), without a separate check.
 pub(crate) fn softmax_rows<T: Float>(x: &[T], n: usize) -> Vec<T> {
     let mut out = crate::tensor::pool::alloc(x.len());
-    for xr in x.chunks_exact(n) {
-        let m = max_ignoring_nan(xr);
+    for xb in x.chunks((BLOCK / n).max(1) * n) {
         let start = out.len();
-        out.extend(xr.iter().map(|&v| v - m));
-        let row = &mut out[start..];
-        exp_inplace(row);
-        let inv = T::ONE / sum_slice(row);
-        row.iter_mut().for_each(|v| *v *= inv);
+        for xr in xb.chunks_exact(n) {
+            let m = max_ignoring_nan(xr);
+            out.extend(xr.iter().map(|&v| v - m));
+        }
+        let block = &mut out[start..];
+        exp_inplace(block);
+        for row in block.chunks_exact_mut(n) {
+            let inv = T::ONE / sum_slice(row);
+            row.iter_mut().for_each(|v| *v *= inv);
+        }
     }
     out
 }
@@ -89,20 +97,41 @@ pub(crate) fn cross_entropy_backward_probs_rows<T: Float>(x: &[T], t: &[T], k: T
 }
 
 /// The cross-entropy loss summed over rows: `Σ_r (lse(x_r)·S_r − ⟨t_r, x_r⟩)` (class targets:
-/// `lse(x_r) − x_r[class_r]`), computed stably with one scratch row.
+/// `lse(x_r) − x_r[class_r]`), computed stably, rows in blocks (see [`softmax_rows`]).
 pub(crate) fn cross_entropy_total<T: Float>(x: &[T], classes: Option<&[usize]>, t: Option<&[T]>, n: usize) -> T {
-    let mut scratch = vec![T::ZERO; n];
+    let rows_per_block = (BLOCK / n).max(1);
+    let mut scratch = vec![T::ZERO; rows_per_block * n];
+    let mut maxima = vec![T::ZERO; rows_per_block];
     let mut total = T::ZERO;
-    for (r, xr) in x.chunks_exact(n).enumerate() {
-        let lse = logsumexp(xr, &mut scratch);
-        total += match (classes, t) {
-            (Some(c), _) => lse - xr[c[r]],
-            (None, Some(t)) => {
-                let tr = &t[r * n..(r + 1) * n];
-                lse * sum_slice(tr) - dot(tr, xr)
-            }
-            (None, None) => unreachable!("cross-entropy needs targets"),
-        };
+    for (b, xb) in x.chunks(rows_per_block * n).enumerate() {
+        let k = xb.len() / n;
+        for (r, xr) in xb.chunks_exact(n).enumerate() {
+            let m = max_ignoring_nan(xr);
+            maxima[r] = m;
+            scratch[r * n..(r + 1) * n]
+                .iter_mut()
+                .zip(xr)
+                .for_each(|(s, &v)| *s = v - m);
+        }
+        exp_inplace(&mut scratch[..k * n]);
+        for (r, xr) in xb.chunks_exact(n).enumerate() {
+            let m = maxima[r];
+            // All −∞ (log 0 = −∞), or a +∞ that must propagate; a NaN reaches lse through the sum.
+            let lse = if m.is_finite() {
+                m + sum_slice(&scratch[r * n..(r + 1) * n]).ln()
+            } else {
+                m
+            };
+            let row = b * rows_per_block + r;
+            total += match (classes, t) {
+                (Some(c), _) => lse - xr[c[row]],
+                (None, Some(t)) => {
+                    let tr = &t[row * n..(row + 1) * n];
+                    lse * sum_slice(tr) - dot(tr, xr)
+                }
+                (None, None) => unreachable!("cross-entropy needs targets"),
+            };
+        }
     }
     total
 }
