@@ -9,6 +9,8 @@
 //!     target/release/examples/w5_instructions $n 2>&1 | grep refs; done
 //! # (refs(110) − refs(10)) / (100 · 1000) = instructions per op, forward + backward
 //! ```
+//!
+//! With `W5_FORWARD_ONLY=1` the chain is recorded but not differentiated.
 
 use tapegrad::{Tape, Tensor};
 
@@ -31,7 +33,11 @@ fn main() {
                 _ => x.exp(),
             };
         }
-        acc += tape.grad(&[x], &[Tensor::scalar(1.0)], &[x0])[0].item();
+        if std::env::var_os("W5_FORWARD_ONLY").is_some() {
+            acc += x.item();
+        } else {
+            acc += tape.grad(&[x], &[Tensor::scalar(1.0)], &[x0])[0].item();
+        }
     }
     println!("{acc}");
 }

@@ -1,6 +1,8 @@
 //! Registry-driven checks: every registered op, every sample, no per-op test code.
 
-use tapegrad::check::{GradcheckOptions, check_backward_paths_agree, check_nan_propagation, check_registry, gradcheck};
+use tapegrad::check::{
+    GradcheckOptions, check_backward_paths_agree, check_nan_propagation, check_references, check_registry, gradcheck,
+};
 use tapegrad::{OpInfo, Registry, Tape, Tensor, Var};
 
 #[test]
@@ -143,4 +145,39 @@ fn first_order_and_recorded_backward_agree_on_every_registered_op() {
         failures.len(),
         report(&failures)
     );
+}
+
+#[test]
+fn every_forward_matches_its_reference() {
+    let failures = check_references(Registry::builtin());
+    assert!(
+        failures.is_empty(),
+        "{} failure(s):\n{}",
+        failures.len(),
+        report(&failures)
+    );
+    let with_reference = Registry::builtin()
+        .iter()
+        .flat_map(|i| (i.samples)())
+        .filter(|s| s.reference.is_some())
+        .count();
+    assert!(with_reference >= 30, "only {with_reference} samples carry a reference");
+}
+
+#[test]
+fn a_wrong_forward_fails_the_reference_check() {
+    let mut reg = Registry::new();
+    reg.register(tapegrad::OpInfo::new(
+        "exp",
+        "exp checked against the wrong reference",
+        || {
+            vec![
+                tapegrad::sample!("[3]", [Tensor::from_vec(vec![0.0, 1.0, 2.0], [3])], |v| v[0].exp())
+                    .with_reference(|x| x[0].map(|v| v.exp() + 1e-9)),
+            ]
+        },
+    ));
+    let failures = check_references(&reg);
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert!(failures[0].problem.contains("reference"));
 }

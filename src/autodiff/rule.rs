@@ -484,7 +484,7 @@ impl<T: Float> Value<T> for Tensor<T> {
     }
     #[inline]
     fn pointwise<const N: usize, F: Pointwise<T, N>>(f: &F, args: [&Self; N]) -> Self {
-        Tensor::zip_n("pointwise", args, |x| f.eval(x.map(Scalar)).0)
+        Tensor::zip_n("pointwise", args, |x| f.eval(std::array::from_fn(|k| Scalar(x[k]))).0)
     }
     fn sum_to(&self, shape: &[usize]) -> Self {
         Tensor::sum_to(self, shape)

@@ -18,4 +18,6 @@ mod registry;
 pub use fused::{FusedOptions, FusedReport, fused_vs_composed};
 pub use gradcheck::{CheckMode, GradcheckOptions, GradcheckReport, Mismatch, gradcheck, jacobian, numeric_jacobian};
 pub use gradgrad::{GradgradcheckReport, gradgradcheck, gradgradcheck_registry};
-pub use registry::{RegistryFailure, check_backward_paths_agree, check_nan_propagation, check_registry};
+pub use registry::{
+    RegistryFailure, check_backward_paths_agree, check_nan_propagation, check_references, check_registry,
+};

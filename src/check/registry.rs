@@ -195,3 +195,43 @@ pub fn check_backward_paths_agree(reg: &Registry) -> Vec<RegistryFailure> {
     }
     failures
 }
+
+/// Checks every sample that carries a [reference](crate::Sample::reference): its forward value in
+/// `f64` equals the independent implementation's, within `1e-12` relative (the vectorised `exp`
+/// and `ln` are within ~1 ulp), NaN where the reference is NaN.
+pub fn check_references(reg: &Registry) -> Vec<RegistryFailure> {
+    let mut failures = Vec::new();
+    for info in reg.iter() {
+        for s in (info.samples)() {
+            let Some(reference) = s.reference else { continue };
+            let want = reference(&s.inputs);
+            let got = eval_sample(&s, &s.inputs);
+            let problem = if want.shape() != got.shape() {
+                Some(format!(
+                    "the forward has shape {} but the reference {}",
+                    fmt_shape(got.shape()),
+                    fmt_shape(want.shape())
+                ))
+            } else {
+                (0..got.numel())
+                    .find(|&e| !same_entry(got.data()[e], want.data()[e]))
+                    .map(|e| {
+                        format!(
+                            "element {:?}: the forward gives {:e}, the reference {:e}",
+                            unravel(e, got.shape()),
+                            got.data()[e],
+                            want.data()[e]
+                        )
+                    })
+            };
+            if let Some(problem) = problem {
+                failures.push(RegistryFailure {
+                    op: info.name,
+                    sample: s.label.clone(),
+                    problem,
+                });
+            }
+        }
+    }
+    failures
+}

@@ -7,7 +7,7 @@
 
 use super::common::{arity, broadcast_zip};
 use super::registry::{Domain, NanRule, OpInfo, Registry};
-use super::select::{ByD, MinusHyOverD, OverD};
+use super::select::{ByD, MinusHy, MinusHyOverD, OverD};
 use crate::autodiff::rule::{Cotangents, Op, VjpCtx};
 use crate::autodiff::rule::{Elem, Pointwise, Unary, Value};
 use crate::autodiff::tape::{OpRef, Var};
@@ -91,13 +91,14 @@ impl<T: Float> Op<T> for DivOp {
         arity("div", x, 2)?;
         broadcast_zip("div", x[0], x[1], |a, b| a / b)
     }
-    /// `d(a/b) = da/b − (a/b)·db/b`, from the output `y = a/b` (strong zeros in `g`).
+    /// `d(a/b) = da/b − (a/b)·db/b`, from the output `y = a/b` (strong zeros in `g`); for `b` the
+    /// numerator `−g·y` is summed over `b`'s broadcast axes first, then divided by `b` once.
     fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, g: &V) -> Result<Cotangents<V>> {
         let (a, b, y) = (cx.input(0), cx.input(1), cx.output());
         Ok(cx.grads([
             cx.needs_grad(0).then(|| V::pointwise(&OverD, [g, b]).sum_to_like(a)),
             cx.needs_grad(1)
-                .then(|| V::pointwise(&MinusHyOverD, [g, y, b]).sum_to_like(b)),
+                .then(|| V::pointwise(&OverD, [&V::pointwise(&MinusHy, [g, y]).sum_to_like(b), b])),
         ]))
     }
 }

@@ -170,10 +170,10 @@ unary_table! {
         rule |g, x, _y| g * x.sign(),
         domain Domain::AwayFromZero, reference f64::abs;
     /// The sign of `x` elementwise (`−1`, `0`, `1`; NaN for NaN). Piecewise constant: its
-    /// gradient is zero (almost everywhere).
+    /// gradient is exactly zero (also against an infinite or NaN cotangent, as PyTorch's).
     sign: Sign "sign" "sign(x), gradient 0",
         |x| sign(x),
-        rule |g, _x, _y| g * T::ZERO,
+        rule |g, _x, _y| g.lit(T::ZERO),
         domain Domain::AwayFromZero, reference |x| if x.is_nan() { x } else if x == 0.0 { 0.0 } else { x.signum() };
 }
 

@@ -278,6 +278,17 @@ impl<T: Float> Pointwise<T, 2> for OverD {
         h.chain_div(d)
     }
 }
+/// `−h · y` (strong zero in `h`): the numerator of the gradient of `y = g / d` for `d`, summed
+/// over `d`'s broadcast axes before the division (`d` is constant along them, so this is exact and
+/// divides once per element of `d`, not of `y`).
+pub(crate) struct MinusHy;
+impl<T: Float> Pointwise<T, 2> for MinusHy {
+    #[inline(always)]
+    fn eval<E: Elem<T>>(&self, [h, y]: [E; 2]) -> E {
+        -h.chain_mul(y)
+    }
+}
+
 /// `−h · y / d` (strong zero in `h`): the gradient of `y = g / d` for `d`.
 pub(crate) struct MinusHyOverD;
 impl<T: Float> Pointwise<T, 3> for MinusHyOverD {
@@ -301,7 +312,7 @@ impl<T: Float> Op<T> for ChainDiv {
         Ok(cx.grads([
             cx.needs_grad(0).then(|| V::pointwise(&OverD, [h, d]).sum_to_like(g)),
             cx.needs_grad(1)
-                .then(|| V::pointwise(&MinusHyOverD, [h, y, d]).sum_to_like(d)),
+                .then(|| V::pointwise(&OverD, [&V::pointwise(&MinusHy, [h, y]).sum_to_like(d), d])),
         ]))
     }
 }

@@ -88,11 +88,19 @@ pub(crate) fn map_n<T: Float, const N: usize>(
     f: impl Fn([T; N]) -> T,
 ) -> Vec<T> {
     let n = numel(out_shape);
-    let mut out = crate::tensor::pool::alloc(n);
     if args.iter().all(|(_, s)| *s == out_shape) {
+        let mut out = crate::tensor::pool::alloc(n);
         extend_contiguous(&mut out, std::array::from_fn(|k| &args[k].0[..n]), &f);
         return out;
     }
+    if N == 2 {
+        // Two operands: the binary kernel's row-broadcast loops (no splat buffers; short rows
+        // pay nothing per run).
+        return binary(args[0].0, args[0].1, args[1].0, args[1].1, out_shape, |a, b| {
+            f(std::array::from_fn(|k| [a, b][k]))
+        });
+    }
+    let mut out = crate::tensor::pool::alloc(n);
     let strides: [SmallVec<[usize; 4]>; N] = std::array::from_fn(|k| broadcast_strides(args[k].1, out_shape));
     let st: [&[usize]; N] = std::array::from_fn(|k| &strides[k][..]);
     /// Elements per chunk of a run: splat and gather buffers stay in L1.
