@@ -175,6 +175,16 @@ unary_table! {
         |x| sign(x),
         rule |g, _x, _y| g.lit(T::ZERO),
         domain Domain::AwayFromZero, reference |x| if x.is_nan() { x } else if x == 0.0 { 0.0 } else { x.signum() };
+    /// Sine elementwise (radians): `d sin x = cos x · dx`.
+    sin: Sin "sin" "sin x",
+        |x| x.sin(),
+        rule |g, x, _y| g * x.cos(),
+        domain Domain::Real, reference f64::sin;
+    /// Cosine elementwise (radians): `d cos x = −sin x · dx`.
+    cos: Cos "cos" "cos x",
+        |x| x.cos(),
+        rule |g, x, _y| -(g * x.sin()),
+        domain Domain::Real, reference f64::cos;
 }
 
 /// `sign(x)`: `−1`, `0` or `1`, and NaN for NaN.
