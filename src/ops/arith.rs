@@ -5,11 +5,11 @@
 //!
 //! Broadcasting VJPs sum each gradient back to its input's shape (`sum_to`).
 
-use super::common::{arity, broadcast_zip};
+use super::common::{arity, binary_ops, broadcast_zip};
 use super::registry::{Domain, NanRule, OpInfo, Registry};
 use super::select::{ByD, MinusHy, MinusHyOverD, OverD};
+use crate::autodiff::rule::{Binary, Elem, Pointwise, Unary, Value};
 use crate::autodiff::rule::{Cotangents, Op, VjpCtx};
-use crate::autodiff::rule::{Elem, Pointwise, Unary, Value};
 use crate::autodiff::tape::{OpRef, Var};
 use crate::core::error::Result;
 use crate::core::float::Float;
@@ -17,90 +17,28 @@ use crate::sample;
 use crate::tensor::Tensor;
 use std::ops::{Add, Div, Mul, Neg, Sub};
 
-/// `a + b`, broadcasting.
-#[derive(Clone, Copy, Debug)]
-pub struct AddOp;
-impl<T: Float> Op<T> for AddOp {
-    fn name(&self) -> &'static str {
-        "add"
-    }
-    fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
-        arity("add", x, 2)?;
-        broadcast_zip("add", x[0], x[1], |a, b| a + b)
-    }
-    /// `da = g`, `db = g`, each summed back over its broadcast axes.
-    fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, g: &V) -> Result<Cotangents<V>> {
-        let (a, b) = (cx.input(0), cx.input(1));
-        Ok(cx.grads([
-            cx.needs_grad(0).then(|| g.clone().sum_to_like(a)),
-            cx.needs_grad(1).then(|| g.clone().sum_to_like(b)),
-        ]))
-    }
-}
-
-/// `a − b`, broadcasting.
-#[derive(Clone, Copy, Debug)]
-pub struct SubOp;
-impl<T: Float> Op<T> for SubOp {
-    fn name(&self) -> &'static str {
-        "sub"
-    }
-    fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
-        arity("sub", x, 2)?;
-        broadcast_zip("sub", x[0], x[1], |a, b| a - b)
-    }
-    /// `da = g`, `db = −g`, each summed back over its broadcast axes.
-    fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, g: &V) -> Result<Cotangents<V>> {
-        let (a, b) = (cx.input(0), cx.input(1));
-        Ok(cx.grads([
-            cx.needs_grad(0).then(|| g.clone().sum_to_like(a)),
-            cx.needs_grad(1).then(|| g.clone().sum_to_like(b).neg()),
-        ]))
-    }
-}
-
-/// `a · b` elementwise, broadcasting.
-#[derive(Clone, Copy, Debug)]
-pub struct MulOp;
-impl<T: Float> Op<T> for MulOp {
-    fn name(&self) -> &'static str {
-        "mul"
-    }
-    fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
-        arity("mul", x, 2)?;
-        broadcast_zip("mul", x[0], x[1], |a, b| a * b)
-    }
-    /// `da = g·b`, `db = g·a` (strong zeros: 0 where `g` is 0, even against an infinite factor).
-    fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, g: &V) -> Result<Cotangents<V>> {
-        let (a, b) = (cx.input(0), cx.input(1));
-        Ok(cx.grads([
-            cx.needs_grad(0).then(|| V::pointwise(&ByD, [g, b]).sum_to_like(a)),
-            cx.needs_grad(1).then(|| V::pointwise(&ByD, [g, a]).sum_to_like(b)),
-        ]))
-    }
-}
-
-/// `a / b` elementwise, broadcasting.
-#[derive(Clone, Copy, Debug)]
-pub struct DivOp;
-impl<T: Float> Op<T> for DivOp {
-    fn name(&self) -> &'static str {
-        "div"
-    }
-    fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
-        arity("div", x, 2)?;
-        broadcast_zip("div", x[0], x[1], |a, b| a / b)
-    }
-    /// `d(a/b) = da/b − (a/b)·db/b`, from the output `y = a/b` (strong zeros in `g`); for `b` the
-    /// numerator `−g·y` is summed over `b`'s broadcast axes first, then divided by `b` once.
-    fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, g: &V) -> Result<Cotangents<V>> {
-        let (a, b, y) = (cx.input(0), cx.input(1), cx.output());
-        Ok(cx.grads([
-            cx.needs_grad(0).then(|| V::pointwise(&OverD, [g, b]).sum_to_like(a)),
-            cx.needs_grad(1)
-                .then(|| V::pointwise(&OverD, [&V::pointwise(&MinusHy, [g, y]).sum_to_like(b), b])),
-        ]))
-    }
+binary_ops! {
+    /// `a + b`, broadcasting: `da = g`, `db = g`, each summed back over its broadcast axes.
+    AddOp "add", |a, b| a + b,
+        rule |cx, g, a, b, y| [g.clone().sum_to_like(a), g.clone().sum_to_like(b)];
+    /// `a − b`, broadcasting: `da = g`, `db = −g`, each summed back over its broadcast axes.
+    SubOp "sub", |a, b| a - b,
+        rule |cx, g, a, b, y| [g.clone().sum_to_like(a), g.clone().sum_to_like(b).neg()];
+    /// `a · b` elementwise, broadcasting: `da = g·b`, `db = g·a` (strong zeros: 0 where `g` is 0,
+    /// even against an infinite factor).
+    MulOp "mul", |a, b| a * b,
+        rule |cx, g, a, b, y| [
+            V::pointwise(&ByD, [g, b]).sum_to_like(a),
+            V::pointwise(&ByD, [g, a]).sum_to_like(b)
+        ];
+    /// `a / b` elementwise, broadcasting: `d(a/b) = da/b − (a/b)·db/b`, from the output `y = a/b`
+    /// (strong zeros in `g`); for `b` the numerator `−g·y` is summed over `b`'s broadcast axes
+    /// first, then divided by `b` once.
+    DivOp "div", |a, b| a / b,
+        rule |cx, g, a, b, y| [
+            V::pointwise(&OverD, [g, b]).sum_to_like(a),
+            V::pointwise(&OverD, [&V::pointwise(&MinusHy, [g, y]).sum_to_like(b), b])
+        ];
 }
 
 /// `−x`.
@@ -120,67 +58,51 @@ impl<T: Float> Op<T> for NegOp {
     }
 }
 
-/// `x + c` for a constant `c`.
-#[derive(Clone, Copy, Debug)]
-pub struct AddScalar(pub f64);
-impl<T: Float> Op<T> for AddScalar {
-    fn name(&self) -> &'static str {
-        "add_scalar"
-    }
-    fn params(&self) -> String {
-        format!("c={}", self.0)
-    }
-    fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
-        arity("add_scalar", x, 1)?;
-        let c = T::from_f64(self.0);
-        Ok(x[0].map(|a| a + c))
-    }
-    /// `dx = g`.
-    fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, g: &V) -> Result<Cotangents<V>> {
-        Ok(cx.grads([Some(g.clone())]))
-    }
+/// Declares the ops with one constant parameter `c`: the forward at one element and the rule.
+macro_rules! scalar_ops {
+    ($($(#[$doc:meta])* $method:ident: $ty:ident $name:literal, |$x:ident, $c:ident| $fwd:expr,
+       rule |$cx:ident, $g:ident, $rc:pat_param| $rule:expr;)*) => {
+        impl<'t, T: Float> Var<'t, T> {
+            $(
+                $(#[$doc])*
+                #[track_caller]
+                pub fn $method(self, c: T) -> Var<'t, T> {
+                    self.tape.op(OpRef::new($ty(c.to_f64())), &[self])
+                }
+            )*
+        }
+        $(
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug)]
+        pub struct $ty(pub f64);
+        impl<T: Float> Op<T> for $ty {
+            fn name(&self) -> &'static str {
+                $name
+            }
+            fn params(&self) -> String {
+                format!("c={}", self.0)
+            }
+            fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
+                arity($name, x, 1)?;
+                let $c = T::from_f64(self.0);
+                Ok(x[0].map(|$x| $fwd))
+            }
+            fn vjp<V: Value<T>>(&self, $cx: &VjpCtx<'_, V>, $g: &V) -> Result<Cotangents<V>> {
+                let $rc = T::from_f64(self.0);
+                Ok($cx.grads([Some($rule)]))
+            }
+        }
+    )*};
 }
 
-/// `x · c` for a constant `c`.
-#[derive(Clone, Copy, Debug)]
-pub struct MulScalar(pub f64);
-impl<T: Float> Op<T> for MulScalar {
-    fn name(&self) -> &'static str {
-        "mul_scalar"
-    }
-    fn params(&self) -> String {
-        format!("c={}", self.0)
-    }
-    fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
-        arity("mul_scalar", x, 1)?;
-        let c = T::from_f64(self.0);
-        Ok(x[0].map(|a| a * c))
-    }
-    /// `dx = c·g`.
-    fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, g: &V) -> Result<Cotangents<V>> {
-        Ok(cx.grads([Some(g.scale(T::from_f64(self.0)))]))
-    }
-}
-
-/// `c / x` for a constant `c`.
-#[derive(Clone, Copy, Debug)]
-pub struct RDivScalar(pub f64);
-impl<T: Float> Op<T> for RDivScalar {
-    fn name(&self) -> &'static str {
-        "rdiv_scalar"
-    }
-    fn params(&self) -> String {
-        format!("c={}", self.0)
-    }
-    fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
-        arity("rdiv_scalar", x, 1)?;
-        let c = T::from_f64(self.0);
-        Ok(x[0].map(|a| c / a))
-    }
-    /// `d(c/x) = −(c/x)/x · dx`, from the output (strong zero in `g`).
-    fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, g: &V) -> Result<Cotangents<V>> {
-        Ok(cx.grads([Some(V::pointwise(&MinusHyOverD, [g, cx.output(), cx.input(0)]))]))
-    }
+scalar_ops! {
+    /// `self + c` for a constant `c`: `dx = g`.
+    add_scalar: AddScalar "add_scalar", |x, c| x + c, rule |_cx, g, _| g.clone();
+    /// `self · c` for a constant `c`: `dx = c·g`.
+    mul_scalar: MulScalar "mul_scalar", |x, c| x * c, rule |_cx, g, c| g.scale(c);
+    /// `c / self` for a constant `c`: `d(c/x) = −(c/x)/x · dx`, from the output (strong zero in `g`).
+    rdiv_scalar: RDivScalar "rdiv_scalar", |x, c| c / x,
+        rule |cx, g, _| V::pointwise(&MinusHyOverD, [g, cx.output(), cx.input(0)]);
 }
 
 /// `xᵖ` for a constant exponent `p`.
@@ -220,24 +142,6 @@ impl<T: Float> Op<T> for PowfOp {
 }
 
 impl<'t, T: Float> Var<'t, T> {
-    /// `self + c` for a constant `c`.
-    #[track_caller]
-    pub fn add_scalar(self, c: T) -> Var<'t, T> {
-        self.tape.op(OpRef::new(AddScalar(c.to_f64())), &[self])
-    }
-
-    /// `self · c` for a constant `c`.
-    #[track_caller]
-    pub fn mul_scalar(self, c: T) -> Var<'t, T> {
-        self.tape.op(OpRef::new(MulScalar(c.to_f64())), &[self])
-    }
-
-    /// `c / self` for a constant `c`.
-    #[track_caller]
-    pub fn rdiv_scalar(self, c: T) -> Var<'t, T> {
-        self.tape.op(OpRef::new(RDivScalar(c.to_f64())), &[self])
-    }
-
     /// `xᵖ` elementwise for a constant power `p`.
     #[track_caller]
     pub fn powf(self, p: T) -> Var<'t, T> {

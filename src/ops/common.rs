@@ -58,3 +58,43 @@ pub(crate) fn resolve_axis(op: &str, axis: isize, ndim: usize) -> Result<usize> 
         Ok(a as usize)
     }
 }
+
+/// Declares broadcasting binary ops, one row each: the op type and name, the forward at one pair
+/// of elements, and the rule for each input (an expression over the rule's context `cx`, the
+/// cotangent `g`, the inputs `a`, `b` and the output `y`, computed only when that input needs a
+/// gradient). Each op is also a [`Binary`](crate::autodiff::Binary) elementwise function, usable
+/// in other rules.
+macro_rules! binary_ops {
+    ($($(#[$doc:meta])* $ty:ident $name:literal, |$fa:ident, $fb:ident| $fwd:expr,
+       rule |$cx:ident, $g:ident, $a:ident, $b:ident, $y:ident| [$da:expr, $db:expr];)*) => {$(
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug)]
+        pub struct $ty;
+
+        impl<T: Float> Binary<T> for $ty {
+            #[inline(always)]
+            fn f(&self, $fa: T, $fb: T) -> T {
+                $fwd
+            }
+            fn as_static(&self) -> Option<&'static Self> {
+                Some(&$ty)
+            }
+        }
+
+        impl<T: Float> Op<T> for $ty {
+            fn name(&self) -> &'static str {
+                $name
+            }
+            fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
+                arity($name, x, 2)?;
+                broadcast_zip($name, x[0], x[1], |a, b| Binary::f(self, a, b))
+            }
+            #[allow(unused_variables)]
+            fn vjp<V: Value<T>>(&self, $cx: &VjpCtx<'_, V>, $g: &V) -> Result<Cotangents<V>> {
+                let ($a, $b, $y) = ($cx.input(0), $cx.input(1), $cx.output());
+                Ok($cx.grads([$cx.needs_grad(0).then(|| $da), $cx.needs_grad(1).then(|| $db)]))
+            }
+        }
+    )*};
+}
+pub(crate) use binary_ops;

@@ -33,7 +33,7 @@
 //! Limit: the convention covers elementwise ops. A `matmul` whose operand holds `±∞` or NaN still
 //! mixes it into every output of its row/column (IEEE `0 · ∞ = NaN` inside the kernel).
 
-use super::common::{arity, broadcast_zip};
+use super::common::{arity, binary_ops, broadcast_zip};
 use super::registry::{Domain, NanRule, OpInfo, Registry};
 use crate::autodiff::rule::{Binary, Elem, Pointwise, Ternary, Value};
 use crate::autodiff::rule::{Cotangents, Op, VjpCtx};
@@ -45,59 +45,51 @@ use crate::sample;
 use crate::tensor::Tensor;
 use std::panic::Location;
 
-/// The selection vocabulary of rules, as methods of any [`Elem`]: masks, `select`, and the
-/// strong-zero chain-rule products. On a recorded value each records its op (a comparison as a
-/// constant).
-pub trait Logic<T: Float>: Elem<T> {
-    /// The chain-rule product `self · d` with a strong zero: exactly `0` where `self` is `0`,
-    /// even when `d` is infinite or NaN.
-    #[inline(always)]
-    fn chain_mul(self, d: Self) -> Self {
-        self.map2(d, &ChainMul)
-    }
-    /// The chain-rule quotient `self / d` with a strong zero: exactly `0` where `self` is `0`,
-    /// even when `d` is `0` or NaN.
-    #[inline(always)]
-    fn chain_div(self, d: Self) -> Self {
-        self.map2(d, &ChainDiv)
-    }
-    /// `on_true` where this mask is non-zero (NaN counts as true), `on_false` elsewhere.
-    #[inline(always)]
-    fn select(self, on_true: Self, on_false: Self) -> Self {
-        self.map3(on_true, on_false, &Select)
-    }
-    /// The mask `self > o` (1 or 0; false with NaN).
-    #[inline(always)]
-    fn gt(self, o: Self) -> Self {
-        self.map2(o, &Gt)
-    }
-    /// The mask `self < o`.
-    #[inline(always)]
-    fn lt(self, o: Self) -> Self {
-        self.map2(o, &Lt)
-    }
-    /// The mask `self ≥ o`.
-    #[inline(always)]
-    fn ge(self, o: Self) -> Self {
-        self.map2(o, &Ge)
-    }
-    /// The mask `self ≤ o`.
-    #[inline(always)]
-    fn le(self, o: Self) -> Self {
-        self.map2(o, &Le)
-    }
-    /// The mask `self == o`.
-    #[inline(always)]
-    fn eq(self, o: Self) -> Self {
-        self.map2(o, &Eq)
-    }
-}
-impl<T: Float, E: Elem<T>> Logic<T> for E {}
-
 /// Declares the comparisons: each a type of its own (so it inlines into fused loops), producing
 /// a 0/1 mask that is recorded as a constant (no gradient).
 macro_rules! comparisons {
-    ($($ty:ident $name:literal $op:tt;)*) => {$(
+    ($($(#[$vdoc:meta])* $method:ident: $ty:ident $name:literal $op:tt;)*) => {
+/// The selection vocabulary of rules, as methods of any [`Elem`]: masks, `select`, and the
+        /// strong-zero chain-rule products. On a recorded value each records its op (a comparison as a
+        /// constant).
+        pub trait Logic<T: Float>: Elem<T> {
+            /// The chain-rule product `self · d` with a strong zero: exactly `0` where `self` is `0`,
+            /// even when `d` is infinite or NaN.
+            #[inline(always)]
+            fn chain_mul(self, d: Self) -> Self {
+                self.map2(d, &ChainMul)
+            }
+            /// The chain-rule quotient `self / d` with a strong zero: exactly `0` where `self` is `0`,
+            /// even when `d` is `0` or NaN.
+            #[inline(always)]
+            fn chain_div(self, d: Self) -> Self {
+                self.map2(d, &ChainDiv)
+            }
+            /// `on_true` where this mask is non-zero (NaN counts as true), `on_false` elsewhere.
+            #[inline(always)]
+            fn select(self, on_true: Self, on_false: Self) -> Self {
+                self.map3(on_true, on_false, &Select)
+            }
+            $(
+                #[doc = concat!("The mask `self ", stringify!($op), " o` (1 or 0; false with NaN).")]
+                #[inline(always)]
+                fn $method(self, o: Self) -> Self {
+                    self.map2(o, &$ty)
+                }
+            )*
+        }
+        impl<T: Float, E: Elem<T>> Logic<T> for E {}
+
+        impl<'t, T: Float> Var<'t, T> {
+            $(
+                $(#[$vdoc])*
+                #[track_caller]
+                pub fn $method(self, other: Var<'t, T>) -> Var<'t, T> {
+                    self.compare(&$ty, other)
+                }
+            )*
+        }
+        $(
         #[doc = concat!("The mask `a ", stringify!($op), " b` (1 where true, 0 where false; false with NaN).")]
         #[derive(Clone, Copy, Debug)]
         pub struct $ty;
@@ -137,11 +129,26 @@ macro_rules! comparisons {
 }
 
 comparisons! {
-    Gt "gt" >;
-    Lt "lt" <;
-    Ge "ge" >=;
-    Le "le" <=;
-    Eq "eq" ==;
+    /// The mask `self > other` (1 where true, 0 where false), broadcasting. A constant: no
+    /// gradient flows through a comparison. Comparisons with NaN are false.
+    ///
+    /// ```
+    /// use tapegrad::{Tape, Tensor};
+    /// let tape = Tape::<f64>::new();
+    /// let x = tape.var(Tensor::from_vec(vec![-1.0, 0.0, 2.0], [3]));
+    /// let m = x.gt(tape.scalar(0.0));
+    /// assert_eq!(m.value().to_vec(), vec![0.0, 0.0, 1.0]);
+    /// assert!(!m.requires_grad());
+    /// ```
+    gt: Gt "gt" >;
+    /// The mask `self < other`; see [`gt`](Self::gt).
+    lt: Lt "lt" <;
+    /// The mask `self ≥ other`; see [`gt`](Self::gt).
+    ge: Ge "ge" >=;
+    /// The mask `self ≤ other`; see [`gt`](Self::gt).
+    le: Le "le" <=;
+    /// The mask `self == other` (exact equality); see [`gt`](Self::gt).
+    eq: Eq "eq" ==;
 }
 
 /// `select(cond, a, b)`: `a` where `cond ≠ 0`, `b` elsewhere; all three broadcast together.
@@ -214,18 +221,22 @@ impl<T: Float> Op<T> for Select {
     }
 }
 
-/// The chain-rule product with a strong zero: `g · d`, but exactly `0` where `g = 0`.
-#[derive(Clone, Copy, Debug)]
-pub struct ChainMul;
-
-impl<T: Float> Binary<T> for ChainMul {
-    #[inline(always)]
-    fn f(&self, g: T, d: T) -> T {
-        if g == T::ZERO { T::ZERO } else { g * d }
-    }
-    fn as_static(&self) -> Option<&'static Self> {
-        Some(&ChainMul)
-    }
+binary_ops! {
+    /// The chain-rule product with a strong zero: `g · d`, but exactly `0` where `g = 0`. Away from
+    /// `g = 0` this is `g · d`: `∂/∂g = d`, `∂/∂d = g`, both again with a strong zero in the
+    /// incoming cotangent.
+    ChainMul "chain_mul", |g, d| if g == T::ZERO { T::ZERO } else { g * d },
+        rule |cx, h, g, d, y| [
+            V::pointwise(&ByD, [h, d]).sum_to_like(g),
+            V::pointwise(&ByD, [h, g]).sum_to_like(d)
+        ];
+    /// The chain-rule quotient with a strong zero: `g / d`, but exactly `0` where `g = 0`. With
+    /// `y = g / d`: `∂/∂g = 1/d`, `∂/∂d = −y/d`, both with a strong zero in the incoming `h`.
+    ChainDiv "chain_div", |g, d| if g == T::ZERO { T::ZERO } else { g / d },
+        rule |cx, h, g, d, y| [
+            V::pointwise(&OverD, [h, d]).sum_to_like(g),
+            V::pointwise(&OverD, [&V::pointwise(&MinusHy, [h, y]).sum_to_like(d), d])
+        ];
 }
 
 /// `h · d` (strong zero in `h`): the gradient of `chain_mul` for `g`.
@@ -237,39 +248,6 @@ impl<T: Float> Pointwise<T, 2> for ByD {
     }
 }
 
-impl<T: Float> Op<T> for ChainMul {
-    fn name(&self) -> &'static str {
-        "chain_mul"
-    }
-    fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
-        arity("chain_mul", x, 2)?;
-        broadcast_zip("chain_mul", x[0], x[1], |g, d| Binary::f(self, g, d))
-    }
-    /// Away from `g = 0` this is `g · d`: `∂/∂g = d`, `∂/∂d = g`, both again with a strong zero
-    /// in the incoming `h`.
-    fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, h: &V) -> Result<Cotangents<V>> {
-        let (g, d) = (cx.input(0), cx.input(1));
-        Ok(cx.grads([
-            cx.needs_grad(0).then(|| V::pointwise(&ByD, [h, d]).sum_to_like(g)),
-            cx.needs_grad(1).then(|| V::pointwise(&ByD, [h, g]).sum_to_like(d)),
-        ]))
-    }
-}
-
-/// The chain-rule quotient with a strong zero: `g / d`, but exactly `0` where `g = 0`.
-#[derive(Clone, Copy, Debug)]
-pub struct ChainDiv;
-
-impl<T: Float> Binary<T> for ChainDiv {
-    #[inline(always)]
-    fn f(&self, g: T, d: T) -> T {
-        if g == T::ZERO { T::ZERO } else { g / d }
-    }
-    fn as_static(&self) -> Option<&'static Self> {
-        Some(&ChainDiv)
-    }
-}
-
 /// `h / d` (strong zero in `h`): the gradient of `chain_div` for `g`.
 pub(crate) struct OverD;
 impl<T: Float> Pointwise<T, 2> for OverD {
@@ -278,6 +256,7 @@ impl<T: Float> Pointwise<T, 2> for OverD {
         h.chain_div(d)
     }
 }
+
 /// `−h · y` (strong zero in `h`): the numerator of the gradient of `y = g / d` for `d`, summed
 /// over `d`'s broadcast axes before the division (`d` is constant along them, so this is exact and
 /// divides once per element of `d`, not of `y`).
@@ -298,25 +277,6 @@ impl<T: Float> Pointwise<T, 3> for MinusHyOverD {
     }
 }
 
-impl<T: Float> Op<T> for ChainDiv {
-    fn name(&self) -> &'static str {
-        "chain_div"
-    }
-    fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
-        arity("chain_div", x, 2)?;
-        broadcast_zip("chain_div", x[0], x[1], |g, d| Binary::f(self, g, d))
-    }
-    /// With `y = g / d`: `∂/∂g = 1/d`, `∂/∂d = −y/d`, both with a strong zero in the incoming `h`.
-    fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, h: &V) -> Result<Cotangents<V>> {
-        let (g, d, y) = (cx.input(0), cx.input(1), cx.output());
-        Ok(cx.grads([
-            cx.needs_grad(0).then(|| V::pointwise(&OverD, [h, d]).sum_to_like(g)),
-            cx.needs_grad(1)
-                .then(|| V::pointwise(&OverD, [&V::pointwise(&MinusHy, [h, y]).sum_to_like(d), d])),
-        ]))
-    }
-}
-
 impl<'t, T: Float> Var<'t, T> {
     #[track_caller]
     fn compare(self, op: &'static dyn crate::autodiff::tape::DynOp<T>, other: Var<'t, T>) -> Var<'t, T> {
@@ -325,46 +285,6 @@ impl<'t, T: Float> Var<'t, T> {
         self.tape
             .record(OpRef::Static(op), &[self, other], loc)
             .unwrap_or_else(|e| crate::core::error::fail(e))
-    }
-
-    /// The mask `self > other` (1 where true, 0 where false), broadcasting. A constant: no
-    /// gradient flows through a comparison. Comparisons with NaN are false.
-    ///
-    /// ```
-    /// use tapegrad::{Tape, Tensor};
-    /// let tape = Tape::<f64>::new();
-    /// let x = tape.var(Tensor::from_vec(vec![-1.0, 0.0, 2.0], [3]));
-    /// let m = x.gt(tape.scalar(0.0));
-    /// assert_eq!(m.value().to_vec(), vec![0.0, 0.0, 1.0]);
-    /// assert!(!m.requires_grad());
-    /// ```
-    #[track_caller]
-    pub fn gt(self, other: Var<'t, T>) -> Var<'t, T> {
-        self.compare(&Gt, other)
-    }
-
-    /// The mask `self < other`; see [`gt`](Self::gt).
-    #[track_caller]
-    pub fn lt(self, other: Var<'t, T>) -> Var<'t, T> {
-        self.compare(&Lt, other)
-    }
-
-    /// The mask `self ≥ other`; see [`gt`](Self::gt).
-    #[track_caller]
-    pub fn ge(self, other: Var<'t, T>) -> Var<'t, T> {
-        self.compare(&Ge, other)
-    }
-
-    /// The mask `self ≤ other`; see [`gt`](Self::gt).
-    #[track_caller]
-    pub fn le(self, other: Var<'t, T>) -> Var<'t, T> {
-        self.compare(&Le, other)
-    }
-
-    /// The mask `self == other` (exact equality); see [`gt`](Self::gt).
-    #[track_caller]
-    pub fn eq(self, other: Var<'t, T>) -> Var<'t, T> {
-        self.compare(&Eq, other)
     }
 
     /// NumPy's `where(self, on_true, on_false)`: `on_true` where this mask is non-zero (NaN counts

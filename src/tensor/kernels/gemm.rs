@@ -109,51 +109,34 @@ pub(crate) fn gemm<T: Float>(
     if m == 0 || n == 0 {
         return;
     }
+    // SAFETY (both arms): `check_gemm_bounds` asserted that every index the strided m×k, k×n and
+    // m×n (row-major, contiguous) views touch lies inside the three slices, and `c` is borrowed
+    // mutably so it cannot alias `a` or `b`.
+    macro_rules! call {
+        ($gemm:path, $a:expr, $b:expr, $c:expr) => {
+            unsafe {
+                $gemm(
+                    m,
+                    k,
+                    n,
+                    1.0,
+                    $a.as_ptr(),
+                    rsa,
+                    csa,
+                    $b.as_ptr(),
+                    rsb,
+                    csb,
+                    0.0,
+                    $c.as_mut_ptr(),
+                    n as isize,
+                    1,
+                )
+            }
+        };
+    }
     match (T::slice(a), T::slice(b), T::slice_mut(c)) {
-        (Slice::F32(a), Slice::F32(b), SliceMut::F32(c)) => {
-            // SAFETY: `check_gemm_bounds` asserted that every index the strided m×k, k×n and m×n
-            // (row-major, contiguous) views touch lies inside the three slices, and `c` is
-            // borrowed mutably so it cannot alias `a` or `b`.
-            unsafe {
-                matrixmultiply::sgemm(
-                    m,
-                    k,
-                    n,
-                    1.0,
-                    a.as_ptr(),
-                    rsa,
-                    csa,
-                    b.as_ptr(),
-                    rsb,
-                    csb,
-                    0.0,
-                    c.as_mut_ptr(),
-                    n as isize,
-                    1,
-                )
-            }
-        }
-        (Slice::F64(a), Slice::F64(b), SliceMut::F64(c)) => {
-            // SAFETY: as above.
-            unsafe {
-                matrixmultiply::dgemm(
-                    m,
-                    k,
-                    n,
-                    1.0,
-                    a.as_ptr(),
-                    rsa,
-                    csa,
-                    b.as_ptr(),
-                    rsb,
-                    csb,
-                    0.0,
-                    c.as_mut_ptr(),
-                    n as isize,
-                    1,
-                )
-            }
-        }
+        (Slice::F32(a), Slice::F32(b), SliceMut::F32(c)) => call!(matrixmultiply::sgemm, a, b, c),
+        (Slice::F64(a), Slice::F64(b), SliceMut::F64(c)) => call!(matrixmultiply::dgemm, a, b, c),
         _ => unreachable!("a, b and c have one element type"),
     }
 }
