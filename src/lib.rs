@@ -33,6 +33,8 @@
 //! the shapes and your source line).
 
 #![deny(missing_docs)]
+#![warn(missing_debug_implementations)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_op_in_unsafe_fn)]
 
 // Layers, bottom to top; a module only uses the layers below it.
@@ -52,6 +54,7 @@ pub use crate::core::{error, float, rng, shape};
 pub use crate::debug::{anomaly, graph, profile};
 pub use crate::nn::optim;
 #[cfg(feature = "ndarray")]
+#[cfg_attr(docsrs, doc(cfg(feature = "ndarray")))]
 pub use crate::tensor::ndarray as interop;
 /// The function transforms at the path of the first version: [`transforms`], plus the
 /// `gradgradcheck` family that now lives in [`check`].
@@ -69,6 +72,28 @@ pub use crate::core::float::Float;
 pub use crate::core::shape::Shape;
 pub use crate::ops::{Domain, Logic, Math, NanRule, OpInfo, Registry, Sample};
 pub use crate::tensor::Tensor;
+
+/// The names most programs need, in one import: `use tapegrad::prelude::*;`.
+///
+/// ```
+/// use tapegrad::prelude::*;
+/// let tape = Tape::<f64>::new();
+/// let x = tape.var(Tensor::from_vec(vec![1.0, 2.0], [2]));
+/// let g = (x * x).sum().backward();
+/// assert_eq!(g[x].to_vec(), vec![2.0, 4.0]);
+/// ```
+pub mod prelude {
+    pub use crate::autodiff::backward::Grads;
+    pub use crate::autodiff::rule::{Cotangents, Elem, Op, Value, VjpCtx};
+    pub use crate::autodiff::tape::{Tape, Var};
+    pub use crate::check::{GradcheckOptions, gradcheck};
+    pub use crate::core::error::{Error, ErrorKind, Result, attempt};
+    pub use crate::core::float::Float;
+    pub use crate::ops::fused::cross_entropy::{CrossEntropy, Reduction, Target};
+    pub use crate::ops::{Logic, Math};
+    pub use crate::pointwise;
+    pub use crate::tensor::Tensor;
+}
 
 /// The README's code blocks, compiled and run as doctests so the tour cannot drift from the API.
 #[cfg(doctest)]

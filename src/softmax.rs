@@ -116,6 +116,14 @@ pub struct FusedPair {
     pub inputs: fn() -> Vec<Vec<Tensor<f64>>>,
 }
 
+impl std::fmt::Debug for FusedPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FusedPair")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Every fused op of this module with its composed definition.
 pub fn fused_pairs() -> Vec<FusedPair> {
     fn inputs() -> Vec<Vec<Tensor<f64>>> {

@@ -15,6 +15,9 @@
 //! | [`with_hessian`] | `H v` for many `v` at one `x` | 1 recorded gradient, then ≈ 0.5–1 gradient per product (measured) |
 //! | [`jacobian`] | `J` | `m` backward passes (`m` outputs) |
 //! | [`hessian`] | `H` | 1 recorded gradient + `n` backward passes |
+//! | [`try_value_grad_hvp`] | `f`, `∇f`, `H v`, errors as `Err` | 1 recorded gradient + 1 backward pass |
+//!
+//! Closures stored in a `let` before they are passed need [`func`] / [`func_n`] (see there).
 //!
 //! ```
 //! use tapegrad::{functional::{hessian, hvp}, Tensor};
@@ -212,6 +215,14 @@ pub struct HessianAt<'t, T: Float> {
     grads: Vec<Var<'t, T>>,
 }
 
+impl<T: Float> std::fmt::Debug for HessianAt<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HessianAt")
+            .field("inputs", &self.xs.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl<'t, T: Float> HessianAt<'t, T> {
     /// `f(x)`.
     pub fn value(&self) -> T {
@@ -274,8 +285,8 @@ impl<'t, T: Float> HessianAt<'t, T> {
 /// assert_eq!((he0.to_vec(), he1.to_vec()), (vec![2.0, 1.0], vec![1.0, 3.0]));
 /// ```
 ///
-/// Pass a closure inline (or an `fn` item): a closure stored in a `let` first does not get the
-/// `for<'t>` signature the transforms need.
+/// Pass a closure inline, an `fn` item, or a closure stored with [`func`] (a closure stored in a
+/// plain `let` does not get the `for<'t>` signature the transforms need).
 #[track_caller]
 pub fn with_hessian<T: Float, F, R>(f: F, x: &Tensor<T>, body: impl for<'a> FnOnce(&HessianAt<'a, T>) -> R) -> R
 where
@@ -344,5 +355,131 @@ where
         let mut shape = x.shape().to_vec();
         shape.extend_from_slice(x.shape());
         Tensor::from_vec(data, shape)
+    })
+}
+
+/// Gives a closure the signature the transforms take (`for<'t> Fn(Var<'t, T>) -> Var<'t, T>`),
+/// so it can be stored in a `let` and used many times. (Rust infers that higher-ranked signature
+/// only for a closure written directly in the call: `let f = |x| (x * x).sum(); grad(f, &x)` fails
+/// with "one type is more general than the other"; `let f = func(|x| (x * x).sum());` compiles.)
+///
+/// ```
+/// use tapegrad::transforms::{func, grad, hvp};
+/// use tapegrad::Tensor;
+/// let f = func(|x| (x * x * x).sum());               // stored, then used twice
+/// let x = Tensor::from_vec(vec![1.0f64, 2.0], [2]);
+/// assert_eq!(grad(&f, &x).to_vec(), vec![3.0, 12.0]);
+/// assert_eq!(hvp(&f, &x, &Tensor::from_vec(vec![1.0, 0.0], [2])).to_vec(), vec![6.0, 0.0]);
+/// ```
+pub fn func<T: Float, F>(f: F) -> F
+where
+    F: for<'t> Fn(Var<'t, T>) -> Var<'t, T>,
+{
+    f
+}
+
+/// [`func`] for functions of several inputs (`for<'t> Fn(&[Var<'t, T>]) -> Var<'t, T>`).
+///
+/// ```
+/// use tapegrad::transforms::{func_n, hvp_n};
+/// use tapegrad::Tensor;
+/// let f = func_n(|v| (v[0] * v[1]).sum());
+/// let (a, b) = (Tensor::from_vec(vec![1.0f64], [1]), Tensor::from_vec(vec![2.0], [1]));
+/// let hv = hvp_n(&f, &[a, b], &[Tensor::from_vec(vec![1.0], [1]), Tensor::from_vec(vec![0.0], [1])]);
+/// assert_eq!((hv[0].to_vec(), hv[1].to_vec()), (vec![0.0], vec![1.0]));  // H = [[0, 1], [1, 0]]
+/// ```
+pub fn func_n<T: Float, F>(f: F) -> F
+where
+    F: for<'t> Fn(&[Var<'t, T>]) -> Var<'t, T>,
+{
+    f
+}
+
+/// What [`try_value_grad_hvp`] returns: `f(x)`, its gradient and a Hessian-vector product, from
+/// one recording.
+#[derive(Clone, Debug)]
+pub struct ValueGradHvp<T: Float> {
+    /// `f(x)`.
+    pub value: T,
+    /// `∇f` with respect to each input.
+    pub grads: Vec<Tensor<T>>,
+    /// `H v` for each input.
+    pub hvp: Vec<Tensor<T>>,
+}
+
+/// `f(x)`, `∇f(x)` and `H v` from one recording (what a Newton–CG step needs), for a function that
+/// may fail: `f` returns a `Result` (use `?` on the `try_` calls inside, or [`crate::attempt`]),
+/// and every error — from `f`, from a shape mismatch of `vs`, from the backward passes — comes
+/// back as `Err` instead of a panic. Cost: 1 recorded gradient + 1 backward pass through it.
+///
+/// ```
+/// use tapegrad::transforms::try_value_grad_hvp;
+/// use tapegrad::{Tensor, Var};
+/// // f(x) = Σ x³: ∇f = 3x², H = diag(6x)
+/// let out = try_value_grad_hvp(
+///     |v: &[Var<'_, f64>]| Ok((v[0] * v[0] * v[0]).sum()),
+///     &[Tensor::from_vec(vec![1.0, 2.0], [2])],
+///     &[Tensor::from_vec(vec![1.0, 1.0], [2])],
+/// )
+/// .unwrap();
+/// assert_eq!(out.value, 9.0);
+/// assert_eq!(out.grads[0].to_vec(), vec![3.0, 12.0]);
+/// assert_eq!(out.hvp[0].to_vec(), vec![6.0, 12.0]);
+/// // an error inside f is returned, not raised
+/// let e = try_value_grad_hvp(
+///     |v: &[Var<'_, f64>]| tapegrad::attempt(|| v[0].matmul(v[0]).sum()),
+///     &[Tensor::from_vec(vec![1.0, 2.0], [2])],
+///     &[Tensor::from_vec(vec![1.0, 1.0], [2])],
+/// );
+/// assert!(e.unwrap_err().to_string().contains("matmul"));
+/// ```
+#[track_caller]
+pub fn try_value_grad_hvp<T: Float, F>(f: F, xs: &[Tensor<T>], vs: &[Tensor<T>]) -> crate::Result<ValueGradHvp<T>>
+where
+    F: for<'t> Fn(&[Var<'t, T>]) -> crate::Result<Var<'t, T>>,
+{
+    let loc = Location::caller();
+    if vs.len() != xs.len() {
+        return Err(Error::new(
+            ErrorKind::Invalid,
+            "hvp",
+            format!("{} inputs but {} directions", xs.len(), vs.len()),
+        )
+        .at(loc));
+    }
+    for (v, x) in vs.iter().zip(xs) {
+        if v.shape() != x.shape() {
+            return Err(Error::shape(
+                "hvp",
+                format!(
+                    "the direction v has shape {} but must have shape {}",
+                    fmt_shape(v.shape()),
+                    fmt_shape(x.shape())
+                ),
+            )
+            .at(loc));
+        }
+    }
+    let tape = Tape::new();
+    let vars: Vec<Var<'_, T>> = xs.iter().map(|x| tape.var(x.clone())).collect();
+    let y = f(&vars)?;
+    if y.numel() != 1 {
+        return Err(Error::new(
+            ErrorKind::NonScalar,
+            "hvp",
+            format!(
+                "hvp needs a function with a one-element output, but it returned shape {}",
+                fmt_shape(&y.shape())
+            ),
+        )
+        .at(loc));
+    }
+    let one = tape.constant(Tensor::ones(y.shape()));
+    let grads = tape.grad_graph_impl(&[y], &[one], &vars, true, loc)?;
+    let hvp = tape.grad_impl(&grads, vs, &vars, true, loc)?;
+    Ok(ValueGradHvp {
+        value: y.item(),
+        grads: grads.iter().map(|g| g.value()).collect(),
+        hvp,
     })
 }

@@ -84,6 +84,7 @@ impl<T: Float> std::fmt::Debug for Tape<T> {
 /// A handle to a value recorded on a [`Tape`]: small, `Copy`, and usable with `+ - * /` like a number.
 ///
 /// A `Var` borrows its tape, so it cannot outlive it; using it with another tape is an error.
+#[must_use = "an unused Var still records a node on the tape (and keeps its value alive until the tape is cleared)"]
 pub struct Var<'t, T: Float> {
     pub(crate) tape: &'t Tape<T>,
     pub(crate) index: usize,
@@ -373,6 +374,12 @@ impl<T: Float> Tape<T> {
 /// Keeps gradient tracking off while alive; see [`Tape::no_grad_guard`].
 pub struct NoGradGuard<'t, T: Float> {
     tape: &'t Tape<T>,
+}
+
+impl<T: Float> std::fmt::Debug for NoGradGuard<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "NoGradGuard(tape #{})", self.tape.id())
+    }
 }
 
 impl<T: Float> Drop for NoGradGuard<'_, T> {

@@ -41,6 +41,7 @@ use std::panic::Location;
 
 /// What kind of mistake an [`Error`] reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ErrorKind {
     /// Operand shapes do not fit the operation (broadcasting, matmul inner size, reshape size, axis).
     Shape,

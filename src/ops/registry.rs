@@ -270,6 +270,12 @@ pub struct Recipe {
     pub f32: RecipeFn<f32>,
 }
 
+impl std::fmt::Debug for Recipe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Recipe")
+    }
+}
+
 /// Builds a [`Recipe`] from one expression over a [`Choice`] `c` and a pool of values `v`,
 /// instantiated for `f64` and `f32` (like [`sample!`](crate::sample)).
 ///

@@ -13,6 +13,7 @@
 pub(crate) mod axis;
 pub(crate) mod kernels;
 #[cfg(feature = "ndarray")]
+#[cfg_attr(docsrs, doc(cfg(feature = "ndarray")))]
 pub mod ndarray;
 pub mod pool;
 #[allow(dead_code)] // the full kernel set (scalar and forced-path variants) is kept with its tests
@@ -99,6 +100,7 @@ impl<T: Float> std::ops::Deref for Buf<T> {
 ///
 /// The buffer is reference-counted: cloning a tensor, reshaping it or recording it on a tape does
 /// not copy the data. Mutation (`data_mut`) copies only when the buffer is shared.
+#[must_use = "a tensor is a value: computing one and dropping it does nothing"]
 pub struct Tensor<T: Float> {
     shape: Shape,
     data: Buf<T>,
