@@ -265,3 +265,55 @@ fn one_hot_and_argmax_are_inverse() {
     assert_eq!(oh.sum_all(), 5.0);
     assert_eq!(argmax_rows(&oh), labels);
 }
+
+/// The tape-lifecycle trap (issue 15): a loop that forgets `tape.clear()` grows the tape and makes
+/// every update copy; the store counts both, and `grad_step` makes the right way the easy way.
+#[test]
+fn a_loop_that_forgets_to_clear_the_tape_is_counted_and_grad_step_avoids_it() {
+    use tapegrad::nn::{Activation, Mlp, ParamStore};
+    use tapegrad::optim::{Optimizer, Sgd};
+    let x = Tensor::<f64>::rand_normal([8, 3], 0.0, 1.0, 1);
+    let y = Tensor::<f64>::rand_normal([8, 1], 0.0, 1.0, 2);
+    // The wrong way: one tape, never cleared.
+    let mut store = ParamStore::<f64>::new();
+    let mlp = Mlp::new(&mut store, "mlp", &[3, 4, 1], Activation::Tanh, 3);
+    let mut opt = Sgd::new(0.1);
+    let tape = Tape::new();
+    for _ in 0..10 {
+        let grads = {
+            let p = store.bind(&tape);
+            let e = mlp.forward(&p, tape.constant(x.clone())) - tape.constant(y.clone());
+            p.grads((e * e).mean().backward())
+        };
+        opt.step(&mut store, &grads);
+    }
+    assert_eq!(
+        store.stale_binds(),
+        9,
+        "every bind after the first found the tape not cleared"
+    );
+    // every update of a shared buffer copied it (the one-element bias lives inline: never shared)
+    assert_eq!(store.copies_on_write(), 10 * (store.len() - 1));
+    assert!(tape.len() > 100, "the tape grew: {} nodes", tape.len());
+    // The easy way: grad_step owns the tape per step.
+    let mut store = ParamStore::<f64>::new();
+    let mlp = Mlp::new(&mut store, "mlp", &[3, 4, 1], Activation::Tanh, 3);
+    let mut first = None;
+    let mut last = 0.0;
+    for _ in 0..10 {
+        let (loss, grads) = store.grad_step(|t, p| {
+            let e = mlp.forward(p, t.constant(x.clone())) - t.constant(y.clone());
+            (e * e).mean()
+        });
+        first.get_or_insert(loss);
+        last = loss;
+        opt.step(&mut store, &grads);
+    }
+    assert_eq!((store.stale_binds(), store.copies_on_write()), (0, 0));
+    assert!(last < first.unwrap(), "it still trains: {first:?} -> {last}");
+    // and a failing loss is an Err from try_grad_step
+    let e = store
+        .try_grad_step(|t, p| tapegrad::attempt(|| (mlp.forward(p, t.constant(Tensor::zeros([8, 5]))) * 1.0).mean()))
+        .unwrap_err();
+    assert!(e.to_string().contains("matmul"), "{e}");
+}

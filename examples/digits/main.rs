@@ -174,10 +174,17 @@ fn main() {
         final_acc = test_acc;
     }
     let secs = t_train.elapsed().as_secs_f64();
-    assert_eq!(
+    // The tape-lifecycle check every training loop can make: no update copied a parameter and no
+    // step bound the parameters to a tape that was not cleared.
+    println!(
+        "tape lifecycle: {} copies on write, {} stale binds (both 0 in a healthy loop)",
         store.copies_on_write(),
-        0,
-        "an optimiser update had to copy a parameter"
+        store.stale_binds()
+    );
+    assert_eq!(
+        (store.copies_on_write(), store.stale_binds()),
+        (0, 0),
+        "an optimiser update had to copy a parameter, or the tape was not cleared"
     );
     println!(
         "\nheld-out accuracy {:.2}% after {epochs} epochs; training took {secs:.2} s on one thread",

@@ -7,6 +7,37 @@
 //! the sole owner of every buffer again, so an optimiser ([`optim`]) updates them in
 //! place with no reallocation.
 //!
+//! The easy way is [`ParamStore::grad_step`]: it owns the tape for one step — records, takes the
+//! gradients, drops the tape — so nothing can grow from step to step:
+//!
+//! ```
+//! use tapegrad::nn::{Activation, Mlp, ParamStore};
+//! use tapegrad::optim::{Optimizer, Sgd};
+//! use tapegrad::Tensor;
+//!
+//! let mut store = ParamStore::<f64>::new();
+//! let mlp = Mlp::new(&mut store, "mlp", &[2, 8, 1], Activation::Tanh, 42);
+//! let x = Tensor::from_vec(vec![0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0], [4, 2]);
+//! let y = Tensor::from_vec(vec![0.0, 1.0, 1.0, 0.0], [4, 1]); // XOR
+//! let mut opt = Sgd::new(0.5).momentum(0.9);
+//! let mut last = f64::INFINITY;
+//! for _ in 0..300 {
+//!     let (loss, grads) = store.grad_step(|tape, p| {
+//!         let err = mlp.forward(p, tape.constant(x.clone())) - tape.constant(y.clone());
+//!         (err * err).mean()
+//!     });
+//!     last = loss;
+//!     opt.step(&mut store, &grads); // in place: the step's tape is gone
+//! }
+//! assert!(last < 0.01, "XOR not learnt: loss {last}");
+//! assert_eq!((store.copies_on_write(), store.stale_binds()), (0, 0));
+//! ```
+//!
+//! The same loop with a tape you manage yourself must [`clear`](crate::Tape::clear) it every
+//! step; forgetting to makes the tape grow without bound and every update copy its buffer —
+//! [`ParamStore::stale_binds`] and [`ParamStore::copies_on_write`] count both, so a training
+//! loop can check them:
+//!
 //! ```
 //! use tapegrad::nn::{Activation, Mlp, ParamStore};
 //! use tapegrad::optim::{Optimizer, Sgd};
@@ -52,6 +83,9 @@ pub struct ParamId(pub usize);
 pub struct ParamStore<T: Float> {
     params: IndexMap<String, Tensor<T>>,
     copies: usize,
+    /// The tape the store was last bound to and its length then (to notice a tape not cleared).
+    last_bind: std::cell::Cell<Option<(u64, usize)>>,
+    stale: std::cell::Cell<usize>,
 }
 
 impl<T: Float> ParamStore<T> {
@@ -60,6 +94,8 @@ impl<T: Float> ParamStore<T> {
         ParamStore {
             params: IndexMap::new(),
             copies: 0,
+            last_bind: std::cell::Cell::new(None),
+            stale: std::cell::Cell::new(0),
         }
     }
 
@@ -119,11 +155,54 @@ impl<T: Float> ParamStore<T> {
 
     /// Records every parameter on `tape` as a variable ([`Tape::var`]), in order. The tape shares
     /// the buffers (no copy): drop or [clear](Tape::clear) it before the optimiser updates them.
+    ///
+    /// Binding again to a tape that still holds an earlier binding (it was not cleared) counts a
+    /// [stale bind](Self::stale_binds): the tape keeps growing and the next update copies.
     #[track_caller]
     pub fn bind<'t>(&self, tape: &'t Tape<T>) -> Params<'t, T> {
-        Params {
-            vars: self.params.values().map(|v| tape.var(v.clone())).collect(),
+        if let Some((id, len)) = self.last_bind.get()
+            && id == tape.id()
+            && tape.len() >= len
+        {
+            self.stale.set(self.stale.get() + 1);
         }
+        let params = Params {
+            vars: self.params.values().map(|v| tape.var(v.clone())).collect(),
+        };
+        self.last_bind.set(Some((tape.id(), tape.len())));
+        params
+    }
+
+    /// One training step's gradients, with the tape owned for the step: records the parameters
+    /// on a fresh tape, builds the loss with `f`, runs the backward, takes the gradients out and
+    /// drops the tape — so the store owns its buffers again and the optimiser updates them in
+    /// place. Returns the loss (which must have one element) and the gradients. Panics on error;
+    /// see [`try_grad_step`](Self::try_grad_step).
+    #[track_caller]
+    pub fn grad_step<F>(&mut self, f: F) -> (T, ParamGrads<T>)
+    where
+        F: for<'t> FnOnce(&'t Tape<T>, &Params<'t, T>) -> Var<'t, T>,
+    {
+        self.try_grad_step(|tape, p| Ok(f(tape, p)))
+            .unwrap_or_else(|e| crate::core::error::fail(e))
+    }
+
+    /// Like [`grad_step`](Self::grad_step) for a loss that may fail: `f` returns a `Result`, and
+    /// its error — or the backward's — is returned.
+    #[track_caller]
+    pub fn try_grad_step<F>(&mut self, f: F) -> crate::Result<(T, ParamGrads<T>)>
+    where
+        F: for<'t> FnOnce(&'t Tape<T>, &Params<'t, T>) -> crate::Result<Var<'t, T>>,
+    {
+        let tape = Tape::new();
+        let p = self.bind(&tape);
+        let loss = f(&tape, &p)?;
+        let grads = p.grads(loss.try_backward()?);
+        let value = loss.item();
+        drop(p);
+        drop(tape);
+        self.last_bind.set(None);
+        Ok((value, grads))
     }
 
     /// Updates a parameter in place through `f`. When the buffer is shared (a tape or a clone
@@ -143,6 +222,12 @@ impl<T: Float> ParamStore<T> {
     /// when it was updated).
     pub fn copies_on_write(&self) -> usize {
         self.copies
+    }
+
+    /// How many times the store was bound to a tape that still held an earlier binding (a
+    /// training loop that forgot [`Tape::clear`]: the tape grows every step). 0 in a healthy loop.
+    pub fn stale_binds(&self) -> usize {
+        self.stale.get()
     }
 }
 
