@@ -25,6 +25,8 @@
 //! }
 //! ```
 //!
+//! **New here? Start with the [`guide`]**: the softmax gradient from a wrong rule to a checked one.
+//!
 //! Layers, bottom to top: [`Tensor`] (values, no gradients) → [`Tape`] and [`Var`] (the Wengert
 //! list) → [`Op`]s and the [`Registry`] (primitives with their rules) → backward
 //! ([`Var::backward`], [`Tape::grad`], [`Tape::grad_graph`]) → [`check`] (gradcheck, Jacobians).
@@ -42,6 +44,7 @@ pub mod autodiff;
 pub mod check;
 pub mod core;
 pub mod debug;
+pub mod guide;
 pub mod nn;
 pub mod ops;
 pub mod softmax;
