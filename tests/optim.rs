@@ -188,7 +188,8 @@ fn linear_computes_xw_plus_b_and_mlp_gradients_pass_gradcheck() {
     let (w, b) = (store.get(lin.weight), store.get(lin.bias));
     for r in 0..4 {
         for c in 0..2 {
-            let want: f64 = (0..3).map(|k| x.get(&[r, k]) * w.get(&[k, c])).sum::<f64>() + b.get(&[c]);
+            // x Wᵀ + b, with W stored as [outputs, inputs] (PyTorch's layout)
+            let want: f64 = (0..3).map(|k| x.get(&[r, k]) * w.get(&[c, k])).sum::<f64>() + b.get(&[c]);
             assert!((y.get(&[r, c]) - want).abs() < 1e-14);
         }
     }

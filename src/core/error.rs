@@ -56,6 +56,8 @@ pub enum ErrorKind {
     NoGradient,
     /// A value that must be finite was NaN or infinite.
     NonFinite,
+    /// Reading or writing a file failed, or its contents are not what was expected.
+    Io,
     /// Any other invalid argument (empty list, bad axis permutation, wrong number of inputs…).
     Invalid,
 }

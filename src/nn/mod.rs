@@ -66,6 +66,9 @@
 //! ```
 
 pub mod optim;
+#[cfg(feature = "safetensors")]
+#[cfg_attr(docsrs, doc(cfg(feature = "safetensors")))]
+pub mod safetensors;
 
 use crate::autodiff::backward::Grads;
 use crate::autodiff::tape::{Tape, Var};
@@ -391,7 +394,8 @@ pub struct Linear {
 }
 
 impl Linear {
-    /// Adds `{name}.weight` (drawn from `init`) and `{name}.bias` (zeros) to the store.
+    /// Adds `{name}.weight` (drawn from `init`, shape `[outputs, inputs]` — PyTorch's layout, so a
+    /// `state_dict` loads as it is) and `{name}.bias` (zeros, `[outputs]`) to the store.
     #[track_caller]
     pub fn new<T: Float>(
         store: &mut ParamStore<T>,
@@ -403,7 +407,9 @@ impl Linear {
     ) -> Self {
         let weight = store.insert(
             format!("{name}.weight"),
-            init.tensor([inputs, outputs], inputs, outputs, seed),
+            // (drawn as [inputs, outputs] and transposed: the same seeded values as before the
+            // layout became PyTorch's, so a seed gives the same model)
+            init.tensor([inputs, outputs], inputs, outputs, seed).transpose(0, 1),
         );
         let bias = store.insert(format!("{name}.bias"), Tensor::zeros([outputs]));
         Linear {
@@ -414,10 +420,10 @@ impl Linear {
         }
     }
 
-    /// `x W + b`.
+    /// `x Wᵀ + b` (as PyTorch's `nn.Linear`; the transpose is read through strides, not copied).
     #[track_caller]
     pub fn forward<'t, T: Float>(&self, p: &Params<'t, T>, x: Var<'t, T>) -> Var<'t, T> {
-        x.matmul(p[self.weight]) + p[self.bias]
+        x.matmul_t(p[self.weight], false, true) + p[self.bias]
     }
 }
 
@@ -465,6 +471,9 @@ pub struct Mlp {
 impl Mlp {
     /// Layers of sizes `sizes[0] → sizes[1] → … → sizes[n]`, named `{name}.{k}.weight` /
     /// `{name}.{k}.bias`, initialised for `activation` (the output layer with Xavier), seeded.
+    /// The names and layouts are those of a PyTorch module holding the layers as
+    /// `self.{name} = nn.ModuleList([nn.Linear(..), ..])`, so its `state_dict` loads directly
+    /// (see `ParamStore::load` behind the `safetensors` feature).
     #[track_caller]
     pub fn new<T: Float>(
         store: &mut ParamStore<T>,
