@@ -1,85 +1,67 @@
-//! Randomized testing: random well-formed expression programs over random shapes and broadcasts.
+//! Randomized testing: random well-formed programs whose ops are drawn from the op registry.
 //!
-//! For every program: the gradient of `Σ c ⊙ out` (a fixed random `c`) matches central finite
-//! differences in `f64`; the `f32` run agrees with the `f64` run; backward never fails; and an
-//! operation whose operands do not broadcast fails with the documented shape error (a panic whose
-//! message is a tapegrad `Error`), recording nothing. A fixed seed makes every CI run test the
-//! same programs; on failure proptest shrinks the program and the panic prints the smallest
-//! failing one as a readable listing (`Debug` for [`Program`]).
+//! A program is a list of instructions, each naming a registry entry that has a
+//! [recipe](tapegrad::ops::Recipe) and carrying a few bytes of choices. The instructions run in
+//! order on a pool of values (the inputs, then every result so far): the entry's recipe, in
+//! **tame** mode, picks operands that fit, axes in range and values mapped into the op's domain,
+//! or declines (`None`), and the instruction is skipped. So an op is in these programs the moment
+//! it is registered with a recipe, with no change here.
+//!
+//! For every program: the gradient of `Σ c ⊙ out` (a fixed random `c`, `out` the last value)
+//! matches central finite differences in `f64`; the `f32` run agrees with the `f64` run; backward
+//! with the `try_` API never fails; and an `add` of two values of the pool that do not broadcast
+//! fails with the documented shape error, recording nothing. A fixed seed makes every CI run test
+//! the same programs; on failure proptest shrinks the program and the panic prints the smallest
+//! failing one as a readable listing (`Debug` for [`Program`]: op names, operands and shapes).
+//!
+//! A program is *resolved* once, in `f64` on its input values: which instructions ran, and which
+//! results joined the pool. A result that is not finite or exceeds [`BOUND`] in magnitude (`exp`
+//! of `exp` of …) is left out of the pool — finite differences and `f32` say nothing useful about
+//! it. Every other run (the finite differences' perturbed inputs, the `f32` run) replays the
+//! resolved instructions, so all runs record the same ops on the same operands.
 //!
 //! `PROGRAMS` sets the count (default below); `PROGRAMS=20000 cargo test --release --test
 //! random_programs` runs a longer campaign.
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
+use std::collections::HashMap;
 use std::fmt;
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::OnceLock;
 use tapegrad::check::{GradcheckOptions, gradcheck};
+use tapegrad::debug::graph::NodeKind;
+use tapegrad::ops::{Choice, Recipe, RecipeFn};
 use tapegrad::shape::broadcast_shapes;
-use tapegrad::{Float, Tape, Tensor, Var};
+use tapegrad::{ErrorKind, Float, OpInfo, Registry, Tape, Tensor, Var, attempt};
 
 /// Programs per CI run (fixed seed).
 const DEFAULT_PROGRAMS: u32 = 3000;
 
-/// The operations a program draws from. Domains are kept safe by construction (`log(a² + ½)`), so
-/// every program is well-formed and differentiable almost everywhere.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Code {
-    Add,
-    Sub,
-    Mul,
-    Div,
-    Exp,
-    Log,
-    Sqrt,
-    Tanh,
-    Sigmoid,
-    Neg,
-    Scalar,
-    Powf,
-    SumAxis,
-    MeanAxis,
-    MaxAxis,
-    Permute,
-    Reshape,
-    BroadcastTo,
-    MatMul,
-    Select,
-    SumAll,
+/// Choice bytes per instruction (operands, axes, constants, signs for values mapped away from 0).
+const CHOICE_BYTES: usize = 12;
+
+/// Results larger than this in magnitude are left out of the pool (see the module docs).
+const BOUND: f64 = 1e3;
+
+/// The registry entries programs draw from: every one with a recipe, in registration order.
+fn entries() -> &'static [&'static OpInfo] {
+    static E: OnceLock<Vec<&'static OpInfo>> = OnceLock::new();
+    E.get_or_init(|| Registry::builtin().iter().filter(|i| i.recipe.is_some()).collect())
 }
 
-const CODES: [Code; 21] = [
-    Code::Add,
-    Code::Sub,
-    Code::Mul,
-    Code::Div,
-    Code::Exp,
-    Code::Log,
-    Code::Sqrt,
-    Code::Tanh,
-    Code::Sigmoid,
-    Code::Neg,
-    Code::Scalar,
-    Code::Powf,
-    Code::SumAxis,
-    Code::MeanAxis,
-    Code::MaxAxis,
-    Code::Permute,
-    Code::Reshape,
-    Code::BroadcastTo,
-    Code::MatMul,
-    Code::Select,
-    Code::SumAll,
-];
-
-/// One raw instruction: an op and operand/parameter choices, resolved against the values that
-/// exist when it runs (so any raw list is a valid program, and shrinking keeps it valid).
+/// One raw instruction: an entry (an index into [`entries`]) and its choice bytes, resolved
+/// against the pool when it runs (so any raw list is a valid program, and shrinking keeps it
+/// valid).
 #[derive(Clone, Copy, Debug)]
 struct Instr {
-    code: Code,
-    a: u8,
-    b: u8,
-    p: u8,
+    op: usize,
+    choices: [u8; CHOICE_BYTES],
+}
+
+impl Instr {
+    fn info(&self) -> &'static OpInfo {
+        entries()[self.op % entries().len()]
+    }
 }
 
 /// A random program: input shapes (broadcast variants of one base shape), a seed for the input
@@ -87,7 +69,8 @@ struct Instr {
 #[derive(Clone)]
 struct Program {
     base: Vec<usize>,
-    /// Per input: for each base axis, keep (0), set to 1 (1); and how many leading axes to drop.
+    /// Per input: for each base axis, keep (false) or set to 1 (true); and how many leading axes
+    /// to drop.
     inputs: Vec<(Vec<bool>, usize)>,
     instrs: Vec<Instr>,
     seed: u64,
@@ -118,125 +101,142 @@ impl Program {
     }
 }
 
-/// One resolved step, for printing and for checking the error path.
-enum Step {
-    Value(String),
-    /// Two operands that do not broadcast: the op must fail with a shape error.
-    Mismatch(String),
+/// A program after its `f64` run on its input values: the instructions whose results joined the
+/// pool, in order, and a listing of every step.
+struct Resolved {
+    kept: Vec<usize>,
+    listing: Vec<String>,
 }
 
-/// Runs the program on `vars` (recorded on one tape), returning the output and a trace.
-fn run<'t, T: Float>(p: &Program, vars: &[Var<'t, T>]) -> (Var<'t, T>, Vec<Step>) {
-    let tape = vars[0].tape();
-    let mut vals: Vec<Var<'t, T>> = vars.to_vec();
-    let mut trace = Vec::new();
-    let c = |x: f64| T::from_f64(x);
-    let name = |i: usize, n: usize| if i < n { format!("x{i}") } else { format!("v{i}") };
-    let n_in = vars.len();
-    for ins in &p.instrs {
-        let (ia, ib) = (ins.a as usize % vals.len(), ins.b as usize % vals.len());
-        let (a, b) = (vals[ia], vals[ib]);
-        let (sa, sb) = (a.shape(), b.shape());
-        let nd = sa.len();
-        let bc = broadcast_shapes(&sa, &sb).is_some();
-        let (na, nb) = (name(ia, n_in), name(ib, n_in));
-        let binary = matches!(
-            ins.code,
-            Code::Add | Code::Sub | Code::Mul | Code::Div | Code::Select | Code::BroadcastTo
-        );
-        if binary && !bc {
-            // The documented error: a shape error naming the op, recording nothing.
-            let before = tape.len();
-            let r = catch_unwind(AssertUnwindSafe(|| a + b));
-            let msg = match r {
-                Ok(_) => panic!("{na} + {nb} with shapes {sa:?}, {sb:?} did not fail"),
-                Err(e) => e.downcast_ref::<String>().cloned().unwrap_or_default(),
+/// The name of pool value `i` (`x0…` for inputs, `v…` for results).
+fn pool_name(i: usize, n_inputs: usize) -> String {
+    if i < n_inputs { format!("x{i}") } else { format!("v{i}") }
+}
+
+/// Node `i` of the tape as an expression: pool values by name, nodes recorded by the current
+/// step (from `first` on) as `op(inputs; params)`, constants as `const[shape]`.
+fn render(
+    nodes: &[tapegrad::debug::graph::NodeInfo],
+    names: &HashMap<usize, String>,
+    first: usize,
+    i: usize,
+) -> String {
+    if let Some(name) = names.get(&i) {
+        return name.clone();
+    }
+    let n = &nodes[i];
+    match n.kind {
+        NodeKind::Detached { source } => format!("detach({})", render(nodes, names, first, source)),
+        NodeKind::Constant => format!("const{:?}", n.shape),
+        _ if i < first => format!("#{i}"),
+        _ => {
+            let args: Vec<String> = n.inputs.iter().map(|&j| render(nodes, names, first, j)).collect();
+            let params = if n.params.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", n.params)
             };
-            assert!(
-                msg.starts_with("tapegrad: add:") && msg.contains("do not broadcast"),
-                "unexpected panic: {msg}"
-            );
-            assert_eq!(tape.len(), before, "a failed op recorded something");
-            trace.push(Step::Mismatch(format!("{na} + {nb}: {sa:?} vs {sb:?} -> shape error")));
+            format!("{}({}{params})", n.op, args.join(", "))
+        }
+    }
+}
+
+/// Checks the error path on the pair of pool values the instruction's first two choice bytes
+/// name, when they do not broadcast: `a + b` must fail with the documented shape error naming
+/// `add`, and record nothing.
+fn check_mismatch<'t>(ins: &Instr, pool: &[Var<'t, f64>], names: &[String]) -> Option<String> {
+    let (i, j) = (
+        ins.choices[0] as usize % pool.len(),
+        ins.choices[1] as usize % pool.len(),
+    );
+    let (a, b) = (pool[i], pool[j]);
+    let (sa, sb) = (a.shape(), b.shape());
+    if broadcast_shapes(&sa, &sb).is_some() {
+        return None;
+    }
+    let tape = a.tape();
+    let before = tape.len();
+    let e = match attempt(|| a + b) {
+        Ok(_) => panic!("{} + {} with shapes {sa:?}, {sb:?} did not fail", names[i], names[j]),
+        Err(e) => e,
+    };
+    assert_eq!(e.kind(), ErrorKind::Shape, "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.starts_with("tapegrad: add:") && msg.contains("do not broadcast"),
+        "unexpected error: {msg}"
+    );
+    assert_eq!(tape.len(), before, "a failed op recorded something");
+    Some(format!(
+        "{} + {}: {:?} vs {:?} -> shape error",
+        names[i],
+        names[j],
+        sa.as_slice(),
+        sb.as_slice()
+    ))
+}
+
+/// Runs the program once in `f64` on its input values, deciding which results join the pool,
+/// checking the mismatched-broadcast error along the way, and listing every step.
+fn resolve(p: &Program) -> Resolved {
+    let tape = Tape::<f64>::new();
+    let mut pool: Vec<Var<'_, f64>> = p.input_values().into_iter().map(|x| tape.var(x)).collect();
+    let n_inputs = pool.len();
+    let mut names: Vec<String> = (0..n_inputs).map(|i| pool_name(i, n_inputs)).collect();
+    let mut by_node: HashMap<usize, String> = pool.iter().zip(&names).map(|(v, n)| (v.index(), n.clone())).collect();
+    let (mut kept, mut listing) = (Vec::new(), Vec::new());
+    for (k, ins) in p.instrs.iter().enumerate() {
+        if let Some(line) = check_mismatch(ins, &pool, &names) {
+            listing.push(line);
+        }
+        let info = ins.info();
+        let recipe = info.recipe.expect("entries have recipes");
+        let first = tape.len();
+        let Some(v) = (recipe.f64)(&mut Choice::new(&ins.choices, false), &pool) else {
+            listing.push(format!("({}: no value of the pool fits, skipped)", info.name));
+            continue;
+        };
+        let nodes = tape.nodes_info();
+        let expr = render(&nodes, &by_node, first, v.index());
+        let shape = v.shape();
+        let value = v.value();
+        if !value.data().iter().all(|x| x.is_finite() && x.abs() <= BOUND) {
+            listing.push(format!("({expr}  {:?}: beyond ±{BOUND:e}, left out)", shape.as_slice()));
             continue;
         }
-        let pm = ins.p as usize;
-        let (v, desc) = match ins.code {
-            Code::Add => (a + b, format!("{na} + {nb}")),
-            Code::Sub => (a - b, format!("{na} - {nb}")),
-            Code::Mul => (a * b, format!("{na} * {nb}")),
-            Code::Div => (a / (b * b + c(0.5)), format!("{na} / ({nb}² + 0.5)")),
-            Code::Exp => (a.tanh().exp(), format!("exp(tanh({na}))")),
-            Code::Log => ((a * a + c(0.5)).log(), format!("log({na}² + 0.5)")),
-            Code::Sqrt => ((a * a + c(0.5)).sqrt(), format!("sqrt({na}² + 0.5)")),
-            Code::Tanh => (a.tanh(), format!("tanh({na})")),
-            Code::Sigmoid => (a.sigmoid(), format!("sigmoid({na})")),
-            Code::Neg => (-a, format!("-{na}")),
-            Code::Scalar => match pm % 3 {
-                0 => (a * c(1.5) + c(-0.25), format!("{na} * 1.5 - 0.25")),
-                1 => ((a * a + c(1.0)).rdiv_scalar(c(2.0)), format!("2 / ({na}² + 1)")),
-                _ => (a / c(4.0), format!("{na} / 4")),
-            },
-            Code::Powf => {
-                let e = if pm.is_multiple_of(2) { 1.5 } else { -0.5 };
-                ((a * a + c(0.5)).powf(c(e)), format!("({na}² + 0.5)^{e}"))
-            }
-            Code::SumAxis | Code::MeanAxis | Code::MaxAxis if nd == 0 => (a.tanh(), format!("tanh({na})")),
-            Code::SumAxis => {
-                let (ax, keep) = ((pm % nd) as isize, pm & 8 != 0);
-                (a.sum_axis(ax, keep), format!("sum_axis({na}, {ax}, keepdim={keep})"))
-            }
-            Code::MeanAxis => {
-                let (ax, keep) = (-1 - (pm % nd) as isize, pm & 8 != 0);
-                (a.mean_axis(ax, keep), format!("mean_axis({na}, {ax}, keepdim={keep})"))
-            }
-            Code::MaxAxis => {
-                let (ax, keep) = ((pm % nd) as isize, pm & 8 != 0);
-                (a.max_axis(ax, keep), format!("max_axis({na}, {ax}, keepdim={keep})"))
-            }
-            Code::Permute if nd >= 2 => {
-                let mut perm: Vec<usize> = (0..nd).collect();
-                perm.rotate_left(1 + pm % (nd - 1));
-                if pm & 16 != 0 {
-                    perm.swap(0, nd - 1);
-                }
-                (a.permute(&perm), format!("permute({na}, {perm:?})"))
-            }
-            Code::Permute => (a.sigmoid(), format!("sigmoid({na})")),
-            Code::Reshape => {
-                let n = a.numel();
-                let s: Vec<usize> = if pm.is_multiple_of(2) { vec![n] } else { vec![1, n] };
-                (a.reshape(&s), format!("reshape({na}, {s:?})"))
-            }
-            Code::BroadcastTo => {
-                let s = broadcast_shapes(&sa, &sb).unwrap().to_vec();
-                (a.broadcast_to(&s), format!("broadcast_to({na}, {s:?})"))
-            }
-            Code::MatMul if nd >= 2 => {
-                let ok_b = sb.len() >= 2
-                    && sb[sb.len() - 1] == sa[nd - 1]
-                    && broadcast_shapes(&sa[..nd - 2], &sb[..sb.len() - 2]).is_some();
-                if ok_b {
-                    (a.matmul_t(b, false, true), format!("{na} @ {nb}ᵀ"))
-                } else {
-                    (a.t().matmul(a), format!("{na}ᵀ @ {na}"))
-                }
-            }
-            Code::MatMul => (a * a, format!("{na} * {na}")),
-            Code::Select => {
-                let m = a.detach().gt(b.detach());
-                (m.select(a * b, b), format!("where({na} > {nb}, {na} * {nb}, {nb})"))
-            }
-            Code::SumAll => (a.sum(), format!("sum({na})")),
-        };
-        trace.push(Step::Value(format!(
-            "v{} = {desc}  {:?}",
-            vals.len(),
-            v.shape().as_slice()
-        )));
-        vals.push(v);
+        let name = pool_name(pool.len(), n_inputs);
+        listing.push(format!("{name} = {expr}  {:?}", shape.as_slice()));
+        by_node.entry(v.index()).or_insert_with(|| name.clone());
+        names.push(name);
+        pool.push(v);
+        kept.push(k);
     }
-    (*vals.last().unwrap(), trace)
+    Resolved { kept, listing }
+}
+
+/// Replays the resolved instructions on `vars` (recorded on one tape) with the recipes for `T`,
+/// returning the last value of the pool.
+fn run<'t, T: Float>(
+    p: &Program,
+    kept: &[usize],
+    vars: &[Var<'t, T>],
+    recipe: fn(&Recipe) -> RecipeFn<T>,
+) -> Var<'t, T> {
+    let mut pool = vars.to_vec();
+    for &k in kept {
+        let ins = &p.instrs[k];
+        let info = ins.info();
+        let call = recipe(info.recipe.as_ref().expect("entries have recipes"));
+        let v = call(&mut Choice::new(&ins.choices, false), &pool).unwrap_or_else(|| {
+            panic!(
+                "{}: the recipe declined on a replay but not when the program was resolved \
+                 (a recipe's decisions must depend on shapes and choices only)",
+                info.name
+            )
+        });
+        pool.push(v);
+    }
+    *pool.last().unwrap()
 }
 
 /// The loss: `Σ c ⊙ out` with a fixed random `c` (a non-uniform cotangent).
@@ -246,21 +246,17 @@ fn loss<'t, T: Float>(p: &Program, out: Var<'t, T>) -> Var<'t, T> {
 }
 
 impl fmt::Debug for Program {
-    /// The program as a listing: inputs with shapes, one line per step, the loss.
+    /// The program as a listing: inputs with shapes, one line per step (the op calls each recipe
+    /// made, with the shape of the result), the loss.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "Program (value seed {}, base shape {:?}) {{", self.seed, self.base)?;
         for (k, s) in self.input_shapes().iter().enumerate() {
             writeln!(f, "    x{k}: var {s:?}")?;
         }
-        let tape = Tape::<f64>::new();
-        let vars: Vec<Var<'_, f64>> = self.input_values().into_iter().map(|x| tape.var(x)).collect();
-        let r = catch_unwind(AssertUnwindSafe(|| run(self, &vars).1));
-        match r {
-            Ok(trace) => {
-                for s in trace {
-                    match s {
-                        Step::Value(s) | Step::Mismatch(s) => writeln!(f, "    {s}")?,
-                    }
+        match std::panic::catch_unwind(|| resolve(self)) {
+            Ok(r) => {
+                for line in r.listing {
+                    writeln!(f, "    {line}")?;
                 }
                 writeln!(f, "    loss = sum(last * c), c ~ U(0.5, 1.5)")?;
             }
@@ -275,16 +271,11 @@ fn program() -> impl Strategy<Value = Program> {
     base.prop_flat_map(|base| {
         let nd = base.len();
         let input = (prop::collection::vec(prop::bool::weighted(0.25), nd), 0..=nd.min(1));
-        let instr = (0..CODES.len(), any::<u8>(), any::<u8>(), any::<u8>()).prop_map(|(c, a, b, p)| Instr {
-            code: CODES[c],
-            a,
-            b,
-            p,
-        });
+        let instr = (0..entries().len(), any::<[u8; CHOICE_BYTES]>()).prop_map(|(op, choices)| Instr { op, choices });
         (
             Just(base),
             prop::collection::vec(input, 1..=3),
-            prop::collection::vec(instr, 1..=8),
+            prop::collection::vec(instr, 1..=12),
             any::<u64>(),
         )
             .prop_map(|(base, inputs, instrs, seed)| Program {
@@ -297,16 +288,17 @@ fn program() -> impl Strategy<Value = Program> {
 }
 
 thread_local! {
-    static CURRENT: std::cell::RefCell<Option<Program>> = const { std::cell::RefCell::new(None) };
+    static CURRENT: std::cell::RefCell<Option<(Program, Vec<usize>)>> = const { std::cell::RefCell::new(None) };
 }
 
 fn program_loss<'t>(v: &[Var<'t, f64>]) -> Var<'t, f64> {
-    let p = CURRENT.with(|c| c.borrow().clone()).expect("no current program");
-    loss(&p, run(&p, v).0)
+    let (p, kept) = CURRENT.with(|c| c.borrow().clone()).expect("no current program");
+    loss(&p, run(&p, &kept, v, |r| r.f64))
 }
 
 fn check(p: &Program) -> Result<(), TestCaseError> {
     let inputs = p.input_values();
+    let kept = resolve(p).kept;
     // 1. Gradients (f64) against central finite differences.
     let opts = GradcheckOptions {
         atol: 1e-5,
@@ -314,17 +306,17 @@ fn check(p: &Program) -> Result<(), TestCaseError> {
         ..GradcheckOptions::default()
     };
     // gradcheck takes a function of the inputs only: the program rides in a thread-local.
-    CURRENT.with(|c| *c.borrow_mut() = Some(p.clone()));
+    CURRENT.with(|c| *c.borrow_mut() = Some((p.clone(), kept.clone())));
     let r = gradcheck(program_loss, &inputs, &opts);
     prop_assert!(r.passed, "{r}");
     // 2. Backward with the try_ API succeeds; f32 agrees with f64.
     let t64 = Tape::<f64>::new();
     let v64: Vec<Var<'_, f64>> = inputs.iter().map(|x| t64.var(x.clone())).collect();
-    let l64 = loss(p, run(p, &v64).0);
+    let l64 = loss(p, run(p, &kept, &v64, |r| r.f64));
     let g64 = l64.try_backward().map_err(|e| TestCaseError::fail(e.to_string()))?;
     let t32 = Tape::<f32>::new();
     let v32: Vec<Var<'_, f32>> = inputs.iter().map(|x| t32.var(x.cast())).collect();
-    let l32 = loss(p, run(p, &v32).0);
+    let l32 = loss(p, run(p, &kept, &v32, |r| r.f32));
     let g32 = l32.try_backward().map_err(|e| TestCaseError::fail(e.to_string()))?;
     let (y64, y32) = (l64.item(), l32.item() as f64);
     prop_assert!(
@@ -358,29 +350,56 @@ fn random_programs_match_finite_differences_and_f32() {
     let mut runner = TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &[42; 32]));
     let started = std::time::Instant::now();
     match runner.run(&program(), |p| check(&p)) {
-        Ok(()) => eprintln!("{cases} random programs passed in {:.1?}", started.elapsed()),
+        Ok(()) => eprintln!(
+            "{cases} random programs over {} registry ops passed in {:.1?}",
+            entries().len(),
+            started.elapsed()
+        ),
         Err(TestError::Fail(why, p)) => panic!("smallest failing program:\n{p:?}\nreason: {why}"),
         Err(e) => panic!("{e}"),
     }
 }
 
+/// The index of `name` among the entries programs draw from.
+fn op(name: &str) -> usize {
+    entries()
+        .iter()
+        .position(|i| i.name == name)
+        .unwrap_or_else(|| panic!("{name} has no recipe"))
+}
+
+#[test]
+fn every_op_with_a_recipe_is_drawn() {
+    // Every entry with a recipe is a possible instruction, and the recipes of the ops of a
+    // simple 2-D pool make calls (the registry test checks each recipe on its own).
+    let names: Vec<&str> = entries().iter().map(|i| i.name).collect();
+    for name in ["add", "exp", "max", "matmul_nt", "select", "cross_entropy", "reshape"] {
+        assert!(names.contains(&name), "{name} is not drawn: {names:?}");
+    }
+    assert!(!names.iter().any(|n| n.ends_with("_backward")), "{names:?}");
+}
+
 #[test]
 fn debug_prints_a_readable_listing() {
+    let mut choices = [0u8; CHOICE_BYTES];
+    choices[1] = 1;
     let p = Program {
         base: vec![2, 3],
         inputs: vec![(vec![false, false], 0), (vec![false, false], 1)],
         instrs: vec![
+            Instr { op: op("add"), choices },
             Instr {
-                code: Code::Add,
-                a: 0,
-                b: 1,
-                p: 0,
+                op: op("exp"),
+                choices: [2; CHOICE_BYTES],
+            },
+            // v3, no keepdim, not over everything: over axis 1.
+            Instr {
+                op: op("sum"),
+                choices: [3, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0],
             },
             Instr {
-                code: Code::Exp,
-                a: 2,
-                b: 0,
-                p: 0,
+                op: op("add"),
+                choices: [4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
             },
         ],
         seed: 1,
@@ -388,9 +407,12 @@ fn debug_prints_a_readable_listing() {
     let s = format!("{p:?}");
     assert!(s.contains("x0: var [2, 3]") && s.contains("x1: var [3]"), "{s}");
     assert!(
-        s.contains("v2 = x0 + x1  [2, 3]") && s.contains("v3 = exp(tanh(v2))"),
+        s.contains("v2 = add(x0, x1)  [2, 3]") && s.contains("v3 = exp(v2)  [2, 3]"),
         "{s}"
     );
+    // sum over axis 1 of v3 ([2]), then the mismatch check: v4 [2] + x0 [2, 3] fails.
+    assert!(s.contains("v4 = sum(v3; axis=1)  [2]"), "{s}");
+    assert!(s.contains("v4 + x0: [2] vs [2, 3] -> shape error"), "{s}");
     // And the checks pass on it.
     check(&p).unwrap();
 }

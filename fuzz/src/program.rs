@@ -1,15 +1,19 @@
 //! Decodes arbitrary bytes into a tape program — leaves with shapes (zero-size axes included) and
-//! values (NaN, ±∞, huge, subnormal, ±0), then ops with arbitrary operands and parameters (bad
-//! axes, wrong reshape sizes, non-permutations, mismatched shapes) — and runs it, then a backward
-//! pass through the `try_` API (first order, non-scalar, wrong cotangent, recorded second order).
+//! values (NaN, ±∞, huge, subnormal, ±0), then op calls drawn from the op registry, each made by
+//! the entry's recipe in **wild** mode from the bytes that follow (any operands and parameters:
+//! bad axes, wrong reshape sizes, non-permutations, mismatched shapes, NaN and ±∞ constants) — and
+//! runs it, then a backward pass through the `try_` API (first order, non-scalar, wrong cotangent,
+//! recorded second order). An op registered with a recipe is fuzzed with no change here.
 //!
 //! The contract checked: every panic is a documented tapegrad error (its message starts with
-//! `"tapegrad: "`), and every `try_` call returns `Ok` or a documented `Error`. Shared by the
-//! libFuzzer target (`fuzz/fuzz_targets/tape_program.rs`) and the stable replay test
-//! (`tests/fuzz_replay.rs`), which includes this file with `#[path]`.
+//! `"tapegrad: "`), a failed op records nothing, and every `try_` call returns `Ok` or a
+//! documented `Error`. Shared by the libFuzzer target (`fuzz/fuzz_targets/tape_program.rs`) and
+//! the stable replay test (`tests/fuzz_replay.rs`), which includes this file with `#[path]`.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use tapegrad::{ErrorKind, Float, Tape, Tensor, Var};
+use std::sync::OnceLock;
+use tapegrad::ops::{Choice, Recipe, RecipeFn};
+use tapegrad::{ErrorKind, Float, OpInfo, Registry, Tape, Tensor, Var};
 
 /// Reads bytes; past the end it yields zeros, so every input decodes to some program.
 pub struct Bytes<'a> {
@@ -28,6 +32,14 @@ impl<'a> Bytes<'a> {
     }
     pub fn done(&self) -> bool {
         self.pos >= self.data.len()
+    }
+    /// The bytes not read yet.
+    fn rest(&self) -> &'a [u8] {
+        &self.data[self.pos.min(self.data.len())..]
+    }
+    /// Moves on by `n` bytes (read by someone else).
+    fn skip(&mut self, n: usize) {
+        self.pos += n;
     }
     fn u64(&mut self) -> u64 {
         (0..8).fold(0u64, |acc, _| acc << 8 | self.u8() as u64)
@@ -97,19 +109,25 @@ fn documented(kind: ErrorKind) -> bool {
     )
 }
 
+/// The registry entries the fuzzer calls: every one with a recipe, in registration order.
+fn entries() -> &'static [&'static OpInfo] {
+    static E: OnceLock<Vec<&'static OpInfo>> = OnceLock::new();
+    E.get_or_init(|| Registry::builtin().iter().filter(|i| i.recipe.is_some()).collect())
+}
+
 /// Decodes and runs one program, in `f32` or `f64` as the first byte says. Panics (with a message
 /// not starting with "tapegrad: ") only when the contract is broken.
 pub fn run_bytes(data: &[u8]) {
     let mut b = Bytes::new(data);
     let flags = b.u8();
     if flags & 1 == 0 {
-        run::<f64>(&mut b, flags)
+        run::<f64>(&mut b, flags, |r| r.f64)
     } else {
-        run::<f32>(&mut b, flags)
+        run::<f32>(&mut b, flags, |r| r.f32)
     }
 }
 
-fn run<T: Float>(b: &mut Bytes<'_>, flags: u8) {
+fn run<T: Float>(b: &mut Bytes<'_>, flags: u8, recipe: fn(&Recipe) -> RecipeFn<T>) {
     let tape = Tape::<T>::new();
     tape.set_anomaly(flags & 2 != 0);
     let mut vals: Vec<Var<'_, T>> = Vec::new();
@@ -125,60 +143,25 @@ fn run<T: Float>(b: &mut Bytes<'_>, flags: u8) {
             tape.var(t)
         });
     }
+    let ops = entries();
     let mut steps = 0;
     while !b.done() && steps < 24 {
         steps += 1;
-        let code = b.u8();
-        let (x, y) = {
-            let i = b.u8() as usize % vals.len();
-            let j = b.u8() as usize % vals.len();
-            (vals[i], vals[j])
-        };
-        let p = b.u8();
+        // One code per registry entry with a recipe, and one more for `detach` (a leaf sharing
+        // a value, not an op, so not in the registry).
+        let code = b.u8() as usize % (ops.len() + 1);
         let before = tape.len();
-        let out = guarded(|| match code % 34 {
-            0 => x + y,
-            1 => x - y,
-            2 => x * y,
-            3 => x / y,
-            4 => -x,
-            5 => x.exp(),
-            6 => x.log(),
-            7 => x.sqrt(),
-            8 => x.tanh(),
-            9 => x.sigmoid(),
-            10 => x.relu(),
-            11 => x.abs(),
-            12 => x.powf(T::from_f64((p as i8) as f64 / 8.0)),
-            13 => x.add_scalar(T::from_f64(b.value())),
-            14 => x.mul_scalar(T::from_f64(b.value())),
-            15 => x.rdiv_scalar(T::from_f64(b.value())),
-            16 => x.sum(),
-            17 => x.mean(),
-            18 => x.sum_axis((p as i8 % 5) as isize, p & 0x80 != 0),
-            19 => x.mean_axis((p as i8 % 5) as isize, p & 0x80 != 0),
-            20 => x.max_axis((p as i8 % 5) as isize, p & 0x80 != 0),
-            21 => x.reshape(b.shape()),
-            22 => {
-                let n = (p % 4) as usize;
-                let perm: Vec<usize> = (0..n).map(|_| b.u8() as usize % 4).collect();
-                x.permute(perm)
-            }
-            23 => x.transpose((p as usize % 4) as isize, ((p / 4) as usize % 4) as isize),
-            24 => x.broadcast_to(b.shape()),
-            25 => x.sum_to(b.shape()),
-            26 => x.matmul_t(y, p & 1 != 0, p & 2 != 0),
-            27 => x.gt(y),
-            28 => x.le(y),
-            29 => x.eq(y),
-            30 => {
-                let z = vals[b.u8() as usize % vals.len()];
-                x.select(y, z)
-            }
-            31 => x.detach(),
-            32 => x.chain_mul(y),
-            _ => x.chain_div(y),
-        });
+        let out = if code == ops.len() {
+            let x = vals[b.u8() as usize % vals.len()];
+            guarded(|| x.detach())
+        } else {
+            let call = recipe(ops[code].recipe.as_ref().expect("entries have recipes"));
+            let mut c = Choice::new(b.rest(), true);
+            let out = guarded(|| call(&mut c, &vals)).flatten();
+            let used = c.used();
+            b.skip(used);
+            out
+        };
         match out {
             Some(v) => vals.push(v),
             // A failed op records nothing.

@@ -6,15 +6,16 @@
 //! Broadcasting VJPs sum each gradient back to its input's shape (`sum_to`).
 
 use super::common::{arity, binary_ops, broadcast_zip};
-use super::registry::{Domain, NanRule, OpInfo, Registry};
+use super::reference;
+use super::registry::{Choice, Domain, OpInfo, Registry};
 use super::select::{ByD, MinusHy, MinusHyOverD, OverD};
 use crate::autodiff::rule::{Binary, Elem, Pointwise, Unary, Value};
 use crate::autodiff::rule::{Cotangents, Op, VjpCtx};
 use crate::autodiff::tape::{OpRef, Var};
 use crate::core::error::Result;
 use crate::core::float::Float;
-use crate::sample;
 use crate::tensor::Tensor;
+use crate::{recipe, sample};
 use std::ops::{Add, Div, Mul, Neg, Sub};
 
 binary_ops! {
@@ -212,6 +213,11 @@ fn t(v: &[f64], s: &[usize]) -> Tensor<f64> {
     Tensor::from_vec(v.to_vec(), s)
 }
 
+/// A scalar parameter for an op in `T` (tame: ordinary; wild: often NaN, ±∞, huge, subnormal).
+fn scalar<T: Float>(c: &mut Choice<'_>) -> T {
+    T::from_f64(c.scalar())
+}
+
 pub(crate) fn register(r: &mut Registry) {
     fn bin_samples() -> Vec<(&'static str, Tensor<f64>, Tensor<f64>)> {
         vec![
@@ -243,16 +249,12 @@ pub(crate) fn register(r: &mut Registry) {
             ("1-element [1] by [1]", t(&[0.7], &[1]), t(&[1.9], &[1])),
         ]
     }
+    // Tame: two operands that broadcast together (the denominator of `div` mapped into its
+    // domain); wild: any two, so mismatched shapes reach the op's error.
     macro_rules! binary_entry {
-        ($name:literal, $summary:literal, |$a:ident, $b:ident| $e:expr) => {
-            r.register(OpInfo {
-                name: $name,
-                summary: $summary,
-                differentiable_twice: true,
-                nan: NanRule::Propagates,
-                domain: Domain::Real,
-                recipe: None,
-                samples: || {
+        ($name:literal, $summary:literal, $domain:expr, |$a:ident, $b:ident| $e:expr) => {
+            r.register(
+                OpInfo::new($name, $summary, || {
                     bin_samples()
                         .into_iter()
                         .map(|(l, x, y)| {
@@ -260,92 +262,117 @@ pub(crate) fn register(r: &mut Registry) {
                                 let ($a, $b) = (v[0], v[1]);
                                 $e
                             })
+                            .with_reference(|x| reference::zip(&x[0], &x[1], |$a, $b| $e))
                         })
                         .collect()
-                },
-            })
+                })
+                .domain($domain)
+                .recipe(recipe!(|c, v| {
+                    let ($a, b) = c.pick_broadcastable(v)?;
+                    let $b = c.into_domain(b, $domain);
+                    Some($e)
+                })),
+            )
         };
     }
-    binary_entry!("add", "a + b, broadcasting", |a, b| a + b);
-    binary_entry!("sub", "a − b, broadcasting", |a, b| a - b);
-    binary_entry!("mul", "a · b elementwise, broadcasting", |a, b| a * b);
-    binary_entry!("div", "a / b elementwise, broadcasting", |a, b| a / b);
-    r.register(OpInfo {
-        name: "powf",
-        summary: "xᵖ, constant p (x > 0)",
-        differentiable_twice: true,
-        nan: NanRule::Propagates,
-        domain: Domain::Real,
-        recipe: None,
-        samples: || {
+    binary_entry!("add", "a + b, broadcasting", Domain::Real, |a, b| a + b);
+    binary_entry!("sub", "a − b, broadcasting", Domain::Real, |a, b| a - b);
+    binary_entry!("mul", "a · b elementwise, broadcasting", Domain::Real, |a, b| a * b);
+    // The domain is the denominator's (the numerator is any real).
+    binary_entry!(
+        "div",
+        "a / b elementwise, broadcasting (b > 0 in random programs)",
+        Domain::Positive,
+        |a, b| a / b
+    );
+    r.register(
+        OpInfo::new("powf", "xᵖ, constant p (x > 0)", || {
             let pos = |s: &[usize], seed| Domain::Positive.sample(s, seed);
             vec![
-                sample!("[2,3] ^ 2.5", [pos(&[2, 3], 20)], |v| v[0].powf(2.5)),
-                sample!("0-d ^ -1.5", [pos(&[], 21)], |v| v[0].powf(-1.5)),
-                sample!("[2,3,2] ^ 3", [pos(&[2, 3, 2], 23)], |v| v[0].powf(3.0)),
-                sample!("[3] ^ 0", [pos(&[3], 24)], |v| v[0].powf(0.0) * v[0]),
+                sample!("[2,3] ^ 2.5", [pos(&[2, 3], 20)], |v| v[0].powf(2.5))
+                    .with_reference(|x| reference::map(&x[0], |a| a.powf(2.5))),
+                sample!("0-d ^ -1.5", [pos(&[], 21)], |v| v[0].powf(-1.5))
+                    .with_reference(|x| reference::map(&x[0], |a| a.powf(-1.5))),
+                sample!("[2,3,2] ^ 3", [pos(&[2, 3, 2], 23)], |v| v[0].powf(3.0))
+                    .with_reference(|x| reference::map(&x[0], |a| a.powf(3.0))),
+                sample!("[3] ^ 0", [pos(&[3], 24)], |v| v[0].powf(0.0) * v[0])
+                    .with_reference(|x| reference::map(&x[0], |a| a.powf(0.0) * a)),
             ]
-        },
-    });
-    r.register(OpInfo {
-        name: "neg",
-        summary: "−x",
-        differentiable_twice: true,
-        nan: NanRule::Propagates,
-        domain: Domain::Real,
-        recipe: None,
-        samples: || {
+        })
+        .domain(Domain::Positive)
+        // Tame: a base mapped to x > 0 and an exponent from a short list (0 included); wild: any
+        // base and any exponent (NaN, ±∞, fractions of negative bases).
+        .recipe(recipe!(|c, v| {
+            let x = c.pick(v);
+            let p = if c.wild() {
+                match c.byte() % 2 {
+                    0 => c.scalar(),
+                    _ => (c.byte() as i8) as f64 / 8.0,
+                }
+            } else {
+                c.one_of(&[2.5, -1.5, 3.0, 0.5, 1.5, -0.5, 2.0, 0.0])
+            };
+            Some(c.into_domain(x, Domain::Positive).powf(Float::from_f64(p)))
+        })),
+    );
+    r.register(
+        OpInfo::new("neg", "−x", || {
             vec![
-                sample!("[2,3]", [Tensor::rand_normal([2, 3], 0.0, 1.0, 10)], |v| -v[0]),
-                sample!("0-d", [Tensor::scalar(0.4)], |v| -v[0]),
+                sample!("[2,3]", [Tensor::rand_normal([2, 3], 0.0, 1.0, 10)], |v| -v[0])
+                    .with_reference(|x| reference::map(&x[0], |a| -a)),
+                sample!("0-d", [Tensor::scalar(0.4)], |v| -v[0]).with_reference(|x| reference::map(&x[0], |a| -a)),
             ]
-        },
-    });
-    r.register(OpInfo {
-        name: "add_scalar",
-        summary: "x + c",
-        differentiable_twice: true,
-        nan: NanRule::Propagates,
-        domain: Domain::Real,
-        recipe: None,
-        samples: || {
+        })
+        .recipe(recipe!(|c, v| Some(-c.pick(v)))),
+    );
+    r.register(
+        OpInfo::new("add_scalar", "x + c", || {
             vec![
                 sample!("[2,3] + 1.5", [Tensor::rand_normal([2, 3], 0.0, 1.0, 11)], |v| v[0]
-                    + 1.5),
-                sample!("2 − x, [3]", [Tensor::rand_normal([3], 0.0, 1.0, 12)], |v| 2.0 - v[0]),
+                    + 1.5)
+                .with_reference(|x| reference::map(&x[0], |a| a + 1.5)),
+                sample!("2 − x, [3]", [Tensor::rand_normal([3], 0.0, 1.0, 12)], |v| 2.0 - v[0])
+                    .with_reference(|x| reference::map(&x[0], |a| 2.0 - a)),
             ]
-        },
-    });
-    r.register(OpInfo {
-        name: "mul_scalar",
-        summary: "x · c",
-        differentiable_twice: true,
-        nan: NanRule::Propagates,
-        domain: Domain::Real,
-        recipe: None,
-        samples: || {
+        })
+        .recipe(recipe!(|c, v| {
+            let x = c.pick(v);
+            Some(x.add_scalar(scalar(c)))
+        })),
+    );
+    r.register(
+        OpInfo::new("mul_scalar", "x · c", || {
             vec![
                 sample!("[2,3] · 2.5", [Tensor::rand_normal([2, 3], 0.0, 1.0, 13)], |v| v[0]
-                    * 2.5),
+                    * 2.5)
+                .with_reference(|x| reference::map(&x[0], |a| a * 2.5)),
                 sample!("x / 4, [2,2,2]", [Tensor::rand_normal([2, 2, 2], 0.0, 1.0, 14)], |v| v
                     [0]
-                    / 4.0),
+                    / 4.0)
+                .with_reference(|x| reference::map(&x[0], |a| a / 4.0)),
             ]
-        },
-    });
-    r.register(OpInfo {
-        name: "rdiv_scalar",
-        summary: "c / x",
-        differentiable_twice: true,
-        nan: NanRule::Propagates,
-        domain: Domain::Real,
-        recipe: None,
-        samples: || {
+        })
+        .recipe(recipe!(|c, v| {
+            let x = c.pick(v);
+            Some(x.mul_scalar(scalar(c)))
+        })),
+    );
+    r.register(
+        OpInfo::new("rdiv_scalar", "c / x (x ≠ 0)", || {
             vec![
                 sample!("3 / x, [2,3]", [Tensor::rand_uniform([2, 3], 0.5, 2.0, 15)], |v| 3.0
-                    / v[0]),
-                sample!("1 / x, 0-d", [Tensor::scalar(-1.5)], |v| 1.0 / v[0]),
+                    / v[0])
+                .with_reference(|x| reference::map(&x[0], |a| 3.0 / a)),
+                sample!("1 / x, 0-d", [Tensor::scalar(-1.5)], |v| 1.0 / v[0])
+                    .with_reference(|x| reference::map(&x[0], |a| 1.0 / a)),
             ]
-        },
-    });
+        })
+        .domain(Domain::AwayFromZero)
+        // Tame: x mapped away from 0 (`±(x² + ¼)`); wild: any x, so 0 and ±∞ reach the op.
+        .recipe(recipe!(|c, v| {
+            let x = c.pick(v);
+            let k = scalar(c);
+            Some(c.into_domain(x, Domain::AwayFromZero).rdiv_scalar(k))
+        })),
+    );
 }

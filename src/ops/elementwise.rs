@@ -21,6 +21,7 @@
 //! fuzzer pick it up.
 
 use super::common::arity;
+use super::reference;
 use super::registry::{Domain, OpInfo, Registry};
 use super::select::Logic;
 use crate::autodiff::rule::{Cotangents, Op, VjpCtx};
@@ -106,7 +107,7 @@ macro_rules! unary_table {
             $(
                 r.register(
                     OpInfo::new($name, $summary, || {
-                        let reference: fn(&[Tensor<f64>]) -> Tensor<f64> = |x| x[0].map($reference);
+                        let reference: fn(&[Tensor<f64>]) -> Tensor<f64> = |x| reference::map(&x[0], $reference);
                         vec![
                             sample!("[2,3]", [$domain.sample(&[2, 3], 20)], |v| v[0].$method()),
                             sample!("0-d", [$domain.sample(&[], 21)], |v| v[0].$method()),

@@ -3,15 +3,16 @@
 //! sum back down (`sum_to`).
 
 use super::common::arity;
-use super::registry::{Domain, NanRule, OpInfo, Registry};
+use super::reference;
+use super::registry::{Choice, OpInfo, Registry};
 use crate::autodiff::rule::Value;
 use crate::autodiff::rule::{Cotangents, Op, VjpCtx};
 use crate::autodiff::tape::{OpRef, Var};
 use crate::core::error::{Error, Result, fail};
 use crate::core::float::Float;
 use crate::core::shape::{Shape, fmt_shape, shape_of};
-use crate::sample;
 use crate::tensor::Tensor;
+use crate::{recipe, sample};
 use std::panic::Location;
 
 struct ReshapeOp(Shape);
@@ -127,53 +128,101 @@ impl<'t, T: Float> Var<'t, T> {
     }
 }
 
+/// Random programs' and the fuzzer's call of `reshape`. Tame: the same number of elements split
+/// into up to three factors; wild: any small shape (the wrong size included).
+fn reshape_recipe<'t, T: Float>(c: &mut Choice<'_>, v: &[Var<'t, T>]) -> Option<Var<'t, T>> {
+    let x = c.pick(v);
+    if c.wild() {
+        return Some(x.reshape(c.any_shape()));
+    }
+    let mut rest = x.numel();
+    let mut dims = Vec::new();
+    for _ in 0..c.below(3) {
+        let divisors: Vec<usize> = (1..=rest).filter(|&d| rest.is_multiple_of(d)).collect();
+        if divisors.is_empty() {
+            break;
+        }
+        let d = c.one_of(&divisors);
+        dims.push(d);
+        rest /= d;
+    }
+    dims.push(rest);
+    Some(x.reshape(dims))
+}
+
+/// Random programs' and the fuzzer's call of `permute`. Tame: a permutation of the axes; wild:
+/// any short list of small axes (repeats, gaps, the wrong length), or a `transpose` of any two
+/// small axes, negative ones included.
+fn permute_recipe<'t, T: Float>(c: &mut Choice<'_>, v: &[Var<'t, T>]) -> Option<Var<'t, T>> {
+    let x = c.pick(v);
+    if !c.wild() {
+        return Some(x.permute(c.permutation(x.shape().len())));
+    }
+    if c.flag() {
+        let (a, b) = ((c.byte() as i8 % 4) as isize, (c.byte() as i8 % 4) as isize);
+        return Some(x.transpose(a, b));
+    }
+    let n = c.below(5);
+    let perm: Vec<usize> = (0..n).map(|_| c.below(5)).collect();
+    Some(x.permute(perm))
+}
+
+/// Random programs' and the fuzzer's call of `broadcast_to`. Tame: axes of extent 1 stretched
+/// to 1–3 and maybe a new leading axis; wild: any small shape.
+fn broadcast_to_recipe<'t, T: Float>(c: &mut Choice<'_>, v: &[Var<'t, T>]) -> Option<Var<'t, T>> {
+    let x = c.pick(v);
+    if c.wild() {
+        return Some(x.broadcast_to(c.any_shape()));
+    }
+    let shape = x.shape();
+    let mut target: Vec<usize> = shape.iter().map(|&n| if n == 1 { 1 + c.below(3) } else { n }).collect();
+    if shape.len() < 3 && c.flag() {
+        target.insert(0, 1 + c.below(3));
+    }
+    Some(x.broadcast_to(target))
+}
+
 pub(crate) fn register(r: &mut Registry) {
-    r.register(OpInfo {
-        name: "reshape",
-        summary: "same values, new shape",
-        differentiable_twice: true,
-        nan: NanRule::Propagates,
-        domain: Domain::Real,
-        recipe: None,
-        samples: || {
+    r.register(
+        OpInfo::new("reshape", "same values, new shape", || {
             let n = |s: &[usize], seed| Tensor::<f64>::rand_normal(s, 0.0, 1.0, seed);
             vec![
-                sample!("[2,3] to [3,2]", [n(&[2, 3], 50)], |v| v[0].reshape([3, 2])),
-                sample!("[2,3,2] to [12]", [n(&[2, 3, 2], 51)], |v| v[0].reshape([12])),
-                sample!("0-d to [1,1]", [Tensor::scalar(0.5)], |v| v[0].reshape([1, 1])),
+                sample!("[2,3] to [3,2]", [n(&[2, 3], 50)], |v| v[0].reshape([3, 2]))
+                    .with_reference(|x| reference::reshape(&x[0], &[3, 2])),
+                sample!("[2,3,2] to [12]", [n(&[2, 3, 2], 51)], |v| v[0].reshape([12]))
+                    .with_reference(|x| reference::reshape(&x[0], &[12])),
+                sample!("0-d to [1,1]", [Tensor::scalar(0.5)], |v| v[0].reshape([1, 1]))
+                    .with_reference(|x| reference::reshape(&x[0], &[1, 1])),
             ]
-        },
-    });
-    r.register(OpInfo {
-        name: "permute",
-        summary: "reorder axes (transpose)",
-        differentiable_twice: true,
-        nan: NanRule::Propagates,
-        domain: Domain::Real,
-        recipe: None,
-        samples: || {
+        })
+        .recipe(recipe!(|c, v| reshape_recipe(c, v))),
+    );
+    r.register(
+        OpInfo::new("permute", "reorder axes (transpose)", || {
             let n = |s: &[usize], seed| Tensor::<f64>::rand_normal(s, 0.0, 1.0, seed);
             vec![
-                sample!("transpose [2,3]", [n(&[2, 3], 52)], |v| v[0].t()),
-                sample!("[2,3,4] by [2,0,1]", [n(&[2, 3, 4], 53)], |v| v[0].permute([2, 0, 1])),
-                sample!("[1,3] transpose", [n(&[1, 3], 54)], |v| v[0].transpose(0, 1)),
+                sample!("transpose [2,3]", [n(&[2, 3], 52)], |v| v[0].t())
+                    .with_reference(|x| reference::permute(&x[0], &[1, 0])),
+                sample!("[2,3,4] by [2,0,1]", [n(&[2, 3, 4], 53)], |v| v[0].permute([2, 0, 1]))
+                    .with_reference(|x| reference::permute(&x[0], &[2, 0, 1])),
+                sample!("[1,3] transpose", [n(&[1, 3], 54)], |v| v[0].transpose(0, 1))
+                    .with_reference(|x| reference::permute(&x[0], &[1, 0])),
             ]
-        },
-    });
-    r.register(OpInfo {
-        name: "broadcast_to",
-        summary: "repeat along broadcast axes (NumPy rules)",
-        differentiable_twice: true,
-        nan: NanRule::Propagates,
-        domain: Domain::Real,
-        recipe: None,
-        samples: || {
+        })
+        .recipe(recipe!(|c, v| permute_recipe(c, v))),
+    );
+    r.register(
+        OpInfo::new("broadcast_to", "repeat along broadcast axes (NumPy rules)", || {
             let n = |s: &[usize], seed| Tensor::<f64>::rand_normal(s, 0.0, 1.0, seed);
             vec![
-                sample!("[3] to [2,3]", [n(&[3], 55)], |v| v[0].broadcast_to([2, 3])),
-                sample!("[3,1] to [2,3,4]", [n(&[3, 1], 56)], |v| v[0].broadcast_to([2, 3, 4])),
-                sample!("0-d to [2,2]", [Tensor::scalar(0.7)], |v| v[0].broadcast_to([2, 2])),
+                sample!("[3] to [2,3]", [n(&[3], 55)], |v| v[0].broadcast_to([2, 3]))
+                    .with_reference(|x| reference::broadcast_to(&x[0], &[2, 3])),
+                sample!("[3,1] to [2,3,4]", [n(&[3, 1], 56)], |v| v[0].broadcast_to([2, 3, 4]))
+                    .with_reference(|x| reference::broadcast_to(&x[0], &[2, 3, 4])),
+                sample!("0-d to [2,2]", [Tensor::scalar(0.7)], |v| v[0].broadcast_to([2, 2]))
+                    .with_reference(|x| reference::broadcast_to(&x[0], &[2, 2])),
             ]
-        },
-    });
+        })
+        .recipe(recipe!(|c, v| broadcast_to_recipe(c, v))),
+    );
 }

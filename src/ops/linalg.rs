@@ -5,14 +5,16 @@
 //! kernel (`matrixmultiply`) reads the operands through strides.
 
 use super::common::arity;
-use super::registry::{Domain, NanRule, OpInfo, Registry};
+use super::reference;
+use super::registry::{Choice, OpInfo, Registry};
 use crate::autodiff::rule::Value;
 use crate::autodiff::rule::{Cotangents, Op, VjpCtx};
 use crate::autodiff::tape::{OpRef, Var};
 use crate::core::error::Result;
 use crate::core::float::Float;
-use crate::sample;
+use crate::core::shape::broadcast_extents;
 use crate::tensor::Tensor;
+use crate::{recipe, sample};
 
 /// `op(A) @ op(B)`; `ta`/`tb` transpose the last two axes of `A`/`B`.
 struct MatMulOp {
@@ -85,56 +87,82 @@ impl<'t, T: Float> Var<'t, T> {
     }
 }
 
+/// Random programs' and the fuzzer's call of `op(A) @ op(B)`. Tame: a pair from the pool whose
+/// shapes fit (both at least 2-D, inner sizes equal, batch axes broadcasting; `None` if there is
+/// none — `A` with itself fits the `nt` and `tn` forms always); wild: any two values.
+fn matmul_recipe<'t, T: Float>(c: &mut Choice<'_>, v: &[Var<'t, T>], ta: bool, tb: bool) -> Option<Var<'t, T>> {
+    if c.wild() {
+        let (a, b) = (c.pick(v), c.pick(v));
+        return Some(a.matmul_t(b, ta, tb));
+    }
+    let fits = |sa: &[usize], sb: &[usize]| {
+        let (m, n) = (sa.len(), sb.len());
+        m >= 2
+            && n >= 2
+            && (if ta { sa[m - 2] } else { sa[m - 1] }) == (if tb { sb[n - 1] } else { sb[n - 2] })
+            && broadcast_extents(&sa[..m - 2], &sb[..n - 2]).is_some()
+    };
+    let (i0, j0) = (c.below(v.len()), c.below(v.len()));
+    let at = |start: usize, k: usize| v[(start + k) % v.len()];
+    (0..v.len())
+        .flat_map(|i| (0..v.len()).map(move |j| (i, j)))
+        .map(|(i, j)| (at(i0, i), at(j0, j)))
+        .find(|(a, b)| fits(&a.shape(), &b.shape()))
+        .map(|(a, b)| a.matmul_t(b, ta, tb))
+}
+
 pub(crate) fn register(r: &mut Registry) {
     macro_rules! entry {
         ($name:literal, $ta:literal, $tb:literal) => {
-            r.register(OpInfo {
-                name: $name,
-                summary: "matrix product op(A) @ op(B), batched with broadcasting",
-                differentiable_twice: true,
-                nan: NanRule::Propagates,
-                domain: Domain::Real,
-                recipe: None,
-                samples: || {
-                    let n = |s: &[usize], seed| Tensor::<f64>::rand_normal(s, 0.0, 1.0, seed);
-                    // Shapes of op(A) = [m, k] and op(B) = [k, n], stored transposed where flagged.
-                    let st = |t: bool, s: &[usize]| -> Vec<usize> {
-                        let mut s = s.to_vec();
-                        let l = s.len();
-                        if t {
-                            s.swap(l - 2, l - 1);
-                        }
-                        s
-                    };
-                    vec![
-                        sample!(
-                            "[3,4]@[4,2]",
-                            [n(&st($ta, &[3, 4]), 60), n(&st($tb, &[4, 2]), 61)],
-                            |v| v[0].matmul_t(v[1], $ta, $tb)
-                        ),
-                        sample!(
-                            "[1,3]@[3,1]",
-                            [n(&st($ta, &[1, 3]), 62), n(&st($tb, &[3, 1]), 63)],
-                            |v| v[0].matmul_t(v[1], $ta, $tb)
-                        ),
-                        sample!(
-                            "batched [2,3,4]@[2,4,2]",
-                            [n(&st($ta, &[2, 3, 4]), 64), n(&st($tb, &[2, 4, 2]), 65)],
-                            |v| v[0].matmul_t(v[1], $ta, $tb)
-                        ),
-                        sample!(
-                            "broadcast batch [2,1,2,3]@[3,3,2]",
-                            [n(&st($ta, &[2, 1, 2, 3]), 66), n(&st($tb, &[3, 3, 2]), 67)],
-                            |v| v[0].matmul_t(v[1], $ta, $tb)
-                        ),
-                        sample!(
-                            "batch [2,2,3]@[3,2]",
-                            [n(&st($ta, &[2, 2, 3]), 68), n(&st($tb, &[3, 2]), 69)],
-                            |v| v[0].matmul_t(v[1], $ta, $tb)
-                        ),
-                    ]
-                },
-            })
+            r.register(
+                OpInfo::new(
+                    $name,
+                    "matrix product op(A) @ op(B), batched with broadcasting",
+                    || {
+                        let n = |s: &[usize], seed| Tensor::<f64>::rand_normal(s, 0.0, 1.0, seed);
+                        // Shapes of op(A) = [m, k] and op(B) = [k, n], stored transposed where flagged.
+                        let st = |t: bool, s: &[usize]| -> Vec<usize> {
+                            let mut s = s.to_vec();
+                            let l = s.len();
+                            if t {
+                                s.swap(l - 2, l - 1);
+                            }
+                            s
+                        };
+                        vec![
+                            sample!(
+                                "[3,4]@[4,2]",
+                                [n(&st($ta, &[3, 4]), 60), n(&st($tb, &[4, 2]), 61)],
+                                |v| v[0].matmul_t(v[1], $ta, $tb)
+                            ),
+                            sample!(
+                                "[1,3]@[3,1]",
+                                [n(&st($ta, &[1, 3]), 62), n(&st($tb, &[3, 1]), 63)],
+                                |v| v[0].matmul_t(v[1], $ta, $tb)
+                            ),
+                            sample!(
+                                "batched [2,3,4]@[2,4,2]",
+                                [n(&st($ta, &[2, 3, 4]), 64), n(&st($tb, &[2, 4, 2]), 65)],
+                                |v| v[0].matmul_t(v[1], $ta, $tb)
+                            ),
+                            sample!(
+                                "broadcast batch [2,1,2,3]@[3,3,2]",
+                                [n(&st($ta, &[2, 1, 2, 3]), 66), n(&st($tb, &[3, 3, 2]), 67)],
+                                |v| v[0].matmul_t(v[1], $ta, $tb)
+                            ),
+                            sample!(
+                                "batch [2,2,3]@[3,2]",
+                                [n(&st($ta, &[2, 2, 3]), 68), n(&st($tb, &[3, 2]), 69)],
+                                |v| v[0].matmul_t(v[1], $ta, $tb)
+                            ),
+                        ]
+                        .into_iter()
+                        .map(|s| s.with_reference(|x| reference::matmul(&x[0], &x[1], $ta, $tb)))
+                        .collect()
+                    },
+                )
+                .recipe(recipe!(|c, v| matmul_recipe(c, v, $ta, $tb))),
+            )
         };
     }
     entry!("matmul", false, false);

@@ -1,9 +1,11 @@
 //! The primitive operations and the registry that lists them.
 //!
-//! Each family file (`arith`, `unary`, `reduce`, `layout`, `linalg`) holds, side by side, every op's
-//! forward kernel, its VJP rule, the `Var` method that records it and its registry entry with sample
-//! inputs. The registry-driven tests walk [`Registry::builtin`] and check every sample by finite
-//! differences, so an op that is registered is tested with no new test code.
+//! Each family file (`arith`, `elementwise`, `select`, `reduce`, `layout`, `linalg`, `fused`)
+//! holds, side by side, every op's forward kernel, its VJP rule, the `Var` method that records it
+//! and its registry entry: samples (with naive references from `reference.rs`), domain and the
+//! recipe random programs and the fuzzer call it with. The registry-driven tests walk
+//! [`Registry::builtin`] and check every sample by finite differences, so an op that is
+//! registered is tested with no new test code.
 //!
 //! ```
 //! let reg = tapegrad::Registry::builtin();
@@ -18,6 +20,7 @@ pub mod fused;
 pub mod layout;
 pub mod linalg;
 pub mod reduce;
+pub(crate) mod reference;
 pub mod registry;
 pub mod select;
 mod var;

@@ -6,7 +6,8 @@
 //! valid subgradient, and it keeps the gradient's sum equal to the incoming gradient.
 
 use super::common::{arity, resolve_axis};
-use super::registry::{Domain, NanRule, OpInfo, Registry};
+use super::reference;
+use super::registry::{Choice, OpInfo, Registry};
 use super::select::TakeIf;
 use crate::autodiff::rule::Value;
 use crate::autodiff::rule::{Cotangents, Op, VjpCtx};
@@ -14,8 +15,8 @@ use crate::autodiff::tape::{OpRef, Var};
 use crate::core::error::{Error, Result};
 use crate::core::float::Float;
 use crate::core::shape::{Shape, broadcasts_to, fmt_shape, shape_of};
-use crate::sample;
 use crate::tensor::{Tensor, kernels};
+use crate::{recipe, sample};
 
 /// The shape of a reduction's output over `axis`.
 fn reduced_shape(shape: &[usize], axis: usize, keepdim: bool) -> Shape {
@@ -253,84 +254,137 @@ impl<'t, T: Float> Var<'t, T> {
     }
 }
 
+/// Random programs' and the fuzzer's call of `sum` / `mean`: over everything or over one axis.
+/// Tame: an axis in range (everything for a 0-d value); wild: any small axis.
+fn sum_recipe<'t, T: Float>(c: &mut Choice<'_>, v: &[Var<'t, T>], mean: bool) -> Option<Var<'t, T>> {
+    let x = c.pick(v);
+    let keep = c.flag();
+    let axis = if c.flag() { None } else { c.axis(x.shape().len()) };
+    Some(match (axis, mean) {
+        (None, false) => x.sum(),
+        (None, true) => x.mean(),
+        (Some(a), false) => x.sum_axis(a, keep),
+        (Some(a), true) => x.mean_axis(a, keep),
+    })
+}
+
+/// Random programs' and the fuzzer's call of `max`. Wild: any small axis, empty axes included.
+/// Tame: the maximum is not differentiable at a tie, and ties are common (a broadcast value
+/// repeats itself), so the input is made tie-free first: `tanh(x)/4` lies in `(−¼, ¼)`, and a
+/// constant ramp of distinct integers along the axis (in an order the choices shuffle) keeps
+/// every pair of elements at least ½ apart. The gradient still flows, through the arg-max, to
+/// the chosen element.
+fn max_recipe<'t, T: Float>(c: &mut Choice<'_>, v: &[Var<'t, T>]) -> Option<Var<'t, T>> {
+    let x = c.pick(v);
+    let keep = c.flag();
+    let shape = x.shape();
+    let axis = c.axis(shape.len())?;
+    if c.wild() {
+        return Some(x.max_axis(axis, keep));
+    }
+    let a = resolve_axis("max", axis, shape.len()).ok()?;
+    let order = c.permutation(shape[a]);
+    let mut ramp_shape = vec![1; shape.len()];
+    ramp_shape[a] = shape[a];
+    let ramp = Tensor::from_fn(&ramp_shape, |k| T::from_f64(order[k] as f64));
+    let tie_free = x.tanh().mul_scalar(T::from_f64(0.25)) + x.tape().constant(ramp);
+    Some(tie_free.max_axis(axis, keep))
+}
+
+/// Random programs' and the fuzzer's call of `sum_to`. Tame: a shape the value was (or could
+/// have been) broadcast from — leading axes dropped, others set to 1; wild: any small shape.
+fn sum_to_recipe<'t, T: Float>(c: &mut Choice<'_>, v: &[Var<'t, T>]) -> Option<Var<'t, T>> {
+    let x = c.pick(v);
+    if c.wild() {
+        return Some(x.sum_to(c.any_shape()));
+    }
+    let shape = x.shape();
+    let drop = c.below(shape.len() + 1);
+    let target: Vec<usize> = shape[drop..].iter().map(|&n| if c.flag() { 1 } else { n }).collect();
+    Some(x.sum_to(target))
+}
+
 pub(crate) fn register(r: &mut Registry) {
-    r.register(OpInfo {
-        name: "sum",
-        summary: "sum over all axes or one axis (keepdim)",
-        differentiable_twice: true,
-        nan: NanRule::Propagates,
-        domain: Domain::Real,
-        recipe: None,
-        samples: || {
+    r.register(
+        OpInfo::new("sum", "sum over all axes or one axis (keepdim)", || {
             let n = |s: &[usize], seed| Tensor::<f64>::rand_normal(s, 0.0, 1.0, seed);
             vec![
-                sample!("all of [2,3]", [n(&[2, 3], 30)], |v| v[0].sum()),
-                sample!("axis 0 of [2,3]", [n(&[2, 3], 31)], |v| v[0].sum_axis(0, false)),
-                sample!("axis 1 keepdim of [2,3]", [n(&[2, 3], 32)], |v| v[0].sum_axis(1, true)),
-                sample!("axis -2 of [2,3,4]", [n(&[2, 3, 4], 33)], |v| v[0].sum_axis(-2, false)),
-                sample!("0-d", [Tensor::scalar(0.3)], |v| v[0].sum()),
-                sample!("[1] axis 0", [n(&[1], 34)], |v| v[0].sum_axis(0, true)),
+                sample!("all of [2,3]", [n(&[2, 3], 30)], |v| v[0].sum()).with_reference(|x| reference::sum_all(&x[0])),
+                sample!("axis 0 of [2,3]", [n(&[2, 3], 31)], |v| v[0].sum_axis(0, false))
+                    .with_reference(|x| reference::sum_axis(&x[0], 0, false)),
+                sample!("axis 1 keepdim of [2,3]", [n(&[2, 3], 32)], |v| v[0].sum_axis(1, true))
+                    .with_reference(|x| reference::sum_axis(&x[0], 1, true)),
+                sample!("axis -2 of [2,3,4]", [n(&[2, 3, 4], 33)], |v| v[0].sum_axis(-2, false))
+                    .with_reference(|x| reference::sum_axis(&x[0], -2, false)),
+                sample!("0-d", [Tensor::scalar(0.3)], |v| v[0].sum()).with_reference(|x| reference::sum_all(&x[0])),
+                sample!("[1] axis 0", [n(&[1], 34)], |v| v[0].sum_axis(0, true))
+                    .with_reference(|x| reference::sum_axis(&x[0], 0, true)),
             ]
-        },
-    });
-    r.register(OpInfo {
-        name: "mean",
-        summary: "mean over all axes or one axis (keepdim)",
-        differentiable_twice: true,
-        nan: NanRule::Propagates,
-        domain: Domain::Real,
-        recipe: None,
-        samples: || {
+        })
+        .recipe(recipe!(|c, v| sum_recipe(c, v, false))),
+    );
+    r.register(
+        OpInfo::new("mean", "mean over all axes or one axis (keepdim)", || {
             let n = |s: &[usize], seed| Tensor::<f64>::rand_normal(s, 0.0, 1.0, seed);
             vec![
-                sample!("all of [2,3]", [n(&[2, 3], 35)], |v| v[0].mean()),
-                sample!("axis 1 of [2,3,2]", [n(&[2, 3, 2], 36)], |v| v[0].mean_axis(1, false)),
-                sample!("axis 0 keepdim of [4,2]", [n(&[4, 2], 37)], |v| v[0].mean_axis(0, true)),
-                sample!("[1]", [n(&[1], 38)], |v| v[0].mean()),
+                sample!("all of [2,3]", [n(&[2, 3], 35)], |v| v[0].mean())
+                    .with_reference(|x| reference::mean_all(&x[0])),
+                sample!("axis 1 of [2,3,2]", [n(&[2, 3, 2], 36)], |v| v[0].mean_axis(1, false))
+                    .with_reference(|x| reference::mean_axis(&x[0], 1, false)),
+                sample!("axis 0 keepdim of [4,2]", [n(&[4, 2], 37)], |v| v[0].mean_axis(0, true))
+                    .with_reference(|x| reference::mean_axis(&x[0], 0, true)),
+                sample!("[1]", [n(&[1], 38)], |v| v[0].mean()).with_reference(|x| reference::mean_all(&x[0])),
             ]
-        },
-    });
-    r.register(OpInfo {
-        name: "max",
-        summary: "max along one axis (keepdim); gradient to the first arg-max",
-        differentiable_twice: true,
-        nan: NanRule::Propagates,
-        domain: Domain::Real,
-        recipe: None,
-        samples: || {
-            // Distinct values, so finite differences do not straddle a tie.
-            let d = |s: &[usize], seed: u64| {
-                let n: usize = s.iter().product();
-                let mut rng = crate::core::rng::Rng::new(seed);
-                let mut v: Vec<f64> = (0..n).map(|i| i as f64 * 0.37).collect();
-                for i in (1..n).rev() {
-                    v.swap(i, rng.below(i + 1));
-                }
-                Tensor::from_vec(v, s)
-            };
-            vec![
-                sample!("axis 1 of [3,4]", [d(&[3, 4], 40)], |v| v[0].max_axis(1, false)),
-                sample!("axis 0 keepdim of [3,4]", [d(&[3, 4], 41)], |v| v[0].max_axis(0, true)),
-                sample!("axis 1 of [2,3,2]", [d(&[2, 3, 2], 42)], |v| v[0].max_axis(1, true)),
-                sample!("[1] axis 0", [d(&[1], 43)], |v| v[0].max_axis(0, false)),
-            ]
-        },
-    });
-    r.register(OpInfo {
-        name: "sum_to",
-        summary: "sum down to a shape that broadcasts up to the input (VJP of broadcasting)",
-        differentiable_twice: true,
-        nan: NanRule::Propagates,
-        domain: Domain::Real,
-        recipe: None,
-        samples: || {
-            let n = |s: &[usize], seed| Tensor::<f64>::rand_normal(s, 0.0, 1.0, seed);
-            vec![
-                sample!("[2,3] to [3]", [n(&[2, 3], 44)], |v| v[0].sum_to([3])),
-                sample!("[2,3,4] to [3,1]", [n(&[2, 3, 4], 45)], |v| v[0].sum_to([3, 1])),
-                sample!("[4,2] to []", [n(&[4, 2], 46)], |v| v[0].sum_to([])),
-                sample!("[2,3] to [1,1]", [n(&[2, 3], 47)], |v| v[0].sum_to([1, 1])),
-            ]
-        },
-    });
+        })
+        .recipe(recipe!(|c, v| sum_recipe(c, v, true))),
+    );
+    r.register(
+        OpInfo::new(
+            "max",
+            "max along one axis (keepdim); gradient to the first arg-max",
+            || {
+                // Distinct values, so finite differences do not straddle a tie.
+                let d = |s: &[usize], seed: u64| {
+                    let n: usize = s.iter().product();
+                    let mut rng = crate::core::rng::Rng::new(seed);
+                    let mut v: Vec<f64> = (0..n).map(|i| i as f64 * 0.37).collect();
+                    for i in (1..n).rev() {
+                        v.swap(i, rng.below(i + 1));
+                    }
+                    Tensor::from_vec(v, s)
+                };
+                vec![
+                    sample!("axis 1 of [3,4]", [d(&[3, 4], 40)], |v| v[0].max_axis(1, false))
+                        .with_reference(|x| reference::max_axis(&x[0], 1, false)),
+                    sample!("axis 0 keepdim of [3,4]", [d(&[3, 4], 41)], |v| v[0].max_axis(0, true))
+                        .with_reference(|x| reference::max_axis(&x[0], 0, true)),
+                    sample!("axis 1 of [2,3,2]", [d(&[2, 3, 2], 42)], |v| v[0].max_axis(1, true))
+                        .with_reference(|x| reference::max_axis(&x[0], 1, true)),
+                    sample!("[1] axis 0", [d(&[1], 43)], |v| v[0].max_axis(0, false))
+                        .with_reference(|x| reference::max_axis(&x[0], 0, false)),
+                ]
+            },
+        )
+        .recipe(recipe!(|c, v| max_recipe(c, v))),
+    );
+    r.register(
+        OpInfo::new(
+            "sum_to",
+            "sum down to a shape that broadcasts up to the input (VJP of broadcasting)",
+            || {
+                let n = |s: &[usize], seed| Tensor::<f64>::rand_normal(s, 0.0, 1.0, seed);
+                vec![
+                    sample!("[2,3] to [3]", [n(&[2, 3], 44)], |v| v[0].sum_to([3]))
+                        .with_reference(|x| reference::sum_to(&x[0], &[3])),
+                    sample!("[2,3,4] to [3,1]", [n(&[2, 3, 4], 45)], |v| v[0].sum_to([3, 1]))
+                        .with_reference(|x| reference::sum_to(&x[0], &[3, 1])),
+                    sample!("[4,2] to []", [n(&[4, 2], 46)], |v| v[0].sum_to([]))
+                        .with_reference(|x| reference::sum_to(&x[0], &[])),
+                    sample!("[2,3] to [1,1]", [n(&[2, 3], 47)], |v| v[0].sum_to([1, 1]))
+                        .with_reference(|x| reference::sum_to(&x[0], &[1, 1])),
+                ]
+            },
+        )
+        .recipe(recipe!(|c, v| sum_to_recipe(c, v))),
+    );
 }

@@ -342,6 +342,57 @@ impl<'a> Choice<'a> {
         options[self.below(options.len())]
     }
 
+    /// How many bytes the choices so far have read (past the end of the bytes included): a caller
+    /// that draws several calls from one byte stream moves on by this much.
+    pub fn used(&self) -> usize {
+        self.pos
+    }
+
+    /// A constant for an op's parameter (`x + c`, `c / x`): an ordinary number (tame), or
+    /// often a special one (wild): NaN, ±∞, ±0, ±1e308, a subnormal, or raw bits.
+    pub fn scalar(&mut self) -> f64 {
+        const TAME: [f64; 8] = [-1.5, -0.5, 0.25, 0.5, 0.75, 1.5, 2.0, 3.0];
+        const SPECIAL: [f64; 12] = [
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            0.0,
+            -0.0,
+            1e308,
+            -1e308,
+            5e-324,
+            f64::MIN_POSITIVE,
+            1e30,
+            -1e30,
+            1e-30,
+        ];
+        if !self.wild {
+            return self.one_of(&TAME);
+        }
+        match self.byte() % 4 {
+            0 => self.one_of(&TAME),
+            1 | 2 => self.one_of(&SPECIAL),
+            _ => f64::from_bits((0..8).fold(0u64, |acc, _| acc << 8 | self.byte() as u64)),
+        }
+    }
+
+    /// An arbitrary small shape: up to 3 axes of extent 0 to 3 (for wild calls: a reshape to the
+    /// wrong size, a broadcast to a shape that does not fit).
+    pub fn any_shape(&mut self) -> Vec<usize> {
+        let n = self.below(4);
+        (0..n).map(|_| self.below(4)).collect()
+    }
+
+    /// A permutation of `0..n` (shuffled by the choices).
+    pub fn permutation(&mut self, n: usize) -> Vec<usize> {
+        let mut p: Vec<usize> = (0..n).collect();
+        for i in (1..n).rev() {
+            let j = self.below(i + 1);
+            p.swap(i, j);
+        }
+        p
+    }
+
     /// A value of the pool.
     pub fn pick<'t, T: Float>(&mut self, pool: &[Var<'t, T>]) -> Var<'t, T> {
         pool[self.below(pool.len())]

@@ -34,15 +34,16 @@
 //! mixes it into every output of its row/column (IEEE `0 · ∞ = NaN` inside the kernel).
 
 use super::common::{arity, binary_ops, broadcast_zip};
-use super::registry::{Domain, NanRule, OpInfo, Registry};
+use super::reference;
+use super::registry::{Domain, OpInfo, Reference, Registry};
 use crate::autodiff::rule::{Binary, Elem, Pointwise, Ternary, Value};
 use crate::autodiff::rule::{Cotangents, Op, VjpCtx};
 use crate::autodiff::tape::{OpRef, Var};
 use crate::core::error::{Error, Result};
 use crate::core::float::Float;
 use crate::core::shape::fmt_shape;
-use crate::sample;
 use crate::tensor::Tensor;
+use crate::{recipe, sample};
 use std::panic::Location;
 
 /// Declares the comparisons: each a type of its own (so it inlines into fused loops), producing
@@ -343,129 +344,194 @@ pub(crate) fn register(r: &mut Registry) {
             s * (0.3 + 0.25 * ((i * 7 + 3) % n.max(1)) as f64 + 0.1 * (seed & 1) as f64)
         })
     }
+    // Tame: a mask from *detached* operands selects between them (`where(a > b, a, b)`, the
+    // elementwise maximum: continuous at a tie, so a finite difference across one is harmless);
+    // wild: the bare comparison of any two values (mismatched shapes, NaN, ±∞).
     macro_rules! cmp_entry {
-        ($name:literal, $summary:literal, $m:ident) => {
-            r.register(OpInfo {
-                name: $name,
-                summary: $summary,
-                differentiable_twice: true,
-                nan: NanRule::Absorbs(COMPARISONS_ABSORB_NAN),
-                domain: Domain::Real,
-                recipe: None,
-                samples: || {
+        ($name:literal, $summary:literal, $m:ident, $op:tt) => {
+            r.register(
+                OpInfo::new($name, $summary, || {
                     vec![
                         sample!(
                             "select by mask, [2,3]",
                             [apart(&[2, 3], 80), apart(&[2, 3], 81)],
                             |v| v[0].$m(v[1]).select(v[0] * v[1], v[1])
-                        ),
+                        )
+                        .with_reference(|x| {
+                            reference::zip(&x[0], &x[1], |a, b| if a $op b { a * b } else { b })
+                        }),
                         sample!("against 0-d, [3]", [apart(&[3], 82)], |v| {
                             let z = v[0].tape().scalar(0.0);
                             v[0].$m(z).select(v[0], -v[0]) + v[0].$m(z) * v[0]
+                        })
+                        .with_reference(|x| {
+                            reference::map(&x[0], |a| {
+                                let m = if a $op 0.0 { 1.0 } else { 0.0 };
+                                (if m != 0.0 { a } else { -a }) + m * a
+                            })
                         }),
                     ]
-                },
-            })
+                })
+                .absorbs_nan(COMPARISONS_ABSORB_NAN)
+                .recipe(recipe!(|c, v| {
+                    let (a, b) = c.pick_broadcastable(v)?;
+                    if c.wild() {
+                        return Some(a.$m(b));
+                    }
+                    Some(a.detach().$m(b.detach()).select(a, b))
+                })),
+            )
         };
     }
-    cmp_entry!("gt", "mask a > b (constant, no gradient)", gt);
-    cmp_entry!("lt", "mask a < b (constant, no gradient)", lt);
-    cmp_entry!("ge", "mask a ≥ b (constant, no gradient)", ge);
-    cmp_entry!("le", "mask a ≤ b (constant, no gradient)", le);
-    r.register(OpInfo {
-        name: "eq",
-        summary: "mask a == b (constant, no gradient)",
-        differentiable_twice: true,
-        nan: NanRule::Absorbs(COMPARISONS_ABSORB_NAN),
-        domain: Domain::Real,
-        recipe: None,
-        samples: || {
+    cmp_entry!("gt", "mask a > b (constant, no gradient)", gt, >);
+    cmp_entry!("lt", "mask a < b (constant, no gradient)", lt, <);
+    cmp_entry!("ge", "mask a ≥ b (constant, no gradient)", ge, >=);
+    cmp_entry!("le", "mask a ≤ b (constant, no gradient)", le, <=);
+    r.register(
+        OpInfo::new("eq", "mask a == b (constant, no gradient)", || {
             // Equality is a measure-zero event: the mask compares fixed data (as when testing
             // labels or indices), the gradient flows through the selected branches.
-            vec![sample!(
-                "mask from fixed data, [2,2]",
-                [
-                    Tensor::rand_normal([2, 2], 0.0, 1.0, 83),
-                    Tensor::rand_normal([2, 2], 0.0, 1.0, 79)
-                ],
-                |v| {
-                    let tape = v[0].tape();
-                    let labels = tape.constant(Tensor::from_vec(vec![1.0, 0.0, 2.0, 2.0], [2, 2]));
-                    labels.eq(tape.scalar(2.0)).select(v[0] * v[1], v[0] + v[1])
-                }
-            )]
-        },
-    });
-    r.register(OpInfo {
-        name: "select",
-        summary: "where(cond, a, b), broadcasting; the branch not taken gets exactly zero gradient",
-        differentiable_twice: true,
-        nan: NanRule::Propagates,
-        domain: Domain::Real,
-        recipe: None,
-        samples: || {
-            // Constant masks (as built from data or labels): a NaN planted in a branch must reach
-            // the output exactly where that branch is taken. (Masks computed from a NaN are 0 —
-            // the comparisons absorb NaN, see their entries.)
-            let n = |s: &[usize], seed| Tensor::<f64>::rand_normal(s, 0.0, 1.0, seed);
-            fn mask<'t, T: crate::Float>(v: Var<'t, T>, bits: &[f64], shape: &[usize]) -> Var<'t, T> {
-                let m = Tensor::from_vec(bits.iter().map(|&b| T::from_f64(b)).collect(), shape);
-                v.tape().constant(m)
-            }
             vec![
-                sample!("same [2,3]", [n(&[2, 3], 85), n(&[2, 3], 86)], |v| mask(
-                    v[0],
-                    &[1.0, 0.0, 0.0, 1.0, 1.0, 0.0],
-                    &[2, 3]
+                sample!(
+                    "mask from fixed data, [2,2]",
+                    [
+                        Tensor::rand_normal([2, 2], 0.0, 1.0, 83),
+                        Tensor::rand_normal([2, 2], 0.0, 1.0, 79)
+                    ],
+                    |v| {
+                        let tape = v[0].tape();
+                        let labels = tape.constant(Tensor::from_vec(
+                            LABELS.iter().map(|&l| crate::Float::from_f64(l)).collect(),
+                            [2, 2],
+                        ));
+                        labels.eq(tape.scalar(2.0)).select(v[0] * v[1], v[0] + v[1])
+                    }
                 )
-                .select(v[0] * v[1], v[1])),
-                sample!("broadcast [2,1] cond, [3] a, 0-d b", [n(&[3], 88), n(&[], 89)], |v| {
-                    mask(v[0], &[1.0, 0.0], &[2, 1]).select(v[0] * v[0], v[1])
+                .with_reference(|x| {
+                    let labels = Tensor::from_vec(LABELS.to_vec(), [2, 2]);
+                    reference::zip3(&labels, &x[0], &x[1], |l, a, b| if l == 2.0 { a * b } else { a + b })
                 }),
-                sample!("3-D [2,3,2] against [3,1]", [n(&[2, 3, 2], 90), n(&[3, 1], 91)], |v| {
-                    mask(
+            ]
+        })
+        .absorbs_nan(COMPARISONS_ABSORB_NAN)
+        // Tame: `where(a == b, a, b)` from detached operands (its value is `b` whatever the
+        // mask, the gradient goes to `a` where they tie); wild: the bare comparison.
+        .recipe(recipe!(|c, v| {
+            let (a, b) = c.pick_broadcastable(v)?;
+            if c.wild() {
+                return Some(a.eq(b));
+            }
+            Some(a.detach().eq(b.detach()).select(a, b))
+        })),
+    );
+    r.register(
+        OpInfo::new(
+            "select",
+            "where(cond, a, b), broadcasting; the branch not taken gets exactly zero gradient",
+            || {
+                // Constant masks (as built from data or labels): a NaN planted in a branch must
+                // reach the output exactly where that branch is taken. (Masks computed from a NaN
+                // are 0 — the comparisons absorb NaN, see their entries.)
+                let n = |s: &[usize], seed| Tensor::<f64>::rand_normal(s, 0.0, 1.0, seed);
+                fn mask<'t, T: crate::Float>(v: Var<'t, T>, bits: &[f64], shape: &[usize]) -> Var<'t, T> {
+                    let m = Tensor::from_vec(bits.iter().map(|&b| T::from_f64(b)).collect(), shape);
+                    v.tape().constant(m)
+                }
+                vec![
+                    sample!("same [2,3]", [n(&[2, 3], 85), n(&[2, 3], 86)], |v| mask(
                         v[0],
-                        &[0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 1.0],
-                        &[2, 3, 2],
+                        &MASK_A,
+                        &[2, 3]
                     )
-                    .select(v[0].exp(), v[1].tanh())
-                }),
-            ]
-        },
-    });
-    r.register(OpInfo {
-        name: "chain_mul",
-        summary: "g · d with a strong zero (0 where g = 0), the chain-rule product of VJP rules",
-        differentiable_twice: true,
-        nan: NanRule::Propagates,
-        domain: Domain::Real,
-        recipe: None,
-        samples: || {
-            let n = |s: &[usize], seed| Tensor::<f64>::rand_uniform(s, 0.3, 2.0, seed);
-            vec![
-                sample!("same [2,3]", [n(&[2, 3], 92), n(&[2, 3], 93)], |v| v[0].chain_mul(v[1])),
-                sample!("broadcast [2,3] by [3]", [n(&[2, 3], 94), n(&[3], 95)], |v| v[0]
-                    .chain_mul(v[1])),
-                sample!("[3] by [2,3]", [n(&[3], 96), n(&[2, 3], 97)], |v| v[0].chain_mul(v[1])),
-            ]
-        },
-    });
-    r.register(OpInfo {
-        name: "chain_div",
-        summary: "g / d with a strong zero (0 where g = 0), the chain-rule quotient of VJP rules",
-        differentiable_twice: true,
-        nan: NanRule::Propagates,
-        domain: Domain::Real,
-        recipe: None,
-        samples: || {
-            let n = |s: &[usize], seed| Tensor::<f64>::rand_uniform(s, 0.3, 2.0, seed);
-            vec![
-                sample!("same [2,3]", [n(&[2, 3], 98), n(&[2, 3], 99)], |v| v[0].chain_div(v[1])),
-                sample!("broadcast [2,3] by [3]", [n(&[2, 3], 100), n(&[3], 101)], |v| v[0]
-                    .chain_div(v[1])),
-                sample!("[3] by [2,3]", [n(&[3], 102), n(&[2, 3], 103)], |v| v[0]
-                    .chain_div(v[1])),
-            ]
-        },
-    });
+                    .select(v[0] * v[1], v[1]))
+                    .with_reference(|x| {
+                        let m = Tensor::from_vec(MASK_A.to_vec(), [2, 3]);
+                        reference::zip3(&m, &x[0], &x[1], |m, a, b| if m != 0.0 { a * b } else { b })
+                    }),
+                    sample!("broadcast [2,1] cond, [3] a, 0-d b", [n(&[3], 88), n(&[], 89)], |v| {
+                        mask(v[0], &MASK_B, &[2, 1]).select(v[0] * v[0], v[1])
+                    })
+                    .with_reference(|x| {
+                        let m = Tensor::from_vec(MASK_B.to_vec(), [2, 1]);
+                        reference::zip3(&m, &x[0], &x[1], |m, a, b| if m != 0.0 { a * a } else { b })
+                    }),
+                    sample!("3-D [2,3,2] against [3,1]", [n(&[2, 3, 2], 90), n(&[3, 1], 91)], |v| {
+                        mask(v[0], &MASK_C, &[2, 3, 2]).select(v[0].exp(), v[1].tanh())
+                    })
+                    .with_reference(|x| {
+                        let m = Tensor::from_vec(MASK_C.to_vec(), [2, 3, 2]);
+                        reference::zip3(&m, &x[0], &x[1], |m, a, b| if m != 0.0 { a.exp() } else { b.tanh() })
+                    }),
+                ]
+            },
+        )
+        // Tame: a mask from detached operands (`a > b` or `a < b`) selects between them; wild:
+        // any three values (NaN and ±∞ in the mask, mismatched shapes).
+        .recipe(recipe!(|c, v| {
+            if c.wild() {
+                let (m, a, b) = (c.pick(v), c.pick(v), c.pick(v));
+                return Some(m.select(a, b));
+            }
+            let (a, b) = c.pick_broadcastable(v)?;
+            let (da, db) = (a.detach(), b.detach());
+            let m = if c.flag() { da.gt(db) } else { da.lt(db) };
+            Some(m.select(a, b))
+        })),
+    );
+    r.register(
+        OpInfo::new(
+            "chain_mul",
+            "g · d with a strong zero (0 where g = 0), the chain-rule product of VJP rules",
+            || {
+                let n = |s: &[usize], seed| Tensor::<f64>::rand_uniform(s, 0.3, 2.0, seed);
+                let reference: Reference = |x| reference::zip(&x[0], &x[1], |g, d| if g == 0.0 { 0.0 } else { g * d });
+                vec![
+                    sample!("same [2,3]", [n(&[2, 3], 92), n(&[2, 3], 93)], |v| v[0].chain_mul(v[1])),
+                    sample!("broadcast [2,3] by [3]", [n(&[2, 3], 94), n(&[3], 95)], |v| v[0]
+                        .chain_mul(v[1])),
+                    sample!("[3] by [2,3]", [n(&[3], 96), n(&[2, 3], 97)], |v| v[0].chain_mul(v[1])),
+                ]
+                .into_iter()
+                .map(|s| s.with_reference(reference))
+                .collect()
+            },
+        )
+        .recipe(recipe!(|c, v| {
+            let (g, d) = c.pick_broadcastable(v)?;
+            Some(g.chain_mul(d))
+        })),
+    );
+    r.register(
+        OpInfo::new(
+            "chain_div",
+            "g / d with a strong zero (0 where g = 0), the chain-rule quotient of VJP rules",
+            || {
+                let n = |s: &[usize], seed| Tensor::<f64>::rand_uniform(s, 0.3, 2.0, seed);
+                let reference: Reference = |x| reference::zip(&x[0], &x[1], |g, d| if g == 0.0 { 0.0 } else { g / d });
+                vec![
+                    sample!("same [2,3]", [n(&[2, 3], 98), n(&[2, 3], 99)], |v| v[0].chain_div(v[1])),
+                    sample!("broadcast [2,3] by [3]", [n(&[2, 3], 100), n(&[3], 101)], |v| v[0]
+                        .chain_div(v[1])),
+                    sample!("[3] by [2,3]", [n(&[3], 102), n(&[2, 3], 103)], |v| v[0]
+                        .chain_div(v[1])),
+                ]
+                .into_iter()
+                .map(|s| s.with_reference(reference))
+                .collect()
+            },
+        )
+        // The domain is the denominator's.
+        .domain(Domain::Positive)
+        .recipe(recipe!(|c, v| {
+            let (g, d) = c.pick_broadcastable(v)?;
+            Some(g.chain_div(c.into_domain(d, Domain::Positive)))
+        })),
+    );
 }
+
+/// The labels of `eq`'s sample (compared with 2).
+const LABELS: [f64; 4] = [1.0, 0.0, 2.0, 2.0];
+/// The constant masks of `select`'s samples.
+const MASK_A: [f64; 6] = [1.0, 0.0, 0.0, 1.0, 1.0, 0.0];
+const MASK_B: [f64; 2] = [1.0, 0.0];
+const MASK_C: [f64; 12] = [0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 1.0];

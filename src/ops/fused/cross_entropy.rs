@@ -16,14 +16,16 @@ use crate::core::shape::{fmt_shape, shape_of};
 use crate::ops::common::arity;
 use crate::ops::fused::log_softmax::LogSoftmaxOp;
 use crate::ops::fused::softmax::{SoftmaxBackwardOp, SoftmaxOp};
+use crate::ops::reference;
+use crate::ops::registry::Choice;
 use crate::ops::registry::{Domain, NanRule, OpInfo, Registry};
-use crate::sample;
 use crate::tensor::Tensor;
 use crate::tensor::axis::{along_axis, to_last};
 use crate::tensor::kernels::rows::{
     cross_entropy_backward_probs_rows, cross_entropy_backward_rows, cross_entropy_total,
 };
 use crate::tensor::kernels::split_axis;
+use crate::{recipe, sample};
 use std::panic::Location;
 use std::sync::Arc;
 
@@ -354,6 +356,46 @@ fn ce(axis: isize, reduction: Reduction) -> CrossEntropy {
     CrossEntropy { axis, reduction }
 }
 
+/// Random programs' and the fuzzer's call of `cross_entropy`. Tame: an axis in range with at
+/// least one class, a mean or a sum, and either one valid class index per row or, when the pool
+/// holds a value of the logits' shape, its softmax along the axis as probability targets (which
+/// get a gradient too); `None` for a 0-d value. Wild: any small axis, any value of the pool as
+/// probability targets, or class targets of any count holding indices up to 2 past the last class.
+fn ce_recipe<'t, T: Float>(c: &mut Choice<'_>, v: &[Var<'t, T>]) -> Option<Var<'t, T>> {
+    let x = c.pick(v);
+    let shape = x.shape();
+    let axis = c.axis(shape.len())?;
+    let reduction = if c.flag() { Reduction::Sum } else { Reduction::Mean };
+    let opts = ce(axis, reduction);
+    let probs = c.flag();
+    let classes_along = crate::ops::common::resolve_axis("cross_entropy", axis, shape.len())
+        .ok()
+        .map(|a| (shape[a], row_count(&shape, a)));
+    if c.wild() {
+        if probs {
+            return Some(x.cross_entropy_with(Target::Probs(c.pick(v)), opts));
+        }
+        let (n, rows) = match classes_along {
+            Some((n, rows)) if c.flag() => (n, rows),
+            _ => (c.below(5), c.below(8)),
+        };
+        let classes: Vec<usize> = (0..rows).map(|_| c.below(n + 3)).collect();
+        return Some(x.cross_entropy_with(Target::Classes(&classes), opts));
+    }
+    let (n, rows) = classes_along.filter(|&(n, _)| n > 0)?;
+    if probs {
+        let start = c.below(v.len());
+        let same = (0..v.len())
+            .map(|k| v[(start + k) % v.len()])
+            .find(|t| t.shape() == shape);
+        if let Some(t) = same {
+            return Some(x.cross_entropy_with(Target::Probs(t.softmax(axis)), opts));
+        }
+    }
+    let classes: Vec<usize> = (0..rows).map(|_| c.below(n)).collect();
+    Some(x.cross_entropy_with(Target::Classes(&classes), opts))
+}
+
 pub(crate) fn register(r: &mut Registry) {
     r.register(OpInfo {
         name: "cross_entropy",
@@ -361,7 +403,7 @@ pub(crate) fn register(r: &mut Registry) {
         differentiable_twice: true,
         nan: NanRule::Propagates,
         domain: Domain::Real,
-        recipe: None,
+        recipe: Some(recipe!(|c, v| ce_recipe(c, v))),
         samples: || {
             let n = |s: &[usize], seed| Tensor::<f64>::rand_normal(s, 0.0, 1.5, seed);
             let probs = |s: &[usize], seed| {
@@ -371,18 +413,23 @@ pub(crate) fn register(r: &mut Registry) {
             };
             vec![
                 sample!("classes [4,5] mean", [n(&[4, 5], 95)], |v| v[0]
-                    .cross_entropy(Target::Classes(&[0, 4, 2, 2]))),
+                    .cross_entropy(Target::Classes(&[0, 4, 2, 2])))
+                .with_reference(|x| reference::cross_entropy(&x[0], -1, Some(&[0, 4, 2, 2]), None, true)),
                 sample!("classes [5,3] axis 0 sum", [n(&[5, 3], 96)], |v| {
                     v[0].cross_entropy_with(Target::Classes(&[4, 0, 1]), ce(0, Reduction::Sum))
-                }),
+                })
+                .with_reference(|x| reference::cross_entropy(&x[0], 0, Some(&[4, 0, 1]), None, false)),
                 sample!("classes [2,3,4] axis 1", [n(&[2, 3, 4], 97)], |v| {
                     v[0].cross_entropy_with(Target::Classes(&[2, 0, 1, 1, 0, 2, 1, 0]), ce(1, Reduction::Mean))
-                }),
+                })
+                .with_reference(|x| reference::cross_entropy(&x[0], 1, Some(&[2, 0, 1, 1, 0, 2, 1, 0]), None, true)),
                 sample!("probs [3,4] mean", [n(&[3, 4], 98), probs(&[3, 4], 99)], |v| {
                     v[0].cross_entropy(Target::Probs(v[1]))
-                }),
+                })
+                .with_reference(|x| reference::cross_entropy(&x[0], -1, None, Some(&x[1]), true)),
                 sample!("[1,1]", [n(&[1, 1], 100)], |v| v[0]
-                    .cross_entropy(Target::Classes(&[0]))),
+                    .cross_entropy(Target::Classes(&[0])))
+                .with_reference(|x| reference::cross_entropy(&x[0], -1, Some(&[0]), None, true)),
             ]
         },
     });

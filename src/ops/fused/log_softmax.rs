@@ -9,11 +9,12 @@ use crate::core::error::Result;
 use crate::core::float::Float;
 use crate::ops::common::{arity, resolve_axis};
 use crate::ops::elementwise::Math;
+use crate::ops::reference;
 use crate::ops::registry::{Domain, NanRule, OpInfo, Registry};
-use crate::sample;
 use crate::tensor::Tensor;
 use crate::tensor::axis::along_axis;
 use crate::tensor::kernels::rows::{log_softmax_backward_rows, log_softmax_rows};
+use crate::{recipe, sample};
 
 /// `log softmax(x)` along `axis`.
 #[derive(Clone, Copy, Debug)]
@@ -117,13 +118,21 @@ pub(crate) fn register(r: &mut Registry) {
         differentiable_twice: true,
         nan: NanRule::Propagates,
         domain: Domain::Real,
-        recipe: None,
+        // Tame: an axis in range (`None` for a 0-d value); wild: any small axis, 0-d values too.
+        recipe: Some(recipe!(|c, v| {
+            let x = c.pick(v);
+            let axis = c.axis(x.shape().len())?;
+            Some(x.log_softmax(axis))
+        })),
         samples: || {
             let n = |s: &[usize], seed| Tensor::<f64>::rand_normal(s, 0.0, 1.5, seed);
             vec![
-                sample!("[3,5] axis 1", [n(&[3, 5], 90)], |v| v[0].log_softmax(1)),
-                sample!("[2,3,4] axis 0", [n(&[2, 3, 4], 91)], |v| v[0].log_softmax(0)),
-                sample!("[1,1]", [n(&[1, 1], 92)], |v| v[0].log_softmax(-1)),
+                sample!("[3,5] axis 1", [n(&[3, 5], 90)], |v| v[0].log_softmax(1))
+                    .with_reference(|x| reference::log_softmax(&x[0], 1)),
+                sample!("[2,3,4] axis 0", [n(&[2, 3, 4], 91)], |v| v[0].log_softmax(0))
+                    .with_reference(|x| reference::log_softmax(&x[0], 0)),
+                sample!("[1,1]", [n(&[1, 1], 92)], |v| v[0].log_softmax(-1))
+                    .with_reference(|x| reference::log_softmax(&x[0], -1)),
             ]
         },
     });

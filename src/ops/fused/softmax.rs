@@ -9,11 +9,12 @@ use crate::autodiff::tape::{OpRef, Var};
 use crate::core::error::Result;
 use crate::core::float::Float;
 use crate::ops::common::arity;
+use crate::ops::reference;
 use crate::ops::registry::{Domain, NanRule, OpInfo, Registry};
-use crate::sample;
 use crate::tensor::Tensor;
 use crate::tensor::axis::along_axis;
 use crate::tensor::kernels::rows::{softmax_backward_rows, softmax_rows};
+use crate::{recipe, sample};
 
 /// `y = softmax(x)` along `axis`.
 #[derive(Clone, Copy, Debug)]
@@ -108,16 +109,27 @@ pub(crate) fn register(r: &mut Registry) {
         differentiable_twice: true,
         nan: NanRule::Propagates,
         domain: Domain::Real,
-        recipe: None,
+        // Tame: an axis in range (`None` for a 0-d value); wild: any small axis, 0-d values too.
+        recipe: Some(recipe!(|c, v| {
+            let x = c.pick(v);
+            let axis = c.axis(x.shape().len())?;
+            Some(x.softmax(axis))
+        })),
         samples: || {
             let n = |s: &[usize], seed| Tensor::<f64>::rand_normal(s, 0.0, 1.5, seed);
             vec![
-                sample!("[3,5] axis 1", [n(&[3, 5], 80)], |v| v[0].softmax(1)),
-                sample!("[3,5] axis 0", [n(&[3, 5], 81)], |v| v[0].softmax(0)),
-                sample!("[2,3,4] axis 1", [n(&[2, 3, 4], 82)], |v| v[0].softmax(1)),
-                sample!("[1,1]", [n(&[1, 1], 83)], |v| v[0].softmax(-1)),
-                sample!("[1,2]", [n(&[1, 2], 84)], |v| v[0].softmax(-1)),
-                sample!("[4] (1-D)", [n(&[4], 85)], |v| v[0].softmax(0)),
+                sample!("[3,5] axis 1", [n(&[3, 5], 80)], |v| v[0].softmax(1))
+                    .with_reference(|x| reference::softmax(&x[0], 1)),
+                sample!("[3,5] axis 0", [n(&[3, 5], 81)], |v| v[0].softmax(0))
+                    .with_reference(|x| reference::softmax(&x[0], 0)),
+                sample!("[2,3,4] axis 1", [n(&[2, 3, 4], 82)], |v| v[0].softmax(1))
+                    .with_reference(|x| reference::softmax(&x[0], 1)),
+                sample!("[1,1]", [n(&[1, 1], 83)], |v| v[0].softmax(-1))
+                    .with_reference(|x| reference::softmax(&x[0], -1)),
+                sample!("[1,2]", [n(&[1, 2], 84)], |v| v[0].softmax(-1))
+                    .with_reference(|x| reference::softmax(&x[0], -1)),
+                sample!("[4] (1-D)", [n(&[4], 85)], |v| v[0].softmax(0))
+                    .with_reference(|x| reference::softmax(&x[0], 0)),
             ]
         },
     });

@@ -1,0 +1,364 @@
+//! Naive `f64` implementations of the ops, the independent side of the registry's reference
+//! check ([`check_references`](crate::check::check_references)).
+//!
+//! Everything here is written the slow, obvious way — one output element at a time, multi-indices
+//! unravelled by hand, broadcasting by clamping an index to 0 on an axis of extent 1, a triple loop
+//! for the matrix product, `std`'s `exp`/`ln` for the softmax family — and calls none of the
+//! library's kernels (`Tensor::map`, `zip_map`, `sum_to`, the gemm wrapper, the row kernels), so a
+//! bug in a kernel cannot hide behind the same bug in its reference. Only the tensor constructor
+//! and the raw data are used.
+
+use crate::tensor::Tensor;
+
+/// The number of elements of a shape (1 for a 0-d shape).
+fn count(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+/// The multi-index of flat position `i` in a row-major tensor of `shape`.
+fn unravel(mut i: usize, shape: &[usize]) -> Vec<usize> {
+    let mut idx = vec![0; shape.len()];
+    for a in (0..shape.len()).rev() {
+        idx[a] = i % shape[a];
+        i /= shape[a];
+    }
+    idx
+}
+
+/// The flat position of `idx` (aligned at the last axis with `shape`, extra leading entries
+/// ignored) in a row-major tensor of `shape`, reading an axis of extent 1 at index 0 whatever
+/// `idx` says there: NumPy broadcasting, by hand.
+fn flat_broadcast(idx: &[usize], shape: &[usize]) -> usize {
+    let off = idx.len() - shape.len();
+    let mut flat = 0;
+    for (a, &n) in shape.iter().enumerate() {
+        let i = if n == 1 { 0 } else { idx[off + a] };
+        flat = flat * n + i;
+    }
+    flat
+}
+
+/// The broadcast of several shapes (panics when they do not broadcast: a reference is only
+/// called on samples, which are valid).
+fn broadcast_all(shapes: &[&[usize]]) -> Vec<usize> {
+    let rank = shapes.iter().map(|s| s.len()).max().unwrap_or(0);
+    let mut out = vec![1; rank];
+    for s in shapes {
+        for (a, &n) in s.iter().enumerate() {
+            let o = &mut out[rank - s.len() + a];
+            if *o == 1 {
+                *o = n;
+            } else {
+                assert!(n == 1 || n == *o, "reference: shapes {shapes:?} do not broadcast");
+            }
+        }
+    }
+    out
+}
+
+/// `f` at every element.
+pub(crate) fn map(x: &Tensor<f64>, f: impl Fn(f64) -> f64) -> Tensor<f64> {
+    let mut out = Vec::with_capacity(x.numel());
+    for i in 0..x.numel() {
+        out.push(f(x.data()[i]));
+    }
+    Tensor::from_vec(out, x.shape())
+}
+
+/// `f(a, b)` elementwise with the two broadcast together.
+pub(crate) fn zip(a: &Tensor<f64>, b: &Tensor<f64>, f: impl Fn(f64, f64) -> f64) -> Tensor<f64> {
+    let shape = broadcast_all(&[a.shape(), b.shape()]);
+    let mut out = Vec::with_capacity(count(&shape));
+    for i in 0..count(&shape) {
+        let idx = unravel(i, &shape);
+        out.push(f(
+            a.data()[flat_broadcast(&idx, a.shape())],
+            b.data()[flat_broadcast(&idx, b.shape())],
+        ));
+    }
+    Tensor::from_vec(out, shape)
+}
+
+/// `f(a, b, c)` elementwise with the three broadcast together.
+pub(crate) fn zip3(a: &Tensor<f64>, b: &Tensor<f64>, c: &Tensor<f64>, f: impl Fn(f64, f64, f64) -> f64) -> Tensor<f64> {
+    let shape = broadcast_all(&[a.shape(), b.shape(), c.shape()]);
+    let mut out = Vec::with_capacity(count(&shape));
+    for i in 0..count(&shape) {
+        let idx = unravel(i, &shape);
+        out.push(f(
+            a.data()[flat_broadcast(&idx, a.shape())],
+            b.data()[flat_broadcast(&idx, b.shape())],
+            c.data()[flat_broadcast(&idx, c.shape())],
+        ));
+    }
+    Tensor::from_vec(out, shape)
+}
+
+/// `axis` counted from the front (a negative axis counts from the end).
+fn axis_of(axis: isize, ndim: usize) -> usize {
+    if axis < 0 {
+        (axis + ndim as isize) as usize
+    } else {
+        axis as usize
+    }
+}
+
+/// Folds every line of `x` along `axis` with `f` (given the line's values in order); the axis is
+/// kept with extent 1 when `keepdim`, dropped otherwise.
+fn along(x: &Tensor<f64>, axis: isize, keepdim: bool, f: impl Fn(&[f64]) -> f64) -> Tensor<f64> {
+    let a = axis_of(axis, x.ndim());
+    let mut kept: Vec<usize> = x.shape().to_vec();
+    let n = kept[a];
+    kept[a] = 1;
+    let mut out = Vec::with_capacity(count(&kept));
+    for i in 0..count(&kept) {
+        let mut idx = unravel(i, &kept);
+        let line: Vec<f64> = (0..n)
+            .map(|k| {
+                idx[a] = k;
+                x.data()[flat_broadcast(&idx, x.shape())]
+            })
+            .collect();
+        out.push(f(&line));
+    }
+    if !keepdim {
+        kept.remove(a);
+    }
+    Tensor::from_vec(out, kept)
+}
+
+/// The sum of every element (a 0-d result).
+pub(crate) fn sum_all(x: &Tensor<f64>) -> Tensor<f64> {
+    let mut s = 0.0;
+    for i in 0..x.numel() {
+        s += x.data()[i];
+    }
+    Tensor::scalar(s)
+}
+
+/// The mean of every element (a 0-d result).
+pub(crate) fn mean_all(x: &Tensor<f64>) -> Tensor<f64> {
+    Tensor::scalar(sum_all(x).data()[0] / x.numel() as f64)
+}
+
+/// The sum along one axis.
+pub(crate) fn sum_axis(x: &Tensor<f64>, axis: isize, keepdim: bool) -> Tensor<f64> {
+    along(x, axis, keepdim, |l| l.iter().sum())
+}
+
+/// The mean along one axis.
+pub(crate) fn mean_axis(x: &Tensor<f64>, axis: isize, keepdim: bool) -> Tensor<f64> {
+    along(x, axis, keepdim, |l| l.iter().sum::<f64>() / l.len() as f64)
+}
+
+/// The maximum along one axis (NaN if the line holds one).
+pub(crate) fn max_axis(x: &Tensor<f64>, axis: isize, keepdim: bool) -> Tensor<f64> {
+    along(x, axis, keepdim, |l| {
+        let mut m = f64::NEG_INFINITY;
+        for &v in l {
+            if v.is_nan() || v > m {
+                m = v;
+            }
+            if m.is_nan() {
+                break;
+            }
+        }
+        m
+    })
+}
+
+/// `x` summed down to `shape` (which broadcasts up to `x`'s shape): every element of `x` is added
+/// into the output element it was broadcast from.
+pub(crate) fn sum_to(x: &Tensor<f64>, shape: &[usize]) -> Tensor<f64> {
+    let mut out = vec![0.0; count(shape)];
+    for i in 0..x.numel() {
+        let idx = unravel(i, x.shape());
+        out[flat_broadcast(&idx, shape)] += x.data()[i];
+    }
+    Tensor::from_vec(out, shape)
+}
+
+/// The same elements in the same order with another shape.
+pub(crate) fn reshape(x: &Tensor<f64>, shape: &[usize]) -> Tensor<f64> {
+    assert_eq!(count(shape), x.numel(), "reference: reshape to another size");
+    Tensor::from_vec(x.data().to_vec(), shape)
+}
+
+/// Axis `i` of the result is axis `perm[i]` of `x`.
+pub(crate) fn permute(x: &Tensor<f64>, perm: &[usize]) -> Tensor<f64> {
+    let shape: Vec<usize> = perm.iter().map(|&p| x.shape()[p]).collect();
+    let mut out = Vec::with_capacity(x.numel());
+    for i in 0..x.numel() {
+        let idx = unravel(i, &shape);
+        let mut src = vec![0; perm.len()];
+        for (k, &p) in perm.iter().enumerate() {
+            src[p] = idx[k];
+        }
+        out.push(x.data()[flat_broadcast(&src, x.shape())]);
+    }
+    Tensor::from_vec(out, shape)
+}
+
+/// The last two axes of `x` swapped.
+fn swap_last(x: &Tensor<f64>) -> Tensor<f64> {
+    let n = x.ndim();
+    let mut perm: Vec<usize> = (0..n).collect();
+    perm.swap(n - 2, n - 1);
+    permute(x, &perm)
+}
+
+/// `x` repeated along the axes where it has extent 1 (or lacks them) up to `shape`.
+pub(crate) fn broadcast_to(x: &Tensor<f64>, shape: &[usize]) -> Tensor<f64> {
+    let mut out = Vec::with_capacity(count(shape));
+    for i in 0..count(shape) {
+        out.push(x.data()[flat_broadcast(&unravel(i, shape), x.shape())]);
+    }
+    Tensor::from_vec(out, shape)
+}
+
+/// `op(a) @ op(b)` over the last two axes (`op` transposes them when its flag is set), batch
+/// axes broadcast: a triple loop per batch element.
+pub(crate) fn matmul(a: &Tensor<f64>, b: &Tensor<f64>, ta: bool, tb: bool) -> Tensor<f64> {
+    let a = if ta { swap_last(a) } else { a.clone() };
+    let b = if tb { swap_last(b) } else { b.clone() };
+    let (ra, rb) = (a.ndim(), b.ndim());
+    let (m, k, n) = (a.shape()[ra - 2], a.shape()[ra - 1], b.shape()[rb - 1]);
+    assert_eq!(k, b.shape()[rb - 2], "reference: matmul inner sizes differ");
+    let batch = broadcast_all(&[&a.shape()[..ra - 2], &b.shape()[..rb - 2]]);
+    let mut shape = batch.clone();
+    shape.extend([m, n]);
+    let mut out = Vec::with_capacity(count(&shape));
+    for bi in 0..count(&batch) {
+        let bidx = unravel(bi, &batch);
+        for i in 0..m {
+            for j in 0..n {
+                let mut s = 0.0;
+                for p in 0..k {
+                    let mut ia = bidx.clone();
+                    ia.extend([i, p]);
+                    let mut ib = bidx.clone();
+                    ib.extend([p, j]);
+                    s += a.data()[flat_broadcast(&ia, a.shape())] * b.data()[flat_broadcast(&ib, b.shape())];
+                }
+                out.push(s);
+            }
+        }
+    }
+    Tensor::from_vec(out, shape)
+}
+
+/// Applies `f` to every line of `x` along `axis`, writing the line it returns back in place.
+fn lines(x: &Tensor<f64>, axis: isize, f: impl Fn(&[f64]) -> Vec<f64>) -> Tensor<f64> {
+    let a = axis_of(axis, x.ndim());
+    let mut kept: Vec<usize> = x.shape().to_vec();
+    let n = kept[a];
+    kept[a] = 1;
+    let mut out = vec![0.0; x.numel()];
+    for i in 0..count(&kept) {
+        let mut idx = unravel(i, &kept);
+        let flat: Vec<usize> = (0..n)
+            .map(|k| {
+                idx[a] = k;
+                flat_broadcast(&idx, x.shape())
+            })
+            .collect();
+        let line: Vec<f64> = flat.iter().map(|&j| x.data()[j]).collect();
+        for (&j, v) in flat.iter().zip(f(&line)) {
+            out[j] = v;
+        }
+    }
+    Tensor::from_vec(out, x.shape())
+}
+
+/// `log Σ exp(l)`, stably (the maximum taken out first).
+fn logsumexp(l: &[f64]) -> f64 {
+    let m = l.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v));
+    m + l.iter().map(|&v| (v - m).exp()).sum::<f64>().ln()
+}
+
+/// Softmax along `axis`.
+pub(crate) fn softmax(x: &Tensor<f64>, axis: isize) -> Tensor<f64> {
+    lines(x, axis, |l| {
+        let lse = logsumexp(l);
+        l.iter().map(|&v| (v - lse).exp()).collect()
+    })
+}
+
+/// Log-softmax along `axis`.
+pub(crate) fn log_softmax(x: &Tensor<f64>, axis: isize) -> Tensor<f64> {
+    lines(x, axis, |l| {
+        let lse = logsumexp(l);
+        l.iter().map(|&v| v - lse).collect()
+    })
+}
+
+/// Softmax cross-entropy of logits `x` (classes along `axis`) against per-row class indices
+/// (`classes`, rows in row-major order of the other axes) or per-row target weights (`probs`,
+/// the logits' shape): `Σ_rows (Σt · lse(row) − ⟨t, row⟩)`, divided by the row count when `mean`.
+pub(crate) fn cross_entropy(
+    x: &Tensor<f64>,
+    axis: isize,
+    classes: Option<&[usize]>,
+    probs: Option<&Tensor<f64>>,
+    mean: bool,
+) -> Tensor<f64> {
+    let a = axis_of(axis, x.ndim());
+    let mut kept: Vec<usize> = x.shape().to_vec();
+    let n = kept[a];
+    kept[a] = 1;
+    let rows = count(&kept);
+    let mut total = 0.0;
+    for r in 0..rows {
+        let mut idx = unravel(r, &kept);
+        let mut logits = Vec::with_capacity(n);
+        let mut t = Vec::with_capacity(n);
+        for k in 0..n {
+            idx[a] = k;
+            let j = flat_broadcast(&idx, x.shape());
+            logits.push(x.data()[j]);
+            t.push(match (classes, probs) {
+                (Some(c), _) => f64::from(u8::from(c[r] == k)),
+                (None, Some(p)) => p.data()[j],
+                (None, None) => panic!("reference: cross-entropy without targets"),
+            });
+        }
+        let lse = logsumexp(&logits);
+        for k in 0..n {
+            total += t[k] * (lse - logits[k]);
+        }
+    }
+    Tensor::scalar(if mean { total / rows as f64 } else { total })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(v: &[f64], s: &[usize]) -> Tensor<f64> {
+        Tensor::from_vec(v.to_vec(), s)
+    }
+
+    #[test]
+    fn broadcasting_by_hand() {
+        let a = t(&[1.0, 2.0], &[2, 1]);
+        let b = t(&[10.0, 20.0, 30.0], &[3]);
+        assert_eq!(zip(&a, &b, |x, y| x + y).to_vec(), [11.0, 21.0, 31.0, 12.0, 22.0, 32.0]);
+        assert_eq!(zip(&a, &b, |x, y| x + y).shape(), &[2, 3]);
+        assert_eq!(sum_to(&broadcast_to(&b, &[2, 3]), &[3]).to_vec(), [20.0, 40.0, 60.0]);
+    }
+
+    #[test]
+    fn reductions_layout_and_matmul_by_hand() {
+        let x = t(&[1.0, 5.0, 3.0, 4.0, 2.0, 6.0], &[2, 3]);
+        assert_eq!(sum_axis(&x, 0, false).to_vec(), [5.0, 7.0, 9.0]);
+        assert_eq!(max_axis(&x, -1, true).to_vec(), [5.0, 6.0]);
+        assert_eq!(max_axis(&x, -1, true).shape(), &[2, 1]);
+        assert_eq!(permute(&x, &[1, 0]).to_vec(), [1.0, 4.0, 5.0, 2.0, 3.0, 6.0]);
+        // [[1,5,3],[4,2,6]] @ [[1,5,3],[4,2,6]]ᵀ = [[35, 32], [32, 56]]
+        assert_eq!(matmul(&x, &x, false, true).to_vec(), [35.0, 32.0, 32.0, 56.0]);
+        let s = softmax(&t(&[0.0, 0.0], &[2]), 0);
+        assert_eq!(s.to_vec(), [0.5, 0.5]);
+        let ce = cross_entropy(&t(&[0.0, 0.0], &[1, 2]), -1, Some(&[1]), None, true);
+        assert!((ce.data()[0] - std::f64::consts::LN_2).abs() < 1e-15);
+    }
+}
