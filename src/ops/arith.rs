@@ -183,31 +183,30 @@ impl<'t, T: Float> Neg for Var<'t, T> {
     }
 }
 
+/// `c ∘ x` for a constant `c` on the left: each operator as the scalar-parameter op it records.
 macro_rules! scalar_lhs {
-    ($($t:ty),*) => {$(
-        impl<'t> Add<Var<'t, $t>> for $t {
+    ($t:ty: $($tr:ident $m:ident |$c:ident, $x:ident| $body:expr;)*) => {$(
+        impl<'t> $tr<Var<'t, $t>> for $t {
             type Output = Var<'t, $t>;
             #[track_caller]
-            fn add(self, rhs: Var<'t, $t>) -> Var<'t, $t> { rhs.add_scalar(self) }
-        }
-        impl<'t> Sub<Var<'t, $t>> for $t {
-            type Output = Var<'t, $t>;
-            #[track_caller]
-            fn sub(self, rhs: Var<'t, $t>) -> Var<'t, $t> { (-rhs).add_scalar(self) }
-        }
-        impl<'t> Mul<Var<'t, $t>> for $t {
-            type Output = Var<'t, $t>;
-            #[track_caller]
-            fn mul(self, rhs: Var<'t, $t>) -> Var<'t, $t> { rhs.mul_scalar(self) }
-        }
-        impl<'t> Div<Var<'t, $t>> for $t {
-            type Output = Var<'t, $t>;
-            #[track_caller]
-            fn div(self, rhs: Var<'t, $t>) -> Var<'t, $t> { rhs.rdiv_scalar(self) }
+            fn $m(self, rhs: Var<'t, $t>) -> Var<'t, $t> {
+                let ($c, $x) = (self, rhs);
+                $body
+            }
         }
     )*};
 }
-scalar_lhs!(f32, f64);
+macro_rules! scalar_lhs_all {
+    ($($t:ty),*) => {$(
+        scalar_lhs! { $t:
+            Add add |c, x| x.add_scalar(c);
+            Sub sub |c, x| (-x).add_scalar(c);
+            Mul mul |c, x| x.mul_scalar(c);
+            Div div |c, x| x.rdiv_scalar(c);
+        }
+    )*};
+}
+scalar_lhs_all!(f32, f64);
 
 fn t(v: &[f64], s: &[usize]) -> Tensor<f64> {
     Tensor::from_vec(v.to_vec(), s)

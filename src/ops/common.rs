@@ -65,7 +65,7 @@ pub(crate) fn resolve_axis(op: &str, axis: isize, ndim: usize) -> Result<usize> 
 /// gradient). Each op is also a [`Binary`](crate::autodiff::Binary) elementwise function, usable
 /// in other rules.
 macro_rules! binary_ops {
-    ($($(#[$doc:meta])* $ty:ident $name:literal, |$fa:ident, $fb:ident| $fwd:expr,
+    ($($(#[$doc:meta])* $ty:ident $name:literal $($mask:ident)?, |$fa:ident, $fb:ident| $fwd:expr,
        rule |$cx:ident, $g:ident, $a:ident, $b:ident, $y:ident| [$da:expr, $db:expr];)*) => {$(
         $(#[$doc])*
         #[derive(Clone, Copy, Debug)]
@@ -78,6 +78,9 @@ macro_rules! binary_ops {
             }
             fn as_static(&self) -> Option<&'static Self> {
                 Some(&$ty)
+            }
+            fn is_mask(&self) -> bool {
+                false $(|| stringify!($mask) == "mask")?
             }
         }
 

@@ -65,33 +65,28 @@ pub(crate) fn map(x: &Tensor<f64>, f: impl Fn(f64) -> f64) -> Tensor<f64> {
     Tensor::from_vec(out, x.shape())
 }
 
-/// `f(a, b)` elementwise with the two broadcast together.
-pub(crate) fn zip(a: &Tensor<f64>, b: &Tensor<f64>, f: impl Fn(f64, f64) -> f64) -> Tensor<f64> {
-    let shape = broadcast_all(&[a.shape(), b.shape()]);
+/// `f` elementwise over `N` tensors broadcast together, by plain index arithmetic.
+pub(crate) fn zip_n<const N: usize>(args: [&Tensor<f64>; N], f: impl Fn([f64; N]) -> f64) -> Tensor<f64> {
+    let shapes: [&[usize]; N] = std::array::from_fn(|k| args[k].shape());
+    let shape = broadcast_all(&shapes);
     let mut out = Vec::with_capacity(count(&shape));
     for i in 0..count(&shape) {
         let idx = unravel(i, &shape);
-        out.push(f(
-            a.data()[flat_broadcast(&idx, a.shape())],
-            b.data()[flat_broadcast(&idx, b.shape())],
-        ));
+        out.push(f(std::array::from_fn(|k| {
+            args[k].data()[flat_broadcast(&idx, args[k].shape())]
+        })));
     }
     Tensor::from_vec(out, shape)
 }
 
+/// `f(a, b)` elementwise with the two broadcast together.
+pub(crate) fn zip(a: &Tensor<f64>, b: &Tensor<f64>, f: impl Fn(f64, f64) -> f64) -> Tensor<f64> {
+    zip_n([a, b], |[x, y]| f(x, y))
+}
+
 /// `f(a, b, c)` elementwise with the three broadcast together.
 pub(crate) fn zip3(a: &Tensor<f64>, b: &Tensor<f64>, c: &Tensor<f64>, f: impl Fn(f64, f64, f64) -> f64) -> Tensor<f64> {
-    let shape = broadcast_all(&[a.shape(), b.shape(), c.shape()]);
-    let mut out = Vec::with_capacity(count(&shape));
-    for i in 0..count(&shape) {
-        let idx = unravel(i, &shape);
-        out.push(f(
-            a.data()[flat_broadcast(&idx, a.shape())],
-            b.data()[flat_broadcast(&idx, b.shape())],
-            c.data()[flat_broadcast(&idx, c.shape())],
-        ));
-    }
-    Tensor::from_vec(out, shape)
+    zip_n([a, b, c], |[x, y, z]| f(x, y, z))
 }
 
 /// `axis` counted from the front (a negative axis counts from the end).

@@ -90,43 +90,15 @@ macro_rules! comparisons {
                 }
             )*
         }
-        $(
-        #[doc = concat!("The mask `a ", stringify!($op), " b` (1 where true, 0 where false; false with NaN).")]
-        #[derive(Clone, Copy, Debug)]
-        pub struct $ty;
+        binary_ops! {$(
+            #[doc = concat!("The mask `a ", stringify!($op), " b` (1 where true, 0 where false; false with NaN).")]
+            /// Piecewise constant: its gradient is zero (and the `Var` methods record it as a
+            /// constant, so no gradient reaches it).
+            $ty $name mask, |a, b| if a $op b { T::ONE } else { T::ZERO },
+                rule |cx, g, a, b, y| [a.constant(Tensor::zeros(a.shape())), b.constant(Tensor::zeros(b.shape()))];
+        )*}
 
-        impl<T: Float> Binary<T> for $ty {
-            #[inline(always)]
-            fn f(&self, a: T, b: T) -> T {
-                if a $op b { T::ONE } else { T::ZERO }
-            }
-            fn as_static(&self) -> Option<&'static Self> {
-                Some(&$ty)
-            }
-            fn is_mask(&self) -> bool {
-                true
-            }
-        }
-
-        impl<T: Float> Op<T> for $ty {
-            fn name(&self) -> &'static str {
-                $name
-            }
-            fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
-                arity($name, x, 2)?;
-                broadcast_zip($name, x[0], x[1], |a, b| Binary::f(self, a, b))
-            }
-            /// A mask is piecewise constant: its gradient is zero. (Never reached through the
-            /// `Var` methods, which record a comparison as a constant; a hand-built tape may.)
-            fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, _g: &V) -> Result<Cotangents<V>> {
-                let zeros = |i: usize| {
-                    let x = cx.input(i);
-                    x.constant(Tensor::zeros(x.shape()))
-                };
-                Ok(cx.grads([cx.needs_grad(0).then(|| zeros(0)), cx.needs_grad(1).then(|| zeros(1))]))
-            }
-        }
-    )*};
+    };
 }
 
 comparisons! {

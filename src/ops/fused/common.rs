@@ -61,3 +61,42 @@ pub(crate) fn x_and_w(s: &[usize], seed: u64) -> [Tensor<f64>; 2] {
         Tensor::rand_normal(s, 0.0, 1.0, seed + 1),
     ]
 }
+
+/// Declares a fused op along one axis: the struct (its `axis`), its name and parameters, its
+/// forward — the arity and shape checks, then a row kernel run along the axis — and its rule,
+/// whose body sees `axis` (the op's axis), `cx` and `g`.
+macro_rules! row_op {
+    ($(#[$doc:meta])* $ty:ident $name:literal, inputs $n:literal,
+     kernel |$d:ident, $len:ident| $kernel:expr,
+     $(#[$rdoc:meta])* rule |$axis:ident, $cx:ident, $g:ident| $rule:block) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug)]
+        pub struct $ty {
+            /// The axis (negative counts from the end).
+            pub axis: isize,
+        }
+
+        impl<T: Float> Op<T> for $ty {
+            fn name(&self) -> &'static str {
+                $name
+            }
+            fn params(&self) -> String {
+                format!("axis={}", self.axis)
+            }
+            fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
+                arity($name, x, $n)?;
+                if $n == 2 {
+                    same_shape($name, x[0], x[1])?;
+                }
+                let a = softmax_axis($name, self.axis, x[0])?;
+                Ok(along_axis(x, a, |$d, $len| $kernel))
+            }
+            $(#[$rdoc])*
+            fn vjp<V: Value<T>>(&self, $cx: &VjpCtx<'_, V>, $g: &V) -> Result<Cotangents<V>> {
+                let $axis = self.axis;
+                $rule
+            }
+        }
+    };
+}
+pub(crate) use row_op;

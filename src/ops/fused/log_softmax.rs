@@ -1,7 +1,7 @@
 //! Fused log-softmax: `x − log Σ exp(x)` computed stably in one kernel, VJP `g − softmax(x)·Σg`
 //! from the saved output — the op `log_softmax_backward`, with its own rule.
 
-use super::common::{keep_shape, same_shape, softmax_axis, x_and_w};
+use super::common::{keep_shape, row_op, same_shape, softmax_axis, x_and_w};
 use crate::autodiff::rule::{Cotangents, Op, VjpCtx};
 use crate::autodiff::rule::{Elem, Pointwise, Value};
 use crate::autodiff::tape::{OpRef, Var};
@@ -16,37 +16,15 @@ use crate::tensor::axis::along_axis;
 use crate::tensor::kernels::rows::{log_softmax_backward_rows, log_softmax_rows};
 use crate::{recipe, sample};
 
-/// `log softmax(x)` along `axis`.
-#[derive(Clone, Copy, Debug)]
-pub struct LogSoftmaxOp {
-    /// The softmax axis (negative counts from the end).
-    pub axis: isize,
-}
-
-impl<T: Float> Op<T> for LogSoftmaxOp {
-    fn name(&self) -> &'static str {
-        "log_softmax"
-    }
-    fn params(&self) -> String {
-        format!("axis={}", self.axis)
-    }
-    fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
-        arity("log_softmax", x, 1)?;
-        let a = softmax_axis("log_softmax", self.axis, x[0])?;
-        Ok(along_axis(x, a, |d, n| log_softmax_rows(d[0], n)))
-    }
+row_op! {
+    /// `log softmax(x)` along `axis`.
+    LogSoftmaxOp "log_softmax", inputs 1,
+    kernel |d, n| log_softmax_rows(d[0], n),
     /// `g − softmax(x)·Σg`, from the saved output: the `log_softmax_backward` op.
-    fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, g: &V) -> Result<Cotangents<V>> {
-        let dx = V::apply(LogSoftmaxBackwardOp { axis: self.axis }, &[cx.output(), g])?;
+    rule |axis, cx, g| {
+        let dx = V::apply(LogSoftmaxBackwardOp { axis }, &[cx.output(), g])?;
         Ok(cx.grads([Some(dx)]))
     }
-}
-
-/// `dx = g − exp(out) · Σg` with `out = log_softmax(x)`.
-#[derive(Clone, Copy, Debug)]
-pub struct LogSoftmaxBackwardOp {
-    /// The softmax axis.
-    pub axis: isize,
 }
 
 /// `−u ⊙ exp(out) · Σg`: the gradient of `log_softmax_backward` for `out`.
@@ -74,27 +52,16 @@ impl<T: Float> Pointwise<T, 2> for Minus {
     }
 }
 
-impl<T: Float> Op<T> for LogSoftmaxBackwardOp {
-    fn name(&self) -> &'static str {
-        "log_softmax_backward"
-    }
-    fn params(&self) -> String {
-        format!("axis={}", self.axis)
-    }
-    fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
-        arity("log_softmax_backward", x, 2)?;
-        same_shape("log_softmax_backward", x[0], x[1])?;
-        let a = softmax_axis("log_softmax_backward", self.axis, x[0])?;
-        Ok(along_axis(x, a, |d, n| log_softmax_backward_rows(d[0], d[1], n)))
-    }
+row_op! {
+    /// `dx = g − exp(out) · Σg` with `out = log_softmax(x)`.
+    LogSoftmaxBackwardOp "log_softmax_backward", inputs 2,
+    kernel |d, n| log_softmax_backward_rows(d[0], d[1], n),
     /// With `p = exp(out)` and an upstream `u`: `∂/∂g = u − Σ u⊙p`, `∂/∂out = −u ⊙ p · Σg`.
-    fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, u: &V) -> Result<Cotangents<V>> {
+    rule |axis, cx, u| {
         let (out, g) = (cx.input(0), cx.input(1));
         let shape = out.shape();
-        let keep = keep_shape(&shape, resolve_axis("log_softmax_backward", self.axis, shape.len())?);
-        let d_out = cx
-            .needs_grad(0)
-            .then(|| V::pointwise(&DOut, [u, out, &g.sum_to(&keep)]));
+        let keep = keep_shape(&shape, resolve_axis("log_softmax_backward", axis, shape.len())?);
+        let d_out = cx.needs_grad(0).then(|| V::pointwise(&DOut, [u, out, &g.sum_to(&keep)]));
         let d_g = cx.needs_grad(1).then(|| {
             let su = V::pointwise(&UP, [u, out]).sum_to(&keep);
             V::pointwise(&Minus, [u, &su])

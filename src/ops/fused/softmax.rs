@@ -2,7 +2,7 @@
 //! (saving only `y`). That VJP is the op `softmax_backward`, whose own rule makes the fused path
 //! differentiable twice.
 
-use super::common::{keep_shape, same_shape, softmax_axis, x_and_w};
+use super::common::{keep_shape, row_op, same_shape, softmax_axis, x_and_w};
 use crate::autodiff::rule::{Cotangents, Op, VjpCtx};
 use crate::autodiff::rule::{Elem, Pointwise, Value};
 use crate::autodiff::tape::{OpRef, Var};
@@ -16,38 +16,16 @@ use crate::tensor::axis::along_axis;
 use crate::tensor::kernels::rows::{softmax_backward_rows, softmax_rows};
 use crate::{recipe, sample};
 
-/// `y = softmax(x)` along `axis`.
-#[derive(Clone, Copy, Debug)]
-pub struct SoftmaxOp {
-    /// The softmax axis (negative counts from the end).
-    pub axis: isize,
-}
-
-impl<T: Float> Op<T> for SoftmaxOp {
-    fn name(&self) -> &'static str {
-        "softmax"
-    }
-    fn params(&self) -> String {
-        format!("axis={}", self.axis)
-    }
-    fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
-        arity("softmax", x, 1)?;
-        let a = softmax_axis("softmax", self.axis, x[0])?;
-        Ok(along_axis(x, a, |d, n| softmax_rows(d[0], n)))
-    }
+row_op! {
+    /// `y = softmax(x)` along `axis`.
+    SoftmaxOp "softmax", inputs 1,
+    kernel |d, n| softmax_rows(d[0], n),
     /// `y ⊙ (g − Σ g⊙y)` from the saved output: the `softmax_backward` op (one kernel on values,
     /// a recorded node — with its own rule — on `Var`s).
-    fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, g: &V) -> Result<Cotangents<V>> {
-        let dx = V::apply(SoftmaxBackwardOp { axis: self.axis }, &[cx.output(), g])?;
+    rule |axis, cx, g| {
+        let dx = V::apply(SoftmaxBackwardOp { axis }, &[cx.output(), g])?;
         Ok(cx.grads([Some(dx)]))
     }
-}
-
-/// `dx = y ⊙ (g − Σ g⊙y)`: the VJP of softmax as an op of its own, so it can be differentiated.
-#[derive(Clone, Copy, Debug)]
-pub struct SoftmaxBackwardOp {
-    /// The softmax axis.
-    pub axis: isize,
 }
 
 /// `∂/∂y` of `y ⊙ (g − s)`, `s = Σ g⊙y`, against an upstream `u`: `u ⊙ (g − s) − g · Σ u⊙y`
@@ -60,33 +38,23 @@ impl<T: Float> Pointwise<T, 4> for DyRule {
     }
 }
 
-impl<T: Float> Op<T> for SoftmaxBackwardOp {
-    fn name(&self) -> &'static str {
-        "softmax_backward"
-    }
-    fn params(&self) -> String {
-        format!("axis={}", self.axis)
-    }
-    fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
-        arity("softmax_backward", x, 2)?;
-        same_shape("softmax_backward", x[0], x[1])?;
-        let a = softmax_axis("softmax_backward", self.axis, x[0])?;
-        Ok(along_axis(x, a, |d, n| softmax_backward_rows(d[0], d[1], n)))
-    }
+row_op! {
+    /// `dx = y ⊙ (g − Σ g⊙y)`: the VJP of softmax as an op of its own, so it can be differentiated.
+    SoftmaxBackwardOp "softmax_backward", inputs 2,
+    kernel |d, n| softmax_backward_rows(d[0], d[1], n),
     /// With `dx_i = y_i g_i − y_i s`, `s = Σ g⊙y`, and an upstream `u`:
     /// `∂/∂g = y ⊙ (u − Σ u⊙y)` (softmax_backward again) and `∂/∂y = u ⊙ (g − s) − g · Σ u⊙y`.
-    fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, u: &V) -> Result<Cotangents<V>> {
+    rule |axis, cx, u| {
         let (y, g) = (cx.input(0), cx.input(1));
         let shape = y.shape();
-        let a = crate::ops::common::resolve_axis("softmax_backward", self.axis, shape.len())?;
-        let keep = keep_shape(&shape, a);
+        let keep = keep_shape(&shape, crate::ops::common::resolve_axis("softmax_backward", axis, shape.len())?);
         let dy = cx.needs_grad(0).then(|| {
             let s = g.mul(y).sum_to(&keep);
             let su = u.mul(y).sum_to(&keep);
             V::pointwise(&DyRule, [u, g, &s, &su])
         });
         let dg = match cx.needs_grad(1) {
-            true => Some(V::apply(SoftmaxBackwardOp { axis: self.axis }, &[y, u])?),
+            true => Some(V::apply(SoftmaxBackwardOp { axis }, &[y, u])?),
             false => None,
         };
         Ok(cx.grads([dy, dg]))
