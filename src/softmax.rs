@@ -70,10 +70,10 @@ impl<'t, T: Float> Var<'t, T> {
         let shifted = if self.value().shape()[a] == 0 {
             self
         } else {
-            self - self.max_axis(axis, true).detach()
+            self - self.max_keepdim(axis).detach()
         };
         let e = shifted.exp();
-        e / e.sum_axis(axis, true)
+        e / e.sum_keepdim(axis)
     }
 
     /// Softmax along `axis` as the textbook writes it, `exp(x) / Σ exp(x)`. For teaching only:
@@ -81,7 +81,7 @@ impl<'t, T: Float> Var<'t, T> {
     #[track_caller]
     pub fn softmax_naive(self, axis: isize) -> Var<'t, T> {
         let e = self.exp();
-        e / e.sum_axis(axis, true)
+        e / e.sum_keepdim(axis)
     }
 
     /// Log-softmax composed from primitives: `s = x − max(x)` (max detached), `s − log Σ exp(s)`.
@@ -93,8 +93,8 @@ impl<'t, T: Float> Var<'t, T> {
         if self.value().shape()[a] == 0 {
             return self.softmax_composed(axis).log();
         }
-        let s = self - self.max_axis(axis, true).detach();
-        s - s.exp().sum_axis(axis, true).log()
+        let s = self - self.max_keepdim(axis).detach();
+        s - s.exp().sum_keepdim(axis).log()
     }
 }
 

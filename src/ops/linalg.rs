@@ -74,8 +74,28 @@ impl<'t, T: Float> Var<'t, T> {
         self.matmul_t(other, false, false)
     }
 
+    /// `self @ otherᵀ` (the last two axes of `other` transposed, read through strides — no copy).
+    /// The same as `matmul_t(other, false, true)`, named.
+    #[track_caller]
+    pub fn matmul_nt(self, other: Var<'t, T>) -> Var<'t, T> {
+        self.matmul_t(other, false, true)
+    }
+
+    /// `selfᵀ @ other` (no copy); `matmul_t(other, true, false)`, named.
+    #[track_caller]
+    pub fn matmul_tn(self, other: Var<'t, T>) -> Var<'t, T> {
+        self.matmul_t(other, true, false)
+    }
+
+    /// `selfᵀ @ otherᵀ` (no copy); `matmul_t(other, true, true)`, named.
+    #[track_caller]
+    pub fn matmul_tt(self, other: Var<'t, T>) -> Var<'t, T> {
+        self.matmul_t(other, true, true)
+    }
+
     /// `op(self) @ op(other)`, where `op` transposes the last two axes when its flag is set; no
-    /// transposed copy is made.
+    /// transposed copy is made. [`matmul_nt`](Self::matmul_nt), [`matmul_tn`](Self::matmul_tn)
+    /// and [`matmul_tt`](Self::matmul_tt) name the three transposed forms.
     #[track_caller]
     pub fn matmul_t(self, other: Var<'t, T>, ta: bool, tb: bool) -> Var<'t, T> {
         static OPS: [[MatMulOp; 2]; 2] = [

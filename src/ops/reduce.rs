@@ -242,6 +242,25 @@ impl<'t, T: Float> Var<'t, T> {
         self.tape.op(OpRef::new(MaxOp { axis, keepdim }), &[self])
     }
 
+    /// Sum over one axis, kept with extent 1 (`sum_axis(axis, true)`, named: the form a row
+    /// normalisation `x / x.sum_keepdim(-1)` broadcasts back).
+    #[track_caller]
+    pub fn sum_keepdim(self, axis: isize) -> Var<'t, T> {
+        self.sum_axis(axis, true)
+    }
+
+    /// Mean over one axis, kept with extent 1 (`mean_axis(axis, true)`, named).
+    #[track_caller]
+    pub fn mean_keepdim(self, axis: isize) -> Var<'t, T> {
+        self.mean_axis(axis, true)
+    }
+
+    /// Maximum over one axis, kept with extent 1 (`max_axis(axis, true)`, named).
+    #[track_caller]
+    pub fn max_keepdim(self, axis: isize) -> Var<'t, T> {
+        self.max_axis(axis, true)
+    }
+
     /// Sums down to `shape`, the inverse of broadcasting `shape` up to this variable's shape.
     /// Returns `self` unchanged (no node) when the shapes are already equal.
     #[track_caller]

@@ -23,6 +23,13 @@
 //!   tapegrad still holds is exactly [`pooled_bytes_total`] (at most `MAX_BYTES`), and after
 //!   `release_pooled_memory` it is nothing.
 //!
+//! # Why this module is public
+//!
+//! Only its memory controls are: the bounds ([`MIN_POOLED`], [`MAX_BUFFERS`], [`MAX_BYTES`]),
+//! [`release_pooled_memory`] (for a program that must hand memory back, say between phases) and
+//! the gauges [`pooled_bytes`], [`pooled_bytes_total`], [`pooled_buffers`] (for a program that
+//! watches its memory, and for the memory tests). The pool itself and its buffers are private.
+//!
 //! The pool is a [`Mutex`], taken only for buffers of at least `MIN_POOLED` elements (whose
 //! allocation, filling and page faults cost far more than an uncontended lock). It knows `f32` and
 //! `f64` buffers apart by their [`TypeId`] (a safe type witness, resolved at compile time), so the
