@@ -201,12 +201,12 @@ fn main() {
         &[
             plot::Series {
                 name: "train",
-                color: "#1f77b4",
+                color: plotters::style::RGBColor(0x1f, 0x77, 0xb4),
                 points: train_curve,
             },
             plot::Series {
                 name: "held-out test",
-                color: "#d62728",
+                color: plotters::style::RGBColor(0xd6, 0x27, 0x28),
                 points: test_curve,
             },
         ],

@@ -378,9 +378,68 @@ impl Init {
             Init::Normal(s) => Tensor::rand_normal(shape, T::ZERO, T::from_f64(s), seed),
         }
     }
+
+    /// Like [`tensor`](Self::tensor), drawing from your own random number generator (any
+    /// `rand::Rng` of the `rand` 0.10 family; the `rand` feature) instead of the built-in seeded
+    /// one — which stays the reproducible default.
+    ///
+    /// ```
+    /// # #[cfg(feature = "rand")] {
+    /// use tapegrad::nn::Init;
+    /// /// A tiny generator of your own (any `rand::Rng` works the same way).
+    /// struct Counter(u64);
+    /// impl rand::TryRng for Counter {
+    ///     type Error = std::convert::Infallible;
+    ///     fn try_next_u32(&mut self) -> Result<u32, Self::Error> { Ok(self.try_next_u64()? as u32) }
+    ///     fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+    ///         self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    ///         Ok(self.0)
+    ///     }
+    ///     fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+    ///         for b in dst { *b = self.try_next_u64()? as u8 }
+    ///         Ok(())
+    ///     }
+    /// }
+    /// let w = Init::XavierUniform.tensor_with_rng::<f64, _>([30, 20], 30, 20, &mut Counter(1));
+    /// let a = (6.0f64 / 50.0).sqrt();
+    /// assert!(w.data().iter().all(|x| x.abs() <= a));
+    /// # }
+    /// ```
+    #[cfg(feature = "rand")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "rand")))]
+    pub fn tensor_with_rng<T: Float, R: rand::Rng + ?Sized>(
+        self,
+        shape: impl AsRef<[usize]>,
+        fan_in: usize,
+        fan_out: usize,
+        rng: &mut R,
+    ) -> Tensor<T> {
+        let (fi, fo) = (fan_in.max(1) as f64, fan_out.max(1) as f64);
+        let mut uniform = || (rng.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64);
+        let mut normal = |sd: f64| {
+            let (u1, u2) = (1.0 - uniform(), uniform());
+            sd * (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+        };
+        let draw = |f: &mut dyn FnMut() -> f64| Tensor::from_fn(&shape, |_| T::from_f64(f()));
+        match self {
+            Init::Zeros => Tensor::zeros(&shape),
+            Init::XavierUniform => {
+                let a = (6.0 / (fi + fo)).sqrt();
+                draw(&mut || a * (2.0 * uniform() - 1.0))
+            }
+            Init::HeUniform => {
+                let a = (6.0 / fi).sqrt();
+                draw(&mut || a * (2.0 * uniform() - 1.0))
+            }
+            Init::XavierNormal => draw(&mut || normal((2.0 / (fi + fo)).sqrt())),
+            Init::HeNormal => draw(&mut || normal((2.0 / fi).sqrt())),
+            Init::Normal(s) => draw(&mut || normal(s)),
+        }
+    }
 }
 
-/// A fully connected layer `y = x W + b`, `W: [in, out]`, `b: [out]`; `x: [batch, in]`.
+/// A fully connected layer `y = x Wᵀ + b`, `W: [out, in]` (PyTorch's layout), `b: [out]`;
+/// `x: [batch, in]`.
 #[derive(Clone, Copy, Debug)]
 pub struct Linear {
     /// The weight's id (`"{name}.weight"`).
