@@ -211,6 +211,16 @@ impl<T: Float> CheckpointOp<T> {
     pub(crate) fn inner_bytes(&self) -> usize {
         self.inner_bytes.load(Ordering::Relaxed)
     }
+
+    /// Records the segment on `tape` with `inputs` (the replay the checks look inside).
+    pub(crate) fn replay_on<'s>(&self, tape: &'s Tape<T>, inputs: &[Var<'s, T>]) -> Result<Var<'s, T>> {
+        self.run_on(tape, inputs)
+    }
+
+    /// Where the checkpoint was made.
+    pub(crate) fn location(&self) -> &'static Location<'static> {
+        self.location
+    }
 }
 
 impl<T: Float> Op<T> for CheckpointOp<T> {

@@ -543,6 +543,8 @@ pub(crate) trait DynOp<T: Float>: Send + Sync {
     /// The op itself, for the crate's tools that treat some op types specially (a checkpointed
     /// segment, the composed twins of fused ops).
     fn as_any(&self) -> &dyn std::any::Any;
+    /// The op's Rust type name (`tapegrad::…` for the library's own ops).
+    fn type_name(&self) -> &'static str;
 }
 
 impl<T: Float, O: Op<T>> DynOp<T> for O {
@@ -563,6 +565,9 @@ impl<T: Float, O: Op<T>> DynOp<T> for O {
     }
     fn as_any(&self) -> &dyn std::any::Any {
         self
+    }
+    fn type_name(&self) -> &'static str {
+        std::any::type_name::<O>()
     }
 }
 
