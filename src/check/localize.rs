@@ -501,14 +501,21 @@ impl fmt::Display for LocalizeReport {
         let failed = self.failures().count();
         write!(
             f,
-            "localize: {} of {} checked node{} disagree{} ({} op nodes on the gradient path, {} library ops skipped: the \
-             registry checks them); {} forward and {} rule runs in {:.2?}, differences in {}",
+            "localize: {} of {} checked node{} disagree{} ({} op nodes on the gradient path{}); {} forward and {} rule \
+             runs in {:.2?}, differences in {}",
             failed,
             self.checked,
             if self.checked == 1 { "" } else { "s" },
             if failed == 1 { "s" } else { "" },
             self.on_path,
-            self.skipped_library,
+            if self.skipped_library > 0 {
+                format!(
+                    ", {} library ops skipped: the registry checks them",
+                    self.skipped_library
+                )
+            } else {
+                String::new()
+            },
             self.forward_runs,
             self.rule_runs,
             self.elapsed,
