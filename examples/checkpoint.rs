@@ -7,6 +7,10 @@
 //! times are medians of a few steps, the modes interleaved step by step so that the load of the
 //! shared machine hits them alike: read the ratios.
 //!
+//! Last, as an independent check of the whole process, each mode runs one step in a fresh child
+//! process that reports its peak resident memory (`VmHWM`, Linux): parameters, gradients, the
+//! buffer pool and the allocator's slack included.
+//!
 //! Run: `cargo run --release --example checkpoint [layers width batch reps]`
 
 use std::time::Instant;
@@ -16,6 +20,7 @@ use tapegrad::softmax::Target;
 use tapegrad::{Tape, Tensor};
 
 fn main() {
+    let child_mode = std::env::var("CHECKPOINT_EXAMPLE_MODE").ok();
     let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     let arg = |i: usize, d: usize| args.get(i).copied().unwrap_or(d);
     let (layers, width, batch, reps) = (arg(0, 32), arg(1, 512), arg(2, 256), arg(3, 5));
@@ -30,14 +35,8 @@ fn main() {
     let plain_peak = none.peak_bytes(&costs);
     let sqrt = CheckpointPlan::sqrt(layers);
     let budget = plain_peak / 4;
-    let planned = CheckpointPlan::for_budget(&costs, budget).expect("a plan under a quarter of the memory");
-    println!("{layers}-layer MLP, width {width}, batch {batch}, f32, relu, fused cross-entropy loss");
-    println!(
-        "parameters: {:.1} MiB (the store's, the same in every mode)",
-        mib(store.numel() * 4)
-    );
-    println!("budget plan (budget {:.2} MiB): {planned}", mib(budget));
-    println!();
+    // (small models cannot get under a quarter: then the plan that keeps least)
+    let planned = CheckpointPlan::for_budget(&costs, budget).unwrap_or_else(|_| CheckpointPlan::least_memory(&costs));
 
     let plans = [
         ("no checkpointing", &none),
@@ -59,6 +58,24 @@ fn main() {
             .sum();
         (kept, tape.checkpoint_stats().largest_segment_bytes, norm.sqrt())
     };
+    if let Some(mode) = child_mode {
+        // A child: one step of one mode, then the process's peak resident memory.
+        let k: usize = mode.parse().expect("a mode number");
+        let _ = step(plans[k].1);
+        let hwm = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(|l| l.to_string()))
+            .unwrap_or_default();
+        println!("{hwm}");
+        return;
+    }
+    println!("{layers}-layer MLP, width {width}, batch {batch}, f32, relu, fused cross-entropy loss");
+    println!(
+        "parameters: {:.1} MiB (the store's, the same in every mode)",
+        mib(store.numel() * 4)
+    );
+    println!("budget plan (budget {:.2} MiB): {planned}", mib(budget));
+    println!();
     let mut times = vec![Vec::new(); plans.len()];
     let mut mem = vec![(0, 0, 0.0); plans.len()];
     for r in 0..=reps {
@@ -98,6 +115,27 @@ fn main() {
     }
     let norms: Vec<f64> = mem.iter().map(|m| m.2).collect();
     println!("\ngradient norms (equal in every mode): {norms:?}");
+
+    println!("\nwhole process, one step in a fresh process per mode (peak resident memory, VmHWM):");
+    for (k, (name, _)) in plans.iter().enumerate() {
+        let out = std::env::current_exe().ok().and_then(|exe| {
+            std::process::Command::new(exe)
+                .args(std::env::args().skip(1))
+                .env("CHECKPOINT_EXAMPLE_MODE", k.to_string())
+                .output()
+                .ok()
+        });
+        let kb = out.and_then(|o| {
+            let text = String::from_utf8_lossy(&o.stdout).to_string();
+            text.split_whitespace().nth(1).and_then(|k| k.parse::<f64>().ok())
+        });
+        let line = kb.map(|kb| format!("{:.1} MiB", kb / 1024.0));
+        println!(
+            "  {name:<20} {}",
+            line.filter(|l| !l.is_empty())
+                .unwrap_or_else(|| "(not available)".into())
+        );
+    }
 }
 
 fn mib(b: usize) -> f64 {

@@ -331,6 +331,10 @@ fn mlp_under_a_budget_keeps_what_the_plan_says_and_the_same_gradients() {
             assert_close(b, a, &format!("budget 1/{divisor}"));
         }
     }
+    let least = CheckpointPlan::least_memory(&costs);
+    let floor = least.peak_bytes(&costs);
+    assert!(floor < plain_peak / 3 && CheckpointPlan::for_budget(&costs, floor).is_ok());
+    assert!(CheckpointPlan::for_budget(&costs, floor - 1).is_err());
     let e = CheckpointPlan::for_budget(&costs, plain_peak / 50).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Invalid);
     assert!(e.to_string().contains("the best keeps"), "{e}");

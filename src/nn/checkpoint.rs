@@ -457,6 +457,17 @@ impl CheckpointPlan {
         })
     }
 
+    /// Among segmentations into equal runs of `k` stages, all checkpointed, the one that keeps
+    /// the least for backward (by [`peak_bytes`](Self::peak_bytes)): the floor that
+    /// [`for_budget`](Self::for_budget) can reach.
+    pub fn least_memory(costs: &[StageCost]) -> Self {
+        let n = costs.len();
+        (1..=n)
+            .map(|k| Self::every(n, k))
+            .min_by_key(|p| p.peak_bytes(costs))
+            .unwrap_or_else(|| Self::none(n))
+    }
+
     /// Joins consecutive segments recorded normally (the same thing, one segment).
     fn merged(mut self) -> Self {
         let mut out: Vec<PlannedSegment> = Vec::with_capacity(self.segments.len());
