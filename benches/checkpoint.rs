@@ -6,7 +6,12 @@
 //! tape's `retained_bytes` after the forward plus the largest segment a backward replays). The
 //! timings are **interleaved** (every timed step of one mode is followed by an untimed step of
 //! the plain mode, or of the budget plan for the plain mode), so the ratios see the same load of
-//! the shared machine.
+//! the shared machine. Each mode is timed twice: on this thread's CPU time (`…_step_cpu`, Linux;
+//! the work done, little disturbed by other jobs on the cores) and on the wall clock
+//! (`…_step_wall`, what a user waits).
+//!
+//! `forward_only` times the forward alone (no backward): one replay of every layer costs about
+//! that, so `1 + forward_only ÷ plain` is what a plan recomputing every layer should cost.
 //!
 //! `cargo bench --bench checkpoint`
 
@@ -41,6 +46,14 @@ impl Setup {
         }
     }
 
+    /// The forward pass alone, recorded as for a step; returns the loss.
+    fn forward(&self) -> f32 {
+        let tape = Tape::<f32>::new();
+        let p = self.store.bind(&tape);
+        let logits = self.mlp.forward(&p, tape.constant(self.x.clone()));
+        logits.cross_entropy(Target::Classes(&self.classes)).item()
+    }
+
     /// One step; returns (bytes kept on the tape after the forward, the largest replay, a checksum).
     fn step(&self, plan: &CheckpointPlan) -> (usize, usize, f32) {
         let tape = Tape::<f32>::new();
@@ -54,13 +67,51 @@ impl Setup {
     }
 }
 
-/// Times `iters` steps of `plan`, each followed by an untimed step of `partner`.
-fn interleaved(s: &Setup, iters: u64, plan: &CheckpointPlan, partner: &CheckpointPlan) -> Duration {
+/// The CPU time this thread has used (Linux: `/proc/thread-self/schedstat`, in ns), if known.
+fn thread_cpu() -> Option<Duration> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    s.split_whitespace().next()?.parse().ok().map(Duration::from_nanos)
+}
+
+/// Which clock a measurement reads.
+#[derive(Clone, Copy)]
+enum Clock {
+    /// Wall time: what a user waits, including the time other processes hold the cores.
+    Wall,
+    /// This thread's CPU time (the kernels are single-threaded): the work done, much less
+    /// disturbed by the other jobs of the shared machine.
+    Cpu,
+}
+
+/// What a timed iteration runs.
+#[derive(Clone, Copy)]
+enum Work<'a> {
+    /// A training step under a plan.
+    Step(&'a CheckpointPlan),
+    /// The forward alone (recorded, no backward): what replaying every layer once costs at most.
+    Forward,
+}
+
+/// Times `iters` runs of `work` on `clock`, each followed by an untimed step of `partner`.
+fn interleaved(s: &Setup, iters: u64, work: Work<'_>, partner: &CheckpointPlan, clock: Clock) -> Duration {
+    let run = || match work {
+        Work::Step(plan) => black_box(s.step(black_box(plan))).2,
+        Work::Forward => black_box(s.forward()),
+    };
     let mut total = Duration::ZERO;
     for _ in 0..iters {
-        let t = Instant::now();
-        black_box(s.step(black_box(plan)));
-        total += t.elapsed();
+        match clock {
+            Clock::Wall => {
+                let t = Instant::now();
+                run();
+                total += t.elapsed();
+            }
+            Clock::Cpu => {
+                let t = thread_cpu().unwrap_or_default();
+                run();
+                total += thread_cpu().unwrap_or_default().saturating_sub(t);
+            }
+        }
         black_box(s.step(black_box(partner)));
     }
     total
@@ -91,14 +142,28 @@ fn bench(c: &mut Criterion) {
             plain_peak as f64 / (kept + replay) as f64
         );
     }
-    let mut g = c.benchmark_group(format!("mlp{LAYERS}_w{WIDTH}_b{BATCH}_step"));
-    g.sampling_mode(SamplingMode::Flat);
-    g.bench_function("plain", |b| b.iter_custom(|n| interleaved(&s, n, &none, &planned)));
-    g.bench_function("sqrt_n", |b| b.iter_custom(|n| interleaved(&s, n, &sqrt, &none)));
-    g.bench_function("budget_plan", |b| {
-        b.iter_custom(|n| interleaved(&s, n, &planned, &none))
-    });
-    g.finish();
+    let clocks: &[(Clock, &str)] = if thread_cpu().is_some() {
+        &[(Clock::Cpu, "cpu"), (Clock::Wall, "wall")]
+    } else {
+        &[(Clock::Wall, "wall")]
+    };
+    for &(clock, label) in clocks {
+        let mut g = c.benchmark_group(format!("mlp{LAYERS}_w{WIDTH}_b{BATCH}_step_{label}"));
+        g.sampling_mode(SamplingMode::Flat);
+        g.bench_function("plain", |b| {
+            b.iter_custom(|n| interleaved(&s, n, Work::Step(&none), &planned, clock))
+        });
+        g.bench_function("sqrt_n", |b| {
+            b.iter_custom(|n| interleaved(&s, n, Work::Step(&sqrt), &none, clock))
+        });
+        g.bench_function("budget_plan", |b| {
+            b.iter_custom(|n| interleaved(&s, n, Work::Step(&planned), &none, clock))
+        });
+        g.bench_function("forward_only", |b| {
+            b.iter_custom(|n| interleaved(&s, n, Work::Forward, &none, clock))
+        });
+        g.finish();
+    }
 }
 
 criterion_group! {

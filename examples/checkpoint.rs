@@ -5,7 +5,9 @@
 //! The memory figures are exact (the bytes of the values the tapes hold: `Tape::retained_bytes`
 //! of the outer tape after the forward, plus the largest segment replayed by the backward). The
 //! times are medians of a few steps, the modes interleaved step by step so that the load of the
-//! shared machine hits them alike: read the ratios.
+//! shared machine hits them alike: read the ratios. Each step is timed on this thread's CPU time
+//! (Linux; the kernels are single-threaded, so it is the work done, little disturbed by other jobs
+//! on the cores) and on the wall clock.
 //!
 //! Last, as an independent check of the whole process, each mode runs one step in a fresh child
 //! process that reports its peak resident memory (`VmHWM`, Linux): parameters, gradients, the
@@ -58,6 +60,13 @@ fn main() {
             .sum();
         (kept, tape.checkpoint_stats().largest_segment_bytes, norm.sqrt())
     };
+    // The forward alone (recorded, no backward): what one replay of every layer costs at most.
+    let forward = || {
+        let tape = Tape::<f32>::new();
+        let p = store.bind(&tape);
+        let logits = mlp.forward(&p, tape.constant(x.clone()));
+        logits.cross_entropy(Target::Classes(&classes)).item()
+    };
     if let Some(mode) = child_mode {
         // A child: one step of one mode, then the process's peak resident memory.
         let k: usize = mode.parse().expect("a mode number");
@@ -76,32 +85,49 @@ fn main() {
     );
     println!("budget plan (budget {:.2} MiB): {planned}", mib(budget));
     println!();
-    let mut times = vec![Vec::new(); plans.len()];
+    let mut wall = vec![Vec::new(); plans.len()];
+    let mut cpu = vec![Vec::new(); plans.len()];
     let mut mem = vec![(0, 0, 0.0); plans.len()];
+    let (mut fwd_wall, mut fwd_cpu) = (Vec::new(), Vec::new());
     for r in 0..=reps {
         for (k, (_, plan)) in plans.iter().enumerate() {
-            let t0 = Instant::now();
+            let (t0, c0) = (Instant::now(), thread_cpu());
             mem[k] = step(plan);
             if r > 0 {
-                times[k].push(t0.elapsed().as_secs_f64()); // (the first round warms up)
+                // (the first round warms up)
+                wall[k].push(t0.elapsed().as_secs_f64());
+                if let (Some(c0), Some(c1)) = (c0, thread_cpu()) {
+                    cpu[k].push(c1 - c0);
+                }
+            }
+        }
+        let (t0, c0) = (Instant::now(), thread_cpu());
+        std::hint::black_box(forward());
+        if r > 0 {
+            fwd_wall.push(t0.elapsed().as_secs_f64());
+            if let (Some(c0), Some(c1)) = (c0, thread_cpu()) {
+                fwd_cpu.push(c1 - c0);
             }
         }
     }
-    let med = |v: &mut Vec<f64>| {
+    let med = |v: &[f64]| {
+        let mut v = v.to_vec();
         v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
     };
-    let base_t = med(&mut times[0].clone());
+    let (base_wall, base_cpu) = (med(&wall[0]), med(&cpu[0]));
     let base_m = mem[0].0 + mem[0].1;
     println!(
-        "| mode | segments | recomputed layers | kept on tape | largest replay | peak kept for backward | ÷ plain | step time | × plain |"
+        "| mode | segments | recomputed layers | kept on tape | largest replay | peak kept for backward | ÷ plain \
+         | step, CPU time | × plain | step, wall time | × plain |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (k, (name, plan)) in plans.iter().enumerate() {
         let (kept, replay, _) = mem[k];
-        let t = med(&mut times[k]);
+        let (w, c) = (med(&wall[k]), med(&cpu[k]));
         println!(
-            "| {name} | {} | {} | {:.2} MiB | {:.2} MiB | {:.2} MiB (model: {:.2}) | {:.2}× less | {:.0} ms | {:.2}× |",
+            "| {name} | {} | {} | {:.2} MiB | {:.2} MiB | {:.2} MiB (model: {:.2}) | {:.2}× less | {:.0} ms | {:.2}× \
+             | {:.0} ms | {:.2}× |",
             plan.segments().len(),
             plan.recomputed_stages(),
             mib(kept),
@@ -109,10 +135,21 @@ fn main() {
             mib(kept + replay),
             mib(plan.peak_bytes(&costs)),
             base_m as f64 / (kept + replay) as f64,
-            t * 1e3,
-            t / base_t
+            c * 1e3,
+            c / base_cpu,
+            w * 1e3,
+            w / base_wall
         );
     }
+    let (fc, fw) = (med(&fwd_cpu), med(&fwd_wall));
+    println!(
+        "\nthe forward alone (no backward): {:.0} ms CPU ({:.2} of the plain step), {:.0} ms wall ({:.2}): \
+         replaying every layer once costs at most about 1 + that",
+        fc * 1e3,
+        fc / base_cpu,
+        fw * 1e3,
+        fw / base_wall
+    );
     let norms: Vec<f64> = mem.iter().map(|m| m.2).collect();
     println!("\ngradient norms (equal in every mode): {norms:?}");
 
@@ -136,6 +173,12 @@ fn main() {
                 .unwrap_or_else(|| "(not available)".into())
         );
     }
+}
+
+/// The CPU time this thread has used, in seconds (Linux: `/proc/thread-self/schedstat`), if known.
+fn thread_cpu() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    s.split_whitespace().next()?.parse::<f64>().ok().map(|ns| ns * 1e-9)
 }
 
 fn mib(b: usize) -> f64 {

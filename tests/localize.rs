@@ -672,3 +672,61 @@ fn a_missing_rule_and_a_forward_that_is_not_a_function_are_problems() {
     );
     assert!(f[1].problem.as_ref().unwrap().contains("does not reproduce"), "{r}");
 }
+
+#[test]
+fn every_library_op_a_program_records_is_skipped_by_default() {
+    let tape = Tape::<f64>::new();
+    let x = tape.var(Tensor::rand_normal([3, 4], 0.0, 1.0, 9));
+    let y = tape.var(Tensor::rand_normal([4], 0.0, 1.0, 10));
+    let mut vals = vec![
+        x + y,
+        x - y,
+        x * y,
+        x / (y * y + 1.0),
+        -x,
+        x.exp(),
+        (x * x + 1.0).log(),
+        (x * x + 1.0).sqrt(),
+        x.tanh(),
+        x.sigmoid(),
+        x.relu(),
+        x.abs(),
+        x.sin(),
+        x.cos(),
+        x.square(),
+        (x * x + 1.0).powf(1.5),
+        x.add_scalar(1.0),
+        x.rdiv_scalar(2.0) * 0.0 + x,
+        x.sum(),
+        x.mean(),
+        x.sum_axis(0, true),
+        x.mean_axis(1, false),
+        x.max_axis(1, true),
+        x.t(),
+        x.transpose(0, 1),
+        x.permute([1, 0]),
+        x.reshape([12]),
+        y.broadcast_to([3, 4]),
+        x.sum_to([4]),
+        x.matmul(x.t()),
+        x.matmul_t(x, false, true),
+        x.gt(tape.scalar(0.0)).select(x, y),
+        x.softmax(1),
+        x.log_softmax(0),
+        x.cross_entropy(tapegrad::softmax::Target::Classes(&[0, 1, 2])),
+    ];
+    let mut loss = vals.pop().unwrap();
+    for v in vals {
+        loss = loss + v.sum();
+    }
+    let r = localize(loss, &LocalizeOptions::default());
+    assert_eq!(
+        r.checked,
+        0,
+        "library ops checked by default (not registered?):\n{r}\n{:?}",
+        r.checks.iter().map(|c| c.op).collect::<Vec<_>>()
+    );
+    assert!(r.skipped_library > 40, "{r}");
+    let all = localize(loss, &LocalizeOptions::default().include_library_ops());
+    assert!(all.passed(), "{all}");
+}
