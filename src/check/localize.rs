@@ -1,80 +1,5 @@
-//! `localize`: which node's rule is wrong. [`gradcheck`](super::gradcheck) says *that* a
-//! function's gradient is wrong; [`localize`] walks a recorded tape and checks every node's rule on
-//! that node's own recorded inputs, so a wrong hand-written rule among hundreds of nodes is found
-//! and named — op, parameters, shapes and the line of your code that built it.
-//!
-//! For each node on a gradient path to the output:
-//!
-//! * **first order** — a random cotangent `v` (shaped like the node's output) is pushed through
-//!   the node's rule, and each entry of the result, `(Jᵀv)_j`, is compared with a central finite
-//!   difference of `⟨v, f(x ± h e_j)⟩`, re-running the node's forward on its recorded inputs. Above
-//!   [`max_elements`](LocalizeOptions::max_elements) input elements it compares random
-//!   projections `⟨Jᵀv, u⟩` instead, plus a few sampled elements (so a failure still names one).
-//! * **second order** — the node's *recorded* rule (the one `grad_graph` runs, differentiable
-//!   again) is differentiated with respect to the inputs and `v`, and compared in the same way
-//!   with finite differences of the first-order rule. An op whose rule is first order only
-//!   ([`VjpCtx::first_order_only`](crate::VjpCtx::first_order_only), or a library op registered so)
-//!   has declared it: it is reported as such, not as a failure.
-//! * **composed twin** — for a fused op with a composed twin (the library's `softmax`,
-//!   `log_softmax` and `cross_entropy`; your own through [`LocalizeOptions::twin`]), the forward
-//!   and the VJP on the same `v` against the twin's, built from primitives.
-//!
-//! Nodes whose ops are the library's own registered ops are skipped by default (the registry
-//! checks them on its samples: `check_registry`, `gradgradcheck_registry`);
-//! [`include_library_ops`](LocalizeOptions::include_library_ops) checks them too. A
-//! [checkpointed](crate::Tape::checkpoint) segment is replayed and its nodes are checked one by
-//! one, named with the checkpoint they are inside.
-//!
-//! # Precision
-//!
-//! The differences are taken in the tape's element type, accumulated in `f64`: on an `f64` tape
-//! they are `f64` differences; on an `f32` tape the node's forward runs in `f32` (an `f32` tape
-//! holds the `f32` instantiation of each op, and a user op's `f64` one cannot be reached from it),
-//! with the `f32` step `ε^(1/3)` and looser default tolerances ([`LocalizeOptions::default`]
-//! picks them by type). For the sharpest check, record the same program on an `f64` tape.
-//!
-//! The step is `h = ε^(1/3)·max(1, |x|)`; a node at a kink (a `relu` input within `h` of 0), or
-//! whose forward is not a smooth function of its inputs, can disagree with its differences
-//! although its rule is right.
-//!
-//! # Cost
-//!
-//! One finite-difference check per checked node: `2n` forward runs of the node for `n` input
-//! elements (or `2·projections + 2·sampled_elements` above the limit), a few more rule runs for
-//! the second order. The report says how many nodes were checked, how many runs it took and how
-//! long.
-//!
-//! ```
-//! use tapegrad::check::{localize, LocalizeOptions};
-//! use tapegrad::{pointwise, Cotangents, Float, Op, Result, Tape, Tensor, Value, VjpCtx};
-//!
-//! /// The learner's softmax: the right forward, the diagonal-only rule g ⊙ h(1 − h).
-//! struct LearnerSoftmax;
-//! impl<T: Float> Op<T> for LearnerSoftmax {
-//!     fn name(&self) -> &'static str { "learner_softmax" }
-//!     fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
-//!         Ok(Tape::<T>::new().constant(x[0].clone()).softmax(-1).value())
-//!     }
-//!     fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, g: &V) -> Result<Cotangents<V>> {
-//!         let h = cx.output();
-//!         Ok(cx.grads([Some(pointwise!(T; g, h => g * h * (-h + T::ONE)))]))
-//!     }
-//! }
-//!
-//! let tape = Tape::<f64>::new();
-//! let x = tape.var(Tensor::rand_normal([4, 3], 0.0, 1.0, 1));
-//! let w = tape.var(Tensor::rand_normal([3, 5], 0.0, 1.0, 2));
-//! let h = tape.apply(LearnerSoftmax, &[x.matmul(w).tanh()]);
-//! let loss = (h * h).sum();
-//!
-//! let report = localize(loss, &LocalizeOptions::default());
-//! assert!(!report.passed());
-//! let bad = report.first_failure().unwrap();
-//! assert_eq!(bad.op, "learner_softmax");
-//! assert_eq!(bad.location, h.location());          // the line that built it
-//! assert_eq!(report.checked, 1);                   // matmul, tanh, mul, sum: the registry's
-//! println!("{report}");
-//! ```
+//! `localize`: which node's rule is wrong — every node's rule checked on that node's own recorded
+//! inputs (see [`localize`]).
 
 use super::gradcheck::unravel;
 use crate::autodiff::checkpoint::CheckpointOp;
@@ -528,8 +453,83 @@ impl fmt::Display for LocalizeReport {
     }
 }
 
-/// Checks the rule of every node on a gradient path to `output`, each on its own recorded inputs,
-/// and reports those that disagree (see the [module docs](self)).
+/// `localize`: which node's rule is wrong. [`gradcheck`](super::gradcheck) says *that* a
+/// function's gradient is wrong; [`localize`] walks a recorded tape and checks every node's rule on
+/// that node's own recorded inputs, so a wrong hand-written rule among hundreds of nodes is found
+/// and named — op, parameters, shapes and the line of your code that built it.
+///
+/// For each node on a gradient path to the output:
+///
+/// * **first order** — a random cotangent `v` (shaped like the node's output) is pushed through
+///   the node's rule, and each entry of the result, `(Jᵀv)_j`, is compared with a central finite
+///   difference of `⟨v, f(x ± h e_j)⟩`, re-running the node's forward on its recorded inputs. Above
+///   [`max_elements`](LocalizeOptions::max_elements) input elements it compares random
+///   projections `⟨Jᵀv, u⟩` instead, plus a few sampled elements (so a failure still names one).
+/// * **second order** — the node's *recorded* rule (the one `grad_graph` runs, differentiable
+///   again) is differentiated with respect to the inputs and `v`, and compared in the same way
+///   with finite differences of the first-order rule. An op whose rule is first order only
+///   ([`VjpCtx::first_order_only`](crate::VjpCtx::first_order_only), or a library op registered so)
+///   has declared it: it is reported as such, not as a failure.
+/// * **composed twin** — for a fused op with a composed twin (the library's `softmax`,
+///   `log_softmax` and `cross_entropy`; your own through [`LocalizeOptions::twin`]), the forward
+///   and the VJP on the same `v` against the twin's, built from primitives.
+///
+/// Nodes whose ops are the library's own registered ops are skipped by default (the registry
+/// checks them on its samples: `check_registry`, `gradgradcheck_registry`);
+/// [`include_library_ops`](LocalizeOptions::include_library_ops) checks them too. A
+/// [checkpointed](crate::Tape::checkpoint) segment is replayed and its nodes are checked one by
+/// one, named with the checkpoint they are inside.
+///
+/// # Precision
+///
+/// The differences are taken in the tape's element type, accumulated in `f64`: on an `f64` tape
+/// they are `f64` differences; on an `f32` tape the node's forward runs in `f32` (an `f32` tape
+/// holds the `f32` instantiation of each op, and a user op's `f64` one cannot be reached from it),
+/// with the `f32` step `ε^(1/3)` and looser default tolerances ([`LocalizeOptions::default`]
+/// picks them by type). For the sharpest check, record the same program on an `f64` tape.
+///
+/// The step is `h = ε^(1/3)·max(1, |x|)`; a node at a kink (a `relu` input within `h` of 0), or
+/// whose forward is not a smooth function of its inputs, can disagree with its differences
+/// although its rule is right.
+///
+/// # Cost
+///
+/// One finite-difference check per checked node: `2n` forward runs of the node for `n` input
+/// elements (or `2·projections + 2·sampled_elements` above the limit), a few more rule runs for
+/// the second order. The report says how many nodes were checked, how many runs it took and how
+/// long.
+///
+/// ```
+/// use tapegrad::check::{localize, LocalizeOptions};
+/// use tapegrad::{pointwise, Cotangents, Float, Op, Result, Tape, Tensor, Value, VjpCtx};
+///
+/// /// The learner's softmax: the right forward, the diagonal-only rule g ⊙ h(1 − h).
+/// struct LearnerSoftmax;
+/// impl<T: Float> Op<T> for LearnerSoftmax {
+///     fn name(&self) -> &'static str { "learner_softmax" }
+///     fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
+///         Ok(Tape::<T>::new().constant(x[0].clone()).softmax(-1).value())
+///     }
+///     fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, g: &V) -> Result<Cotangents<V>> {
+///         let h = cx.output();
+///         Ok(cx.grads([Some(pointwise!(T; g, h => g * h * (-h + T::ONE)))]))
+///     }
+/// }
+///
+/// let tape = Tape::<f64>::new();
+/// let x = tape.var(Tensor::rand_normal([4, 3], 0.0, 1.0, 1));
+/// let w = tape.var(Tensor::rand_normal([3, 5], 0.0, 1.0, 2));
+/// let h = tape.apply(LearnerSoftmax, &[x.matmul(w).tanh()]);
+/// let loss = (h * h).sum();
+///
+/// let report = localize(loss, &LocalizeOptions::default());
+/// assert!(!report.passed());
+/// let bad = report.first_failure().unwrap();
+/// assert_eq!(bad.op, "learner_softmax");
+/// assert_eq!(bad.location, h.location());          // the line that built it
+/// assert_eq!(report.checked, 1);                   // matmul, tanh, mul, sum: the registry's
+/// println!("{report}");
+/// ```
 pub fn localize<T: Float>(output: Var<'_, T>, opts: &LocalizeOptions<T>) -> LocalizeReport {
     let t0 = Instant::now();
     let mut report = LocalizeReport {
