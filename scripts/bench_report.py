@@ -36,6 +36,8 @@ import sys
 import time
 from pathlib import Path
 
+# BENCHMARKS.md from this line on is written by hand and kept when the report is regenerated.
+KEEP_MARK = "<!-- hand-written sections below: kept by scripts/bench_report.py -->"
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_RUNS = REPO / "target" / "bench-report"
 DEFAULT_VENV = Path.home() / ".cache" / "tapegrad-peers-venv"
@@ -464,7 +466,16 @@ def write_markdown(run_dir: Path, out: Path, svg_rel: str, threads: list[int]) -
         L.append(f"Missing measurements ({len(missing)}): " + ", ".join(f"{p} ({t}t)" for t, p in missing[:20])
                  + (" …" if len(missing) > 20 else "") + "\n")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(L))
+    # Hand-written sections after the marker (measured by other benches) survive a regeneration.
+    kept = ""
+    if out.exists():
+        old = out.read_text()
+        if KEEP_MARK in old:
+            kept = old[old.index(KEEP_MARK):]
+    text = "\n".join(L)
+    if kept:
+        text = text.rstrip("\n") + "\n\n" + kept
+    out.write_text(text)
     return data
 
 
