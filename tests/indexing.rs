@@ -625,6 +625,13 @@ fn bad_slices_splits_joins_and_pads_are_reported() {
             .contains("[0, -3] is not a permutation of the axes of [4, 3]"),
         "{e}"
     );
+
+    // select_scalar records its number first, then the select: a mask that does not broadcast
+    // with the branch is the select's error, at your line, and the number is taken back.
+    let m = tape.constant(Tensor::ones([2]));
+    let line = line!() + 1;
+    let e = fails(&tape, "select", line, || m.select_scalar(x, 0.0));
+    assert_eq!(e.kind(), ErrorKind::Shape);
 }
 
 #[test]
