@@ -74,6 +74,7 @@ pub use crate::autodiff::tape::{NoGradGuard, Tape, Var};
 pub use crate::core::error::{Error, ErrorKind, Result, attempt};
 pub use crate::core::float::Float;
 pub use crate::core::shape::Shape;
+pub use crate::ops::index::Indices;
 pub use crate::ops::{Domain, Logic, Math, NanRule, OpInfo, Registry, Sample};
 pub use crate::tensor::Tensor;
 
@@ -94,6 +95,7 @@ pub mod prelude {
     pub use crate::core::error::{Error, ErrorKind, Result, attempt};
     pub use crate::core::float::Float;
     pub use crate::ops::fused::cross_entropy::{CrossEntropy, Reduction, Target};
+    pub use crate::ops::index::Indices;
     pub use crate::ops::{Logic, Math};
     pub use crate::pointwise;
     pub use crate::tensor::Tensor;

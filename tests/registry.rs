@@ -42,6 +42,16 @@ fn registry_lists_the_required_primitives() {
         "reshape",
         "broadcast_to",
         "sum_to",
+        "slice",
+        "slice_backward",
+        "index_select",
+        "index_select_backward",
+        "embedding",
+        "gather",
+        "scatter_add",
+        "concat",
+        "pad",
+        "select",
     ] {
         assert!(reg.get(name).is_some(), "op {name} is not registered");
     }

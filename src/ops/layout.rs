@@ -1,19 +1,142 @@
-//! Layout ops: `reshape`, `permute`/`transpose`, `broadcast_to`. They move values, never combine
-//! them, so each rule is the inverse movement: reshape back, permute by the inverse permutation,
-//! sum back down (`sum_to`).
+//! Layout ops: `reshape` (and its forms `squeeze`, `unsqueeze`, `flatten`), `permute`/`transpose`,
+//! `broadcast_to`. They move values, never combine them, so each rule is the inverse movement:
+//! reshape back, permute by the inverse permutation, sum back down (`sum_to`).
+//!
+//! # Axes
+//!
+//! An axis is an `isize` everywhere in the API, negative ones counting from the end (`-1` is the
+//! last), as in NumPy and PyTorch. A list of axes (a permutation) is anything that implements
+//! [`Axes`]: an array, slice or `Vec` of `usize`, `isize` or `i32`, so `x.permute([1, 0])`,
+//! `x.permute([-1, 0])` and `x.permute(vec![2usize, 0, 1])` all work.
 
-use super::common::arity;
+use super::common::{arity, resolve_axis};
 use super::reference;
 use super::registry::{Choice, OpInfo, Registry};
 use crate::autodiff::rule::Value;
 use crate::autodiff::rule::{Cotangents, Op, VjpCtx};
 use crate::autodiff::tape::{OpRef, Var};
-use crate::core::error::{Error, Result, fail};
+use crate::core::error::{Error, ErrorKind, Result, fail};
 use crate::core::float::Float;
 use crate::core::shape::{Shape, fmt_shape, shape_of};
 use crate::tensor::Tensor;
 use crate::{recipe, sample};
+use smallvec::SmallVec;
 use std::panic::Location;
+
+/// An integer usable as an axis or a position: `usize`, `isize` or `i32` (so integer literals,
+/// which default to `i32`, work wherever one is expected).
+pub trait IndexInt: Copy {
+    /// The value as an `isize` (a `usize` beyond `isize::MAX` saturates, so it stays out of range).
+    fn to_isize(self) -> isize;
+}
+
+impl IndexInt for usize {
+    fn to_isize(self) -> isize {
+        isize::try_from(self).unwrap_or(isize::MAX)
+    }
+}
+impl IndexInt for isize {
+    fn to_isize(self) -> isize {
+        self
+    }
+}
+impl IndexInt for i32 {
+    fn to_isize(self) -> isize {
+        self as isize
+    }
+}
+
+/// A list of axes (negative ones count from the end): an array, slice, `Vec` or `SmallVec` of
+/// [`IndexInt`]s, or a reference to one.
+///
+/// ```
+/// let tape = tapegrad::Tape::<f64>::new();
+/// let x = tape.var(tapegrad::Tensor::zeros([2, 3, 4]));
+/// assert_eq!(x.permute([2, 0, 1]).shape().as_slice(), &[4, 2, 3]);
+/// assert_eq!(x.permute([-1, 0, 1]).shape().as_slice(), &[4, 2, 3]);
+/// assert_eq!(x.permute(vec![2usize, 0, 1]).shape().as_slice(), &[4, 2, 3]);
+/// ```
+pub trait Axes {
+    /// The axes, as given (not yet resolved against a shape).
+    fn to_axes(&self) -> SmallVec<[isize; 4]>;
+}
+
+impl<A: IndexInt> Axes for [A] {
+    fn to_axes(&self) -> SmallVec<[isize; 4]> {
+        self.iter().map(|a| a.to_isize()).collect()
+    }
+}
+impl<A: IndexInt, const N: usize> Axes for [A; N] {
+    fn to_axes(&self) -> SmallVec<[isize; 4]> {
+        self[..].to_axes()
+    }
+}
+impl<A: IndexInt> Axes for Vec<A> {
+    fn to_axes(&self) -> SmallVec<[isize; 4]> {
+        self[..].to_axes()
+    }
+}
+impl<A: smallvec::Array> Axes for SmallVec<A>
+where
+    A::Item: IndexInt,
+{
+    fn to_axes(&self) -> SmallVec<[isize; 4]> {
+        self[..].to_axes()
+    }
+}
+impl<X: Axes + ?Sized> Axes for &X {
+    fn to_axes(&self) -> SmallVec<[isize; 4]> {
+        (**self).to_axes()
+    }
+}
+
+/// The error for a new axis `axis` (of `stack`, `unsqueeze`) out of range for parts of `shape`.
+pub(crate) fn new_axis_error(op: &str, axis: isize, shape: &[usize]) -> Error {
+    let n = shape.len() + 1;
+    Error::shape(
+        op,
+        format!(
+            "axis {axis} is out of range for a new axis of {}: the result has {n} axes (-{n}..={})",
+            fmt_shape(shape),
+            n - 1
+        ),
+    )
+}
+
+/// Resolves a permutation given with possibly negative axes against `ndim` axes, or reports it
+/// (naming the axes as given and the shape) when it is not a permutation of `0..ndim`.
+fn resolve_perm(axes: &[isize], shape: &[usize]) -> Result<Vec<usize>> {
+    let n = shape.len();
+    let mut seen = vec![false; n];
+    let mut perm = Vec::with_capacity(n);
+    let ok = axes.len() == n
+        && axes.iter().all(|&a| {
+            let r = if a < 0 { a.checked_add(n as isize) } else { Some(a) };
+            match r {
+                Some(r) if (0..n as isize).contains(&r) && !std::mem::replace(&mut seen[r as usize], true) => {
+                    perm.push(r as usize);
+                    true
+                }
+                _ => false,
+            }
+        });
+    if ok {
+        return Ok(perm);
+    }
+    let valid = if n == 0 {
+        "a 0-d value has no axes, so only [] is".to_string()
+    } else {
+        format!("each of 0..{n} (or -{n}..0 from the end) must appear exactly once")
+    };
+    Err(Error::new(
+        ErrorKind::Invalid,
+        "permute",
+        format!(
+            "{axes:?} is not a permutation of the axes of {} ({valid})",
+            fmt_shape(shape)
+        ),
+    ))
+}
 
 struct ReshapeOp(Shape);
 impl<T: Float> Op<T> for ReshapeOp {
@@ -34,7 +157,8 @@ impl<T: Float> Op<T> for ReshapeOp {
     }
 }
 
-struct PermuteOp(Shape);
+/// Axis `i` of the output is axis `self.0[i]` of the input (negative axes count from the end).
+struct PermuteOp(SmallVec<[isize; 4]>);
 impl<T: Float> Op<T> for PermuteOp {
     fn name(&self) -> &'static str {
         "permute"
@@ -44,13 +168,15 @@ impl<T: Float> Op<T> for PermuteOp {
     }
     fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
         arity("permute", x, 1)?;
-        x[0].try_permute(&self.0)
+        let perm = resolve_perm(&self.0, x[0].shape())?;
+        x[0].try_permute(&perm)
             .map_err(|e| Error::new(e.kind(), "permute", e.message()))
     }
     /// Permute back by the inverse permutation.
     fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, g: &V) -> Result<Cotangents<V>> {
-        let mut inv = vec![0; self.0.len()];
-        for (i, &p) in self.0.iter().enumerate() {
+        let perm = resolve_perm(&self.0, &cx.input(0).shape())?;
+        let mut inv = vec![0; perm.len()];
+        for (i, &p) in perm.iter().enumerate() {
             inv[p] = i;
         }
         Ok(cx.grads([Some(g.permute(&inv))]))
@@ -84,10 +210,111 @@ impl<'t, T: Float> Var<'t, T> {
         self.tape.op(OpRef::new(ReshapeOp(shape_of(shape))), &[self])
     }
 
-    /// Reorders the axes: axis `i` of the result is axis `perm[i]` of `self`.
+    /// Reorders the axes: axis `i` of the result is axis `perm[i]` of `self`; a negative axis
+    /// counts from the end (see [`Axes`]). Panics with an `Invalid` error naming `permute`, the
+    /// axes and the shape when `perm` is not a permutation of the axes (nothing is recorded then).
+    ///
+    /// ```
+    /// let tape = tapegrad::Tape::<f64>::new();
+    /// let x = tape.var(tapegrad::Tensor::zeros([2, 3, 4]));
+    /// assert_eq!(x.permute([1, 0, 2]).shape().as_slice(), &[3, 2, 4]);
+    /// assert_eq!(x.permute([-1, -3, -2]).shape().as_slice(), &[4, 2, 3]);
+    /// ```
     #[track_caller]
-    pub fn permute(self, perm: impl AsRef<[usize]>) -> Var<'t, T> {
-        self.tape.op(OpRef::new(PermuteOp(shape_of(perm))), &[self])
+    pub fn permute(self, perm: impl Axes) -> Var<'t, T> {
+        self.tape.op(OpRef::new(PermuteOp(perm.to_axes())), &[self])
+    }
+
+    /// Removes axis `axis`, which must have extent 1 (negative counts from the end). Recorded as
+    /// a `reshape`. Panics with a `Shape` error naming `squeeze`, the axis and the shape when the
+    /// axis is out of range or its extent is not 1 (nothing is recorded then).
+    ///
+    /// ```
+    /// let tape = tapegrad::Tape::<f64>::new();
+    /// let x = tape.var(tapegrad::Tensor::zeros([2, 1, 3]));
+    /// assert_eq!(x.squeeze(1).shape().as_slice(), &[2, 3]);
+    /// assert_eq!(x.squeeze(-2).shape().as_slice(), &[2, 3]);
+    /// ```
+    #[track_caller]
+    pub fn squeeze(self, axis: isize) -> Var<'t, T> {
+        let loc = Location::caller();
+        let mut shape = self.shape();
+        let a = resolve_axis("squeeze", axis, shape.len()).unwrap_or_else(|e| fail(e.at(loc)));
+        if shape[a] != 1 {
+            fail(
+                Error::shape(
+                    "squeeze",
+                    format!(
+                        "axis {axis} of {} has extent {}, not 1, so it cannot be removed",
+                        fmt_shape(&shape),
+                        shape[a]
+                    ),
+                )
+                .at(loc),
+            );
+        }
+        shape.remove(a);
+        self.reshape(shape)
+    }
+
+    /// Inserts an axis of extent 1 so that it becomes axis `axis` of the result: `0..=ndim`, or
+    /// `-(ndim + 1)..0` from the end (`-1` appends it). Recorded as a `reshape`. Panics with a
+    /// `Shape` error naming `unsqueeze` when the axis is out of range (nothing is recorded then).
+    ///
+    /// ```
+    /// let tape = tapegrad::Tape::<f64>::new();
+    /// let x = tape.var(tapegrad::Tensor::zeros([2, 3]));
+    /// assert_eq!(x.unsqueeze(0).shape().as_slice(), &[1, 2, 3]);
+    /// assert_eq!(x.unsqueeze(-1).shape().as_slice(), &[2, 3, 1]);
+    /// ```
+    #[track_caller]
+    pub fn unsqueeze(self, axis: isize) -> Var<'t, T> {
+        let loc = Location::caller();
+        let mut shape = self.shape();
+        let a = resolve_axis("unsqueeze", axis, shape.len() + 1)
+            .unwrap_or_else(|_| fail(new_axis_error("unsqueeze", axis, &shape).at(loc)));
+        shape.insert(a, 1);
+        self.reshape(shape)
+    }
+
+    /// Merges axes `start..=end` (inclusive, as PyTorch; negative counts from the end) into one.
+    /// A 0-d value counts as having one axis of extent 1, so `flatten(0, -1)` of it is `[1]`.
+    /// Recorded as a `reshape`. Panics with a `Shape` error naming `flatten`, the axes and the
+    /// shape when an axis is out of range or `start` comes after `end` (nothing is recorded then).
+    ///
+    /// ```
+    /// let tape = tapegrad::Tape::<f64>::new();
+    /// let x = tape.var(tapegrad::Tensor::zeros([2, 3, 4]));
+    /// assert_eq!(x.flatten(1, -1).shape().as_slice(), &[2, 12]);
+    /// assert_eq!(x.flatten(0, -1).shape().as_slice(), &[24]);
+    /// ```
+    #[track_caller]
+    pub fn flatten(self, start: isize, end: isize) -> Var<'t, T> {
+        let loc = Location::caller();
+        let mut shape = self.shape();
+        if shape.is_empty() {
+            shape.push(1);
+        }
+        let resolve = |a| resolve_axis("flatten", a, shape.len()).map_err(|e| e.at(loc));
+        let (s, e) = match (resolve(start), resolve(end)) {
+            (Ok(s), Ok(e)) if s <= e => (s, e),
+            (Err(err), _) | (_, Err(err)) => fail(err),
+            _ => fail(
+                Error::shape(
+                    "flatten",
+                    format!(
+                        "axes {start}..={end} of {}: the start axis comes after the end axis",
+                        fmt_shape(&shape)
+                    ),
+                )
+                .at(loc),
+            ),
+        };
+        let merged: usize = shape[s..=e].iter().product();
+        let mut out: Shape = shape[..s].iter().copied().collect();
+        out.push(merged);
+        out.extend_from_slice(&shape[e + 1..]);
+        self.reshape(out)
     }
 
     /// Swaps axes `a` and `b`; a negative axis counts from the end (`-1` is the last). Recorded as
@@ -128,10 +355,41 @@ impl<'t, T: Float> Var<'t, T> {
     }
 }
 
-/// Random programs' and the fuzzer's call of `reshape`. Tame: the same number of elements split
-/// into up to three factors; wild: any small shape (the wrong size included).
+/// Random programs' and the fuzzer's call of `reshape` and its forms. Tame: the same number of
+/// elements split into up to three factors, or `unsqueeze` at any new axis, `squeeze` of an axis of
+/// extent 1 (a general reshape when there is none), `flatten` of a run of axes; wild: any small
+/// shape (the wrong size included), or any small axes for the forms.
 fn reshape_recipe<'t, T: Float>(c: &mut Choice<'_>, v: &[Var<'t, T>]) -> Option<Var<'t, T>> {
     let x = c.pick(v);
+    let shape = x.shape();
+    let nd = shape.len();
+    let small = |c: &mut Choice<'_>| (c.byte() as i8 % 5) as isize;
+    match c.below(5) {
+        1 if c.wild() => return Some(x.unsqueeze(small(c))),
+        2 if c.wild() => return Some(x.squeeze(small(c))),
+        3 if c.wild() => {
+            let (s, e) = (small(c), small(c));
+            return Some(x.flatten(s, e));
+        }
+        1 => {
+            let a = c.below(nd + 1) as isize;
+            return Some(x.unsqueeze(if c.flag() { a - nd as isize - 1 } else { a }));
+        }
+        2 => {
+            let ones: Vec<usize> = (0..nd).filter(|&d| shape[d] == 1).collect();
+            if !ones.is_empty() {
+                let a = c.one_of(&ones) as isize;
+                return Some(x.squeeze(if c.flag() { a - nd as isize } else { a }));
+            }
+        }
+        3 => {
+            let n = nd.max(1);
+            let s = c.below(n);
+            let e = s + c.below(n - s);
+            return Some(x.flatten(s as isize, e as isize - if c.flag() { n as isize } else { 0 }));
+        }
+        _ => {}
+    }
     if c.wild() {
         return Some(x.reshape(c.any_shape()));
     }
@@ -150,20 +408,26 @@ fn reshape_recipe<'t, T: Float>(c: &mut Choice<'_>, v: &[Var<'t, T>]) -> Option<
     Some(x.reshape(dims))
 }
 
-/// Random programs' and the fuzzer's call of `permute`. Tame: a permutation of the axes; wild:
-/// any short list of small axes (repeats, gaps, the wrong length), or a `transpose` of any two
-/// small axes, negative ones included.
+/// Random programs' and the fuzzer's call of `permute`. Tame: a permutation of the axes, some of
+/// them given from the end (negative); wild: any short list of small axes, negative ones included
+/// (repeats, gaps, the wrong length), or a `transpose` of any two small axes.
 fn permute_recipe<'t, T: Float>(c: &mut Choice<'_>, v: &[Var<'t, T>]) -> Option<Var<'t, T>> {
     let x = c.pick(v);
     if !c.wild() {
-        return Some(x.permute(c.permutation(x.shape().len())));
+        let n = x.shape().len() as isize;
+        let perm: Vec<isize> = c
+            .permutation(n as usize)
+            .into_iter()
+            .map(|p| if c.flag() { p as isize - n } else { p as isize })
+            .collect();
+        return Some(x.permute(perm));
     }
     if c.flag() {
         let (a, b) = ((c.byte() as i8 % 4) as isize, (c.byte() as i8 % 4) as isize);
         return Some(x.transpose(a, b));
     }
     let n = c.below(5);
-    let perm: Vec<usize> = (0..n).map(|_| c.below(5)).collect();
+    let perm: Vec<isize> = (0..n).map(|_| (c.byte() as i8 % 5) as isize).collect();
     Some(x.permute(perm))
 }
 
@@ -184,17 +448,30 @@ fn broadcast_to_recipe<'t, T: Float>(c: &mut Choice<'_>, v: &[Var<'t, T>]) -> Op
 
 pub(crate) fn register(r: &mut Registry) {
     r.register(
-        OpInfo::new("reshape", "same values, new shape", || {
-            let n = |s: &[usize], seed| Tensor::<f64>::rand_normal(s, 0.0, 1.0, seed);
-            vec![
-                sample!("[2,3] to [3,2]", [n(&[2, 3], 50)], |v| v[0].reshape([3, 2]))
-                    .with_reference(|x| reference::reshape(&x[0], &[3, 2])),
-                sample!("[2,3,2] to [12]", [n(&[2, 3, 2], 51)], |v| v[0].reshape([12]))
-                    .with_reference(|x| reference::reshape(&x[0], &[12])),
-                sample!("0-d to [1,1]", [Tensor::scalar(0.5)], |v| v[0].reshape([1, 1]))
-                    .with_reference(|x| reference::reshape(&x[0], &[1, 1])),
-            ]
-        })
+        OpInfo::new(
+            "reshape",
+            "same values, new shape (also squeeze, unsqueeze, flatten)",
+            || {
+                let n = |s: &[usize], seed| Tensor::<f64>::rand_normal(s, 0.0, 1.0, seed);
+                vec![
+                    sample!("[2,3] to [3,2]", [n(&[2, 3], 50)], |v| v[0].reshape([3, 2]))
+                        .with_reference(|x| reference::reshape(&x[0], &[3, 2])),
+                    sample!("[2,3,2] to [12]", [n(&[2, 3, 2], 51)], |v| v[0].reshape([12]))
+                        .with_reference(|x| reference::reshape(&x[0], &[12])),
+                    sample!("0-d to [1,1]", [Tensor::scalar(0.5)], |v| v[0].reshape([1, 1]))
+                        .with_reference(|x| reference::reshape(&x[0], &[1, 1])),
+                    sample!("squeeze axis -2 of [2,1,3]", [n(&[2, 1, 3], 57)], |v| v[0].squeeze(-2))
+                        .with_reference(|x| reference::reshape(&x[0], &[2, 3])),
+                    sample!("unsqueeze [3] at -1", [n(&[3], 58)], |v| v[0].unsqueeze(-1))
+                        .with_reference(|x| reference::reshape(&x[0], &[3, 1])),
+                    sample!("flatten axes 1..=-1 of [2,3,2]", [n(&[2, 3, 2], 59)], |v| v[0]
+                        .flatten(1, -1))
+                    .with_reference(|x| reference::reshape(&x[0], &[2, 6])),
+                    sample!("flatten 0-d", [Tensor::scalar(-0.3)], |v| v[0].flatten(0, -1))
+                        .with_reference(|x| reference::reshape(&x[0], &[1])),
+                ]
+            },
+        )
         .recipe(recipe!(|c, v| reshape_recipe(c, v))),
     );
     r.register(
@@ -207,6 +484,9 @@ pub(crate) fn register(r: &mut Registry) {
                     .with_reference(|x| reference::permute(&x[0], &[2, 0, 1])),
                 sample!("[1,3] transpose", [n(&[1, 3], 54)], |v| v[0].transpose(0, 1))
                     .with_reference(|x| reference::permute(&x[0], &[1, 0])),
+                sample!("[2,3,4] by [-1,0,-2] (from the end)", [n(&[2, 3, 4], 60)], |v| v[0]
+                    .permute([-1, 0, -2]))
+                .with_reference(|x| reference::permute(&x[0], &[2, 0, 1])),
             ]
         })
         .recipe(recipe!(|c, v| permute_recipe(c, v))),

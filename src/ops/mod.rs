@@ -1,6 +1,6 @@
 //! The primitive operations and the registry that lists them.
 //!
-//! Each family file (`arith`, `elementwise`, `select`, `reduce`, `layout`, `linalg`, `fused`)
+//! Each family file (`arith`, `elementwise`, `select`, `reduce`, `layout`, `index`, `linalg`, `fused`)
 //! holds, side by side, every op's forward kernel, its VJP rule, the `Var` method that records it
 //! and its registry entry: samples (with naive references from `reference.rs`), domain and the
 //! recipe random programs and the fuzzer call it with. The registry-driven tests walk
@@ -17,6 +17,7 @@ pub mod arith;
 pub(crate) mod common;
 pub mod elementwise;
 pub mod fused;
+pub mod index;
 pub mod layout;
 pub mod linalg;
 pub mod reduce;
@@ -26,6 +27,8 @@ pub mod select;
 mod var;
 
 pub use elementwise::Math;
+pub use index::{Branch, Indices, SliceRange};
+pub use layout::{Axes, IndexInt};
 pub use registry::{Choice, Domain, NanRule, OpInfo, Recipe, RecipeFn, Reference, Registry, Sample};
 pub use select::Logic;
 
@@ -44,6 +47,7 @@ impl Registry {
             linalg::register(&mut r);
             fused::register(&mut r);
             select::register(&mut r);
+            index::register(&mut r);
             r
         })
     }

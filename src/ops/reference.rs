@@ -325,6 +325,155 @@ pub(crate) fn cross_entropy(
     Tensor::scalar(if mean { total / rows as f64 } else { total })
 }
 
+// ---------------------------------------------------------------------------------------------
+// Indexing and joining (ops/index.rs): every output element found by index arithmetic.
+// ---------------------------------------------------------------------------------------------
+
+/// The flat position of an in-range multi-index in a row-major tensor of `shape`.
+fn flat_of(idx: &[usize], shape: &[usize]) -> usize {
+    let mut flat = 0;
+    for (a, &n) in shape.iter().enumerate() {
+        assert!(idx[a] < n, "reference: index {idx:?} out of range for {shape:?}");
+        flat = flat * n + idx[a];
+    }
+    flat
+}
+
+/// `x[start:end:step]` along `axis` (step > 0), with Python's rules: negative positions count
+/// from the end, positions beyond either end are clamped.
+pub(crate) fn slice(
+    x: &Tensor<f64>,
+    axis: isize,
+    start: Option<isize>,
+    end: Option<isize>,
+    step: usize,
+) -> Tensor<f64> {
+    let a = axis_of(axis, x.ndim());
+    let n = x.shape()[a] as isize;
+    let fix = |i: isize| {
+        let i = if i < 0 { i + n } else { i };
+        i.max(0).min(n)
+    };
+    let (s, e) = (start.map_or(0, fix), end.map_or(n, fix));
+    let mut picked = Vec::new();
+    let mut i = s;
+    while i < e {
+        picked.push(i as usize);
+        i += step as isize;
+    }
+    index_select(x, a as isize, &picked)
+}
+
+/// The positions `idx` of `x` along `axis`, in order.
+pub(crate) fn index_select(x: &Tensor<f64>, axis: isize, idx: &[usize]) -> Tensor<f64> {
+    let a = axis_of(axis, x.ndim());
+    let mut shape = x.shape().to_vec();
+    shape[a] = idx.len();
+    let mut out = Vec::with_capacity(count(&shape));
+    for i in 0..count(&shape) {
+        let mut m = unravel(i, &shape);
+        m[a] = idx[m[a]];
+        out.push(x.data()[flat_of(&m, x.shape())]);
+    }
+    Tensor::from_vec(out, shape)
+}
+
+/// `g`'s element `k` along `axis` added into position `idx[k]` of zeros of extent `extent` there.
+pub(crate) fn index_select_backward(g: &Tensor<f64>, axis: isize, idx: &[usize], extent: usize) -> Tensor<f64> {
+    let a = axis_of(axis, g.ndim());
+    let mut shape = g.shape().to_vec();
+    shape[a] = extent;
+    let mut out = vec![0.0; count(&shape)];
+    for i in 0..g.numel() {
+        let mut m = unravel(i, g.shape());
+        m[a] = idx[m[a]];
+        out[flat_of(&m, &shape)] += g.data()[i];
+    }
+    Tensor::from_vec(out, shape)
+}
+
+/// `g`'s element `k` along `axis` placed at position `start + k·step` of zeros of extent `extent`.
+pub(crate) fn slice_backward(g: &Tensor<f64>, axis: isize, start: usize, step: usize, extent: usize) -> Tensor<f64> {
+    let m = g.shape()[axis_of(axis, g.ndim())];
+    let positions: Vec<usize> = (0..m).map(|k| start + k * step).collect();
+    index_select_backward(g, axis, &positions, extent)
+}
+
+/// Rows `ids` (of shape `ids_shape`) of `table`: shape `ids_shape ++ table.shape[1..]`.
+pub(crate) fn embedding(table: &Tensor<f64>, ids: &[usize], ids_shape: &[usize]) -> Tensor<f64> {
+    let mut shape = ids_shape.to_vec();
+    shape.extend_from_slice(&table.shape()[1..]);
+    let mut out = Vec::with_capacity(count(&shape));
+    for i in 0..count(&shape) {
+        let m = unravel(i, &shape);
+        let id = ids[flat_of(&m[..ids_shape.len()], ids_shape)];
+        let mut src = vec![id];
+        src.extend_from_slice(&m[ids_shape.len()..]);
+        out.push(table.data()[flat_of(&src, table.shape())]);
+    }
+    Tensor::from_vec(out, shape)
+}
+
+/// torch's `gather`: `out[p] = x[p with p[axis] = idx[p]]`, `out` of shape `idx_shape`.
+pub(crate) fn gather(x: &Tensor<f64>, axis: isize, idx: &[usize], idx_shape: &[usize]) -> Tensor<f64> {
+    let a = axis_of(axis, x.ndim());
+    let mut out = Vec::with_capacity(count(idx_shape));
+    for (p, &i) in idx.iter().enumerate() {
+        let mut m = unravel(p, idx_shape);
+        m[a] = i;
+        out.push(x.data()[flat_of(&m, x.shape())]);
+    }
+    Tensor::from_vec(out, idx_shape)
+}
+
+/// torch's `scatter_add`: `base` with `src[p]` added at `p with p[axis] = idx[p]` (`src` of the
+/// index's shape).
+pub(crate) fn scatter_add(base: &Tensor<f64>, axis: isize, idx: &[usize], src: &Tensor<f64>) -> Tensor<f64> {
+    let a = axis_of(axis, base.ndim());
+    let mut out = base.data().to_vec();
+    for (p, &i) in idx.iter().enumerate() {
+        let mut m = unravel(p, src.shape());
+        m[a] = i;
+        out[flat_of(&m, base.shape())] += src.data()[p];
+    }
+    Tensor::from_vec(out, base.shape())
+}
+
+/// The parts joined along `axis`: each output element read from the part its position falls in.
+pub(crate) fn concat(parts: &[&Tensor<f64>], axis: isize) -> Tensor<f64> {
+    let a = axis_of(axis, parts[0].ndim());
+    let mut shape = parts[0].shape().to_vec();
+    shape[a] = parts.iter().map(|p| p.shape()[a]).sum();
+    let mut out = Vec::with_capacity(count(&shape));
+    for i in 0..count(&shape) {
+        let mut m = unravel(i, &shape);
+        let mut k = 0;
+        while m[a] >= parts[k].shape()[a] {
+            m[a] -= parts[k].shape()[a];
+            k += 1;
+        }
+        out.push(parts[k].data()[flat_of(&m, parts[k].shape())]);
+    }
+    Tensor::from_vec(out, shape)
+}
+
+/// `x` with `widths[d] = (before, after)` elements of `value` around axis `d`.
+pub(crate) fn pad(x: &Tensor<f64>, widths: &[(usize, usize)], value: f64) -> Tensor<f64> {
+    let shape: Vec<usize> = x.shape().iter().zip(widths).map(|(&n, &(b, a))| n + b + a).collect();
+    let mut out = Vec::with_capacity(count(&shape));
+    for i in 0..count(&shape) {
+        let m = unravel(i, &shape);
+        let inside: Option<Vec<usize>> = m
+            .iter()
+            .zip(widths)
+            .zip(x.shape())
+            .map(|((&p, &(b, _)), &n)| (p >= b && p - b < n).then(|| p - b))
+            .collect();
+        out.push(inside.map_or(value, |src| x.data()[flat_of(&src, x.shape())]));
+    }
+    Tensor::from_vec(out, shape)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,7 +35,7 @@
 
 use super::common::{arity, binary_ops, broadcast_zip};
 use super::reference;
-use super::registry::{Domain, OpInfo, Reference, Registry};
+use super::registry::{Choice, Domain, OpInfo, Reference, Registry};
 use crate::autodiff::rule::{Binary, Elem, Pointwise, Ternary, Value};
 use crate::autodiff::rule::{Cotangents, Op, VjpCtx};
 use crate::autodiff::tape::{OpRef, Var};
@@ -304,6 +304,39 @@ impl<'t, T: Float> Var<'t, T> {
 /// Why the comparison ops are registered as absorbing NaN.
 const COMPARISONS_ABSORB_NAN: &str = "a comparison with NaN is false (IEEE 754), so a mask built from a NaN is 0, not NaN, as in PyTorch and NumPy; the NaN still reaches any value that flows through the selected branch";
 
+/// Random programs' and the fuzzer's call of `select` (and `select_scalar`). Tame: a mask from
+/// detached operands (`a > b` or `a < b`) selects between them (continuous at a tie), or a constant
+/// mask selects between a value and a number (a mask computed from a value would flip under a
+/// finite difference, and the number makes a jump there); wild: any three values (NaN and ±∞ in the
+/// mask, mismatched shapes), now and then a number (NaN, ±∞, …) for a branch.
+fn select_recipe<'t, T: Float>(c: &mut Choice<'_>, v: &[Var<'t, T>]) -> Option<Var<'t, T>> {
+    let mode = c.below(4);
+    if c.wild() {
+        let (m, a, b) = (c.pick(v), c.pick(v), c.pick(v));
+        let s = T::from_f64(c.scalar());
+        return Some(match mode {
+            0 => m.select_scalar(a, s),
+            1 => m.select_scalar(s, b),
+            _ => m.select(a, b),
+        });
+    }
+    if mode < 2 {
+        let x = c.pick(v);
+        let bits = Tensor::from_fn(x.shape(), |_| if c.flag() { T::ONE } else { T::ZERO });
+        let m = x.tape().constant(bits);
+        let s = T::from_f64(c.scalar());
+        return Some(if mode == 0 {
+            m.select_scalar(x, s)
+        } else {
+            m.select_scalar(s, x)
+        });
+    }
+    let (a, b) = c.pick_broadcastable(v)?;
+    let (da, db) = (a.detach(), b.detach());
+    let m = if c.flag() { da.gt(db) } else { da.lt(db) };
+    Some(m.select(a, b))
+}
+
 pub(crate) fn register(r: &mut Registry) {
     // Inputs whose pairs are never within 0.1 of each other, so finite differences do not straddle
     // a flip of the comparison.
@@ -409,6 +442,10 @@ pub(crate) fn register(r: &mut Registry) {
                     let m = Tensor::from_vec(bits.iter().map(|&b| T::from_f64(b)).collect(), shape);
                     v.tape().constant(m)
                 }
+                /// The number `x` in the element type of `v` (a branch of select_scalar).
+                fn lit<T: crate::Float>(_: Var<'_, T>, x: f64) -> T {
+                    T::from_f64(x)
+                }
                 vec![
                     sample!("same [2,3]", [n(&[2, 3], 85), n(&[2, 3], 86)], |v| mask(
                         v[0],
@@ -434,21 +471,31 @@ pub(crate) fn register(r: &mut Registry) {
                         let m = Tensor::from_vec(MASK_C.to_vec(), [2, 3, 2]);
                         reference::zip3(&m, &x[0], &x[1], |m, a, b| if m != 0.0 { a.exp() } else { b.tanh() })
                     }),
+                    // select_scalar: a number on either side, recorded as a 0-d constant.
+                    sample!(
+                        "select_scalar [2,3], x·y or 0",
+                        [n(&[2, 3], 104), n(&[2, 3], 105)],
+                        |v| { mask(v[0], &MASK_A, &[2, 3]).select_scalar(v[0] * v[1], lit(v[0], 0.0)) }
+                    )
+                    .with_reference(|x| {
+                        let m = Tensor::from_vec(MASK_A.to_vec(), [2, 3]);
+                        reference::zip3(&m, &x[0], &x[1], |m, a, b| if m != 0.0 { a * b } else { 0.0 })
+                    }),
+                    sample!("select_scalar 3-D [2,3,2], -1.5 or tanh x", [n(&[2, 3, 2], 106)], |v| {
+                        mask(v[0], &MASK_C, &[2, 3, 2]).select_scalar(lit(v[0], -1.5), v[0].tanh())
+                    })
+                    .with_reference(|x| {
+                        let m = Tensor::from_vec(MASK_C.to_vec(), [2, 3, 2]);
+                        reference::zip(&m, &x[0], |m, a| if m != 0.0 { -1.5 } else { a.tanh() })
+                    }),
+                    sample!("select_scalar 1-element [1] mask, 0-d x or 2", [n(&[], 107)], |v| {
+                        mask(v[0], &[1.0], &[1]).select_scalar(v[0], lit(v[0], 2.0))
+                    })
+                    .with_reference(|x| Tensor::from_vec(vec![x[0].item()], [1])),
                 ]
             },
         )
-        // Tame: a mask from detached operands (`a > b` or `a < b`) selects between them; wild:
-        // any three values (NaN and ±∞ in the mask, mismatched shapes).
-        .recipe(recipe!(|c, v| {
-            if c.wild() {
-                let (m, a, b) = (c.pick(v), c.pick(v), c.pick(v));
-                return Some(m.select(a, b));
-            }
-            let (a, b) = c.pick_broadcastable(v)?;
-            let (da, db) = (a.detach(), b.detach());
-            let m = if c.flag() { da.gt(db) } else { da.lt(db) };
-            Some(m.select(a, b))
-        })),
+        .recipe(recipe!(|c, v| select_recipe(c, v))),
     );
     r.register(
         OpInfo::new(
