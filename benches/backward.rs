@@ -1,5 +1,6 @@
-//! Workloads W4–W6 of ../shared/peers/README.md, and what the backward pass costs relative to the
-//! forward (the cheap-gradient principle says a small constant).
+//! Workloads W4–W6 of `benches/workloads.json` (their sizes are read from it; the PyTorch and JAX
+//! references are in `benches/peers/`), and what the backward pass costs relative to the forward
+//! (the cheap-gradient principle says a small constant).
 //!
 //! - W4 `matmul`: `C = A @ B`, `loss = sum(C)`, gradients of A and B; n = 64, 256, 512, 1024.
 //! - W5 `chain`: 1000 ops on a 0-d value cycling `x*a`, `x+b`, `tanh`, `exp`, then backward;
@@ -8,6 +9,8 @@
 //! - `*_forward` twins of each: the same graph recorded without the backward, for the ratio.
 //!
 //! Run: `cargo bench --bench backward`.
+
+mod common;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use std::time::Duration;
@@ -25,7 +28,7 @@ fn quick<'a>(c: &'a mut Criterion, name: &str) -> criterion::BenchmarkGroup<'a, 
 
 fn w4_matmul(c: &mut Criterion) {
     let mut group = quick(c, "W4_matmul");
-    for n in [64usize, 256, 512, 1024] {
+    for n in common::shapes("W4").into_iter().map(|s| s[0]) {
         let a = Tensor::<f32>::rand_normal([n, n], 0.0, 1.0, 1);
         let b = Tensor::<f32>::rand_normal([n, n], 0.0, 1.0, 2);
         group.throughput(criterion::Throughput::Elements(6 * (n as u64).pow(3)));
@@ -49,16 +52,35 @@ fn w4_matmul(c: &mut Criterion) {
     group.finish();
 }
 
-/// Records the W5 chain on `tape`: a variable `x0 = 0.5`, constants `a`, `b`, then 1000 ops
+/// The W5 chain's parameters: the number of ops and the values `x0`, `a`, `b`.
+#[derive(Clone, Copy)]
+struct Chain {
+    ops: usize,
+    x0: f32,
+    a: f32,
+    b: f32,
+}
+
+impl Chain {
+    fn new() -> Self {
+        let p = &common::workload("W5")["params"];
+        let f = |k: &str| p[k].as_f64().expect("a number") as f32;
+        Chain {
+            ops: common::param("W5", "ops"),
+            x0: f("x0"),
+            a: f("a"),
+            b: f("b"),
+        }
+    }
+}
+
+/// Records the W5 chain on `tape`: a variable `x0` (0.5), constants `a`, `b`, then `ops` (1000) ops
 /// cycling `x*a`, `x+b`, `tanh`, `exp`. Returns `(x0, x)`.
-fn chain(tape: &Tape<f32>) -> (Var<'_, f32>, Var<'_, f32>) {
-    let x0 = tape.var(Tensor::scalar(0.5));
-    let (a, b) = (
-        tape.constant(Tensor::scalar(1.0001)),
-        tape.constant(Tensor::scalar(0.001)),
-    );
+fn chain(tape: &Tape<f32>, c: Chain) -> (Var<'_, f32>, Var<'_, f32>) {
+    let x0 = tape.var(Tensor::scalar(c.x0));
+    let (a, b) = (tape.constant(Tensor::scalar(c.a)), tape.constant(Tensor::scalar(c.b)));
     let mut x = x0;
-    for i in 0..1000 {
+    for i in 0..c.ops {
         x = match i & 3 {
             0 => x * a,
             1 => x + b,
@@ -70,24 +92,25 @@ fn chain(tape: &Tape<f32>) -> (Var<'_, f32>, Var<'_, f32>) {
 }
 
 fn w5_chain(c: &mut Criterion) {
+    let p = Chain::new();
     let mut group = quick(c, "W5_chain1000");
     group.bench_function("fwd_bwd", |bench| {
         bench.iter(|| {
             let tape = Tape::<f32>::new();
-            let (x0, x) = chain(&tape);
+            let (x0, x) = chain(&tape, p);
             tape.grad(&[x], &[Tensor::scalar(1.0)], &[x0])
         })
     });
     group.bench_function("forward_nograd", |bench| {
         bench.iter(|| {
             let tape = Tape::<f32>::new();
-            tape.no_grad(|| chain(&tape).1.item())
+            tape.no_grad(|| chain(&tape, p).1.item())
         })
     });
     group.bench_function("forward", |bench| {
         bench.iter(|| {
             let tape = Tape::<f32>::new();
-            chain(&tape).1.item()
+            chain(&tape, p).1.item()
         })
     });
     group.finish();
@@ -101,7 +124,10 @@ struct Mlp {
 
 impl Mlp {
     fn new() -> Self {
-        let (bsz, d, h, k) = (128, 784, 256, 10);
+        let bsz = common::param("W6", "batch");
+        let [d, h, k] = common::param_sizes("W6", "dims")[..] else {
+            panic!("W6: dims must be [in, hidden, classes]")
+        };
         let mut rng = Rng::new(5);
         Mlp {
             x: Tensor::rand_normal([bsz, d], 0.0, 1.0, 6),
@@ -141,8 +167,9 @@ impl Mlp {
 
 fn w6_mlp(c: &mut Criterion) {
     let mut group = quick(c, "W6_mlp");
+    let lr = common::workload("W6")["params"]["lr"].as_f64().expect("W6: params.lr") as f32;
     let mut mlp = Mlp::new();
-    group.bench_function("step_sgd", |bench| bench.iter(|| mlp.step(0.01)));
+    group.bench_function("step_sgd", |bench| bench.iter(|| mlp.step(lr)));
     let mlp = Mlp::new();
     group.bench_function("forward", |bench| {
         bench.iter(|| {

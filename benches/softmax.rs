@@ -1,5 +1,6 @@
-//! Softmax workloads W1–W3 of ../shared/peers/README.md, one to one with the PyTorch reference:
-//! every timed call builds the graph from scratch and takes the gradient (forward + backward), f32.
+//! Softmax workloads W1–W3 of `benches/workloads.json` (their shapes are read from it), one to one
+//! with the PyTorch and JAX references of `benches/peers/`: every timed call builds the graph from
+//! scratch and takes the gradient (forward + backward), f32.
 //!
 //! - W1 `fused`: `loss = sum(softmax(x, -1) * g)`, gradient w.r.t. `x`.
 //! - W2 `composed` (max detached, exp, sum, div) and `naive` (`exp(x) / sum(exp(x))`), same loss.
@@ -7,13 +8,13 @@
 //!
 //! Run: `cargo bench --bench softmax` (add `-- W1` to filter).
 
+mod common;
+
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use std::time::Duration;
 use tapegrad::rng::Rng;
 use tapegrad::softmax::{CrossEntropy, Target};
 use tapegrad::{Tape, Tensor};
-
-const SHAPES: [(usize, usize); 4] = [(64, 10), (256, 1000), (1024, 4096), (32, 32768)];
 
 fn softmax_loss(c: &mut Criterion) {
     for (w, name) in [("W1", "fused"), ("W2", "composed"), ("W2", "naive")] {
@@ -22,7 +23,7 @@ fn softmax_loss(c: &mut Criterion) {
             .warm_up_time(Duration::from_millis(500))
             .measurement_time(Duration::from_secs(2))
             .sample_size(20);
-        for &(b, n) in &SHAPES {
+        for (b, n) in common::matrix_shapes(w) {
             let x = Tensor::<f32>::rand_normal([b, n], 0.0, 1.0, 1);
             let g = Tensor::<f32>::rand_normal([b, n], 0.0, 1.0, 2);
             group.bench_with_input(BenchmarkId::from_parameter(format!("{b}x{n}")), &(), |bench, _| {
@@ -50,7 +51,7 @@ fn cross_entropy(c: &mut Criterion) {
             .warm_up_time(Duration::from_millis(500))
             .measurement_time(Duration::from_secs(2))
             .sample_size(20);
-        for &(b, n) in &SHAPES {
+        for (b, n) in common::matrix_shapes("W3") {
             let x = Tensor::<f32>::rand_normal([b, n], 0.0, 1.0, 3);
             let mut rng = Rng::new(4);
             let targets: Vec<usize> = (0..b).map(|_| rng.below(n)).collect();

@@ -3,13 +3,107 @@
 //! 1. For a small input: `y`, the full 3×3 Jacobian from the primitives' rules next to the closed
 //!    form `diag(y) − y yᵀ`, the composed and fused gradients and their largest difference, the
 //!    gradcheck verdict, and the learner's diagonal-only gradient `h(1 − h)` with how far it is off.
-//! 2. Composed against fused, forward+backward, at a few sizes: a ratio table.
+//! 2. The learner's rule written as a user op inside a small network: `gradcheck` of the loss says
+//!    only *that* it is wrong; `check::localize` names the node, its shapes and its line, while
+//!    every other node of the network passes.
+//! 3. Composed against fused, forward+backward, at a few sizes: a ratio table.
 //!
 //! Run: `cargo run --release --example softmax`
 
 use std::time::Instant;
-use tapegrad::check::{FusedOptions, GradcheckOptions, fused_vs_composed, gradcheck, jacobian};
-use tapegrad::{Tape, Tensor};
+use tapegrad::check::{
+    FusedOptions, GradcheckOptions, LocalizeOptions, fused_vs_composed, gradcheck, jacobian, localize,
+};
+use tapegrad::{Cotangents, Float, Math, Op, Result, Tape, Tensor, Value, Var, VjpCtx, pointwise};
+
+/// The learner's softmax as a user op: the right forward, and the rule they derived,
+/// `∂h_j/∂z_j = h_j(1 − h_j)` with nothing off the diagonal, i.e. `g ⊙ h ⊙ (1 − h)`.
+struct LearnerSoftmax;
+impl<T: Float> Op<T> for LearnerSoftmax {
+    fn name(&self) -> &'static str {
+        "learner_softmax"
+    }
+    fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
+        Ok(Tape::<T>::new().constant(x[0].clone()).softmax(-1).value())
+    }
+    fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, g: &V) -> Result<Cotangents<V>> {
+        let h = cx.output();
+        Ok(cx.grads([Some(pointwise!(T; g, h => g * h * (-h + T::ONE)))]))
+    }
+}
+
+/// A user activation with a correct hand-written rule: swish `x·σ(x)`, `d = σ + x σ (1 − σ)`.
+struct Swish;
+impl<T: Float> Op<T> for Swish {
+    fn name(&self) -> &'static str {
+        "swish"
+    }
+    fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
+        Ok(x[0].map(|v| v / (T::ONE + (-v).exp())))
+    }
+    fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, g: &V) -> Result<Cotangents<V>> {
+        let x = cx.input(0);
+        Ok(cx.grads([Some(pointwise!(T; g, x => {
+            let s = x.sigmoid();
+            g * (s + x * s * (-s + T::ONE))
+        }))]))
+    }
+}
+
+/// A two-layer classifier ending in the learner's softmax and a cross-entropy written out:
+/// `v = [x, W1, b1, W2, b2]`, targets one-hot `t`.
+fn network<'t>(v: &[Var<'t, f64>], t: &Tensor<f64>) -> Var<'t, f64> {
+    let tape = v[0].tape();
+    let hidden = tape.apply(Swish, &[v[0].matmul(v[1]) + v[2]]);
+    let logits = hidden.matmul(v[3]) + v[4];
+    let probs = tape.apply(LearnerSoftmax, &[logits]);
+    -(probs.log() * tape.constant(t.clone())).sum() / 8.0
+}
+
+/// Part 2: the learner's rule in a network, found by `localize`.
+fn localize_the_learner() {
+    println!("== a network with the learner's rule inside: which node is wrong?");
+    let inputs = vec![
+        Tensor::rand_normal([8, 4], 0.0, 1.0, 1),
+        Tensor::rand_normal([4, 16], 0.0, 0.5, 2),
+        Tensor::rand_normal([16], 0.0, 0.1, 3),
+        Tensor::rand_normal([16, 5], 0.0, 0.5, 4),
+        Tensor::rand_normal([5], 0.0, 0.1, 5),
+    ];
+    let t = tapegrad::nn::one_hot(&[0, 3, 1, 4, 2, 2, 0, 1], 5);
+    let whole = gradcheck(|v| network(v, &t), &inputs, &GradcheckOptions::default());
+    println!("gradcheck of the whole loss: {whole}");
+    println!("  (that it is wrong, and the worst parameter entry; not where)\n");
+
+    let tape = Tape::<f64>::new();
+    let vars: Vec<Var<'_, f64>> = inputs.iter().map(|x| tape.var(x.clone())).collect();
+    let loss = network(&vars, &t);
+    let opts = LocalizeOptions::default()
+        .include_library_ops() // check every node, not only the user ops, to show the rest passes
+        .twin("softmax_composed", |_: &LearnerSoftmax, v| v[0].softmax_composed(-1));
+    let report = localize(loss, &opts);
+    println!("{report}\n");
+    for c in &report.checks {
+        println!(
+            "  {} #{:<3} {:<16} {:>8}  built at {}:{}",
+            if c.passed() { "pass" } else { "FAIL" },
+            c.node,
+            c.op,
+            format!("{:?}", c.output.as_slice()),
+            c.location.file(),
+            c.location.line()
+        );
+    }
+    let quick = localize(loss, &LocalizeOptions::default());
+    println!(
+        "with the default options (the library's ops skipped): {} nodes checked ({} failing: {}), {:.2?}",
+        quick.checked,
+        quick.failures().count(),
+        quick.first_failure().map_or("none", |c| c.op),
+        quick.elapsed
+    );
+    println!();
+}
 
 fn main() {
     let x = Tensor::from_vec(vec![1.0, 2.0, 0.5], [3]);
@@ -62,6 +156,8 @@ fn main() {
         "  off by up to {:.3e} from the true gradient: the cross terms -h_j h_k are missing\n",
         learner.max_abs_diff(&gc)
     );
+
+    localize_the_learner();
 
     println!("== what it costs: forward+backward of sum(softmax(x) * g), f32, median of repeated runs");
     println!(

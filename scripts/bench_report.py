@@ -1,98 +1,174 @@
 #!/usr/bin/env python3
-"""tapegrad vs PyTorch: run the W1-W6 benchmarks side by side and write BENCHMARKS.md + an SVG chart.
+"""tapegrad vs PyTorch (and JAX): run the benchmarks of benches/workloads.json side by side, write
+BENCHMARKS.md and the chart docs/bench_ratios.svg.
 
-Python 3.11, standard library only.
+The workloads W1-W8, their shapes, variants, memory-floor byte counts and the targets of the speed
+issue are defined once, in benches/workloads.json: this script, the Rust benches and the reference
+scripts of benches/peers/ all read it. The script itself is Python 3.11, standard library only; the
+PyTorch side, the JAX side and the chart (matplotlib) run under the python of a venv outside the
+repository (default ~/.cache/tapegrad-peers-venv, or $PEERS_VENV), made from
+benches/peers/requirements.txt: `run` and `report` create it, or install what it lacks, on first use.
 
-    python3 scripts/bench_report.py run     [--only W1,W4] [--threads 1,2] [--peers DIR] [--venv DIR]
+    python3 scripts/bench_report.py venv    [--jax]     # create / update the venv, nothing else
+    python3 scripts/bench_report.py run     [--only W1,W4] [--threads 1,2] [--jax] [--venv DIR]
     python3 scripts/bench_report.py report  [--run-dir DIR] [--out BENCHMARKS.md] [--svg docs/bench_ratios.svg]
     python3 scripts/bench_report.py all     # run, then report on that run
 
-`run` builds the benches once (unpinned), then for each workload group W1..W6 runs, back to back:
-    tapegrad 1 thread  taskset -c 0 cargo bench --bench <b> -- --noplot --save-baseline t1 '^W<k>_'
-    PyTorch  1 thread  taskset -c 0 <venv>/bin/python torch_bench.py --threads 1 --only W<k> --out torch.jsonl
-    tapegrad 2 threads cargo bench --bench <b> -- --noplot --save-baseline t2 '^W<k>_'
-    PyTorch  2 threads <venv>/bin/python torch_bench.py --threads 2 --only W<k> --out torch.jsonl
-so that load drift on the (shared) machine hits both sides alike. Everything goes into a fresh
-directory target/bench-report/<timestamp>/ (criterion writes there via CRITERION_HOME, so stale
-results of older runs can never leak in): criterion/<group>/<id>/t<N>/estimates.json, torch.jsonl,
+`run` builds the benches once (unpinned), measures the memory bandwidth (benches/stream.rs, STREAM
+copy/scale/add/triad, once per thread count), then for each workload runs, back to back:
+    tapegrad 1 thread  TAPEGRAD_NUM_THREADS=1 taskset -c 0 cargo bench --bench <b> -- --noplot --save-baseline t1 '^W<k>_'
+    PyTorch  1 thread  taskset -c 0 <venv>/bin/python benches/peers/torch_bench.py --threads 1 --only W<k> --out torch.jsonl
+    JAX      1 thread  taskset -c 0 <venv>/bin/python benches/peers/jax_bench.py --threads 1 ...   (with --jax)
+    tapegrad 2 threads TAPEGRAD_NUM_THREADS=2 cargo bench --bench <b> -- --noplot --save-baseline t2 '^W<k>_'
+    PyTorch  2 threads <venv>/bin/python benches/peers/torch_bench.py --threads 2 --only W<k> --out torch.jsonl
+so that load drift on the (shared) machine hits all sides alike. A workload whose tapegrad bench is
+not written yet (`"bench": null` in the workloads file: W7, W8 today) runs on the reference side only
+and is reported as "not yet measured". Everything goes into a fresh directory
+target/bench-report/<timestamp>/ (criterion writes there via CRITERION_HOME, so stale results of
+older runs can never leak in): criterion/<group>/<id>/t<N>/estimates.json, torch.jsonl, jax.jsonl,
 meta.json (date, machine, load averages, exact commands), log.txt.
 
-`report` reads one such directory (default: the newest) and writes the markdown and the SVG.
-Times are criterion's median point estimate (tapegrad) and benchlib's median (PyTorch), both per
-call of forward + backward.
+`report` reads one such directory (default: the newest) and writes the markdown and the SVG. Times
+are criterion's median point estimate (tapegrad) and benchlib's median (PyTorch, JAX), both per call
+of forward + backward. The memory floor of a W1-W3 row is the bytes the workload must move (the
+workloads file says how they are counted) divided by the STREAM copy bandwidth of the same run and
+thread count.
 """
 from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import html
 import json
 import math
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+# BENCHMARKS.md from this line on is written by hand and kept when the report is regenerated.
+KEEP_MARK = "<!-- hand-written sections below: kept by scripts/bench_report.py -->"
 REPO = Path(__file__).resolve().parent.parent
+PEERS = REPO / "benches" / "peers"
+WORKLOADS_JSON = REPO / "benches" / "workloads.json"
+REQUIREMENTS = PEERS / "requirements.txt"
+REQUIREMENTS_JAX = PEERS / "requirements-jax.txt"
 DEFAULT_RUNS = REPO / "target" / "bench-report"
-DEFAULT_VENV = Path.home() / ".cache" / "tapegrad-peers-venv"
-
-# Workload group -> (cargo bench target, criterion filter regex).
-GROUPS = {
-    "W1": ("softmax", "^W1_"),
-    "W2": ("softmax", "^W2_"),
-    "W3": ("softmax", "^W3_"),
-    "W4": ("backward", "^W4_"),
-    "W5": ("backward", "^W5_"),
-    "W6": ("backward", "^W6_"),
-}
-
-SOFTMAX_SHAPES = ["64x10", "256x1000", "1024x4096", "32x32768"]
-MATMUL_N = [64, 256, 512, 1024]
+DEFAULT_VENV = Path(os.environ.get("PEERS_VENV") or Path.home() / ".cache" / "tapegrad-peers-venv")
+STREAM_KERNELS = ["copy", "scale", "add", "triad"]
+LIBS = {"torch": "PyTorch", "jax": "JAX"}
 
 
-def _rows():
-    """The comparison rows: (workload, label, shape, criterion path, torch variant, torch shape, target)."""
+# ----------------------------------------------------------------------------- workloads
+
+
+def load_workloads(path: Path = WORKLOADS_JSON) -> list[dict]:
+    return json.loads(path.read_text())["workloads"]
+
+
+def shape_label(shape: list[int]) -> str:
+    return "x".join(map(str, shape)) if shape else "0-dim"
+
+
+def fill(template: str, shape: list[int]) -> str:
+    """A criterion id of the workloads file: {shape} = the shape's label, {n} = its first size."""
+    return template.format(shape=shape_label(shape), n=shape[0] if shape else "")
+
+
+def _applies(target: dict, shape: list[int]) -> bool:
+    return "shapes" not in target or shape in target["shapes"]
+
+
+def build_rows(wl: list[dict]) -> list[dict]:
+    """One comparison row per workload, variant and shape."""
     rows = []
-    sm = [
-        ("W1", "fused softmax", "W1_fused", "fused_softmax"),
-        ("W2", "composed (stable)", "W2_composed", "composed_stable"),
-        ("W2", "composed (naive)", "W2_naive", "composed_naive"),
-        ("W3", "cross-entropy fused", "W3_ce_fused", "fused_cross_entropy"),
-        ("W3", "cross-entropy composed", "W3_ce_composed", "composed_lse_gather"),
-    ]
-    for w, label, group, variant in sm:
-        for s in SOFTMAX_SHAPES:
-            target = None
-            if w == "W1":
-                target = 0.2 if s == "64x10" else 0.6
-            elif group == "W2_composed":
-                target = 0.5
-            elif group == "W3_ce_fused":
-                target = 0.6
-            rows.append((w, label, s, f"{group}/{s}", variant, s, target))
-    for n in MATMUL_N:
-        rows.append(("W4", "matmul + sum", f"{n}x{n}", f"W4_matmul/fwd_bwd/{n}", "matmul_sum", f"{n}x{n}",
-                     1.0 if n >= 256 else None))
-    rows.append(("W5", "chain of 1000 ops, fwd+bwd", "0-dim", "W5_chain1000/fwd_bwd", "chain1000_fwd_bwd", "0-dim", None))
-    rows.append(("W5", "chain of 1000 ops, fwd no-grad", "0-dim", "W5_chain1000/forward_nograd",
-                 "chain1000_fwd_nograd", "0-dim", None))
-    rows.append(("W6", "MLP step (SGD)", "128x784", "W6_mlp/step_sgd", "mlp_step_sgd", "128x784", 0.8))
+    for w in wl:
+        for v in w["variants"]:
+            for s in w["shapes"]:
+                target = {}
+                for tg in w.get("targets", []):
+                    if tg["kind"] == "ratio" and tg["variant"] == v["key"] and _applies(tg, s):
+                        target = {int(t): m for t, m in tg["max"].items()}
+                rows.append({
+                    "w": w["id"], "key": v["key"], "label": v["label"], "shape": shape_label(s), "dims": s,
+                    "cpath": fill(v["criterion"], s), "torch": v.get("torch"), "jax": v.get("jax"),
+                    "measured": w.get("bench") is not None,
+                    "floor_bpe": (v.get("floor") or {}).get("bytes_per_element"),
+                    "target": target,
+                })
     return rows
 
 
-ROWS = _rows()
-WORKLOAD_TITLES = {
-    "W1": "W1 — fused softmax, `sum(softmax(x) * g)`, forward + backward",
-    "W2": "W2 — softmax composed from primitives (stable: detached max; naive: `exp(x)/sum(exp(x))`)",
-    "W3": "W3 — softmax cross-entropy, mean over the batch",
-    "W4": "W4 — matmul `sum(A @ B)`, gradients of A and B (GFLOP/s count 6n³)",
-    "W5": "W5 — per-op overhead: 1000-op chain on a 0-d value",
-    "W6": "W6 — MLP 784-256-10, batch 128: forward + backward + SGD update",
-}
+# ----------------------------------------------------------------------------- venv
+
+
+def requirements(path: Path) -> list[tuple[str, str]]:
+    """The exact pins `name==version` of a requirements file, following `-r other.txt`."""
+    out = []
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if line.startswith("-r"):
+            out += requirements(path.parent / line[2:].strip())
+            continue
+        m = re.match(r"^([A-Za-z0-9_.-]+)(\[[^\]]*\])?==([^;\s]+)", line)
+        if not m:
+            sys.exit(f"{path}: '{line}' is not an exact pin name==version")
+        out.append((m.group(1), m.group(3)))
+    return out
+
+
+_CHECK = """
+import json, sys
+from importlib.metadata import version, PackageNotFoundError
+bad = []
+for name, want in json.loads(sys.argv[1]):
+    try:
+        have = version(name)
+    except PackageNotFoundError:
+        have = None
+    if have is None or have.split("+")[0] != want:
+        bad.append(f"{name}=={want} (installed: {have})")
+print(json.dumps(bad))
+"""
+
+
+def venv_problems(venv: Path, req: Path) -> list[str]:
+    py = venv / "bin" / "python"
+    if not py.exists():
+        return [f"no venv at {venv}"]
+    p = subprocess.run([str(py), "-c", _CHECK, json.dumps(requirements(req))], capture_output=True, text=True)
+    if p.returncode != 0:
+        return [f"{py} does not run: {p.stderr.strip()[-300:]}"]
+    return json.loads(p.stdout)
+
+
+def venv_commands(venv: Path, req: Path) -> list[list[str]]:
+    cmds = [] if (venv / "bin" / "python").exists() else [["python3", "-m", "venv", str(venv)]]
+    return cmds + [[str(venv / "bin" / "pip"), "install", "-r", str(req)]]
+
+
+def ensure_venv(venv: Path, jax: bool = False, install: bool = True) -> Path:
+    """The venv's python, after creating the venv or installing the pins it lacks (if `install`)."""
+    req = REQUIREMENTS_JAX if jax else REQUIREMENTS
+    problems = venv_problems(venv, req)
+    if problems:
+        shown = " && ".join(" ".join(shlex.quote(c) for c in cmd) for cmd in venv_commands(venv, req))
+        print(f"venv {venv}: {'; '.join(problems)}", flush=True)
+        if not install:
+            sys.exit(f"create or update it with:\n    {shown}")
+        print(f"running: {shown}", flush=True)
+        for cmd in venv_commands(venv, req):
+            subprocess.run(cmd, check=True)
+        problems = venv_problems(venv, req)
+        if problems:
+            sys.exit(f"venv {venv} still lacks: {'; '.join(problems)}")
+    return venv / "bin" / "python"
 
 
 # ----------------------------------------------------------------------------- run
@@ -134,17 +210,6 @@ def machine_info() -> dict:
     }
 
 
-def find_peers(arg: str | None) -> Path:
-    cands = [Path(arg)] if arg else []
-    if os.environ.get("TAPEGRAD_PEERS"):
-        cands.append(Path(os.environ["TAPEGRAD_PEERS"]))
-    cands += [REPO.parent / "shared" / "peers", REPO.parent.parent / "shared" / "peers"]
-    for c in cands:
-        if (c / "torch_bench.py").exists():
-            return c.resolve()
-    sys.exit(f"torch_bench.py not found in any of {[str(c) for c in cands]}; pass --peers DIR")
-
-
 class Runner:
     def __init__(self, run_dir: Path, dry: bool):
         self.run_dir = run_dir
@@ -173,46 +238,58 @@ class Runner:
 
 
 def cmd_run(a) -> Path:
-    only = [w.strip() for w in a.only.split(",")] if a.only else list(GROUPS)
-    bad = [w for w in only if w not in GROUPS]
+    wl = {w["id"]: w for w in load_workloads()}
+    only = [w.strip() for w in a.only.split(",")] if a.only else list(wl)
+    bad = [w for w in only if w not in wl]
     if bad:
-        sys.exit(f"unknown workload(s) {bad}; choose from {list(GROUPS)}")
+        sys.exit(f"unknown workload(s) {bad}; choose from {list(wl)}")
     threads = [int(t) for t in a.threads.split(",")]
-    peers = find_peers(a.peers)
-    py = Path(a.venv) / "bin" / "python"
-    if not py.exists():
-        sys.exit(f"{py} missing: install the peers venv first (bash <peers>/run.sh does it)")
+    peers = Path(a.peers).resolve() if a.peers else PEERS
+    venv = Path(a.venv)
+    py = venv / "bin" / "python" if a.dry_run else ensure_venv(venv, a.jax, a.install)
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = Path(a.runs_dir) / stamp
     if not a.dry_run:
         run_dir.mkdir(parents=True, exist_ok=True)
     crit = run_dir / "criterion"
-    torch_out = run_dir / "torch.jsonl"
     r = Runner(run_dir, a.dry_run)
+    version = lambda mod: _cmd_out([str(py), "-c", f"import {mod}; print({mod}.__version__)"])
     meta = {
         "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "machine": machine_info(),
         "git_commit": _cmd_out(["git", "-C", str(REPO), "rev-parse", "HEAD"]),
         "git_dirty": bool(_cmd_out(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"])),
         "rustc": _cmd_out(["rustc", "--version"]),
-        "torch": _cmd_out([str(py), "-c", "import torch; print(torch.__version__)"]),
+        "torch": version("torch"),
+        "jax": version("jax") if a.jax else None,
+        "venv": str(venv),
         "peers_dir": str(peers),
         "threads": threads,
         "only": only,
         "load_start": _loadavg(),
     }
     print(f"run dir: {run_dir}\nload average: {meta['load_start']}", flush=True)
+    benches = sorted({wl[w]["bench"] for w in only if wl[w].get("bench")}) + ["stream"]
     # Build once, unpinned, so that the pinned runs only measure.
-    r.step("build", ["cargo", "bench", "--no-run", "--bench", "softmax", "--bench", "backward"])
-    env = {"CRITERION_HOME": str(crit)}
+    r.step("build", ["cargo", "bench", "--no-run"] + [x for b in benches for x in ("--bench", b)])
+
+    def pin(t: int) -> list[str]:
+        return ["taskset", "-c", ",".join(str(c) for c in range(t))] if t == 1 or a.pin_all else []
+
+    for t in threads:
+        r.step(f"STREAM {t}t", pin(t) + ["cargo", "bench", "--bench", "stream", "--", "--noplot", "--save-baseline", f"t{t}"],
+               env={"CRITERION_HOME": str(crit), "STREAM_THREADS": str(t)})
+    libs = ["torch"] + (["jax"] if a.jax else [])
     for w in only:
-        bench, filt = GROUPS[w]
+        bench = wl[w].get("bench")
         for t in threads:
-            pin = ["taskset", "-c", ",".join(str(c) for c in range(t))] if t == 1 or a.pin_all else []
-            r.step(f"{w} tapegrad {t}t", pin + ["cargo", "bench", "--bench", bench, "--", "--noplot",
-                                              "--save-baseline", f"t{t}", filt], env=env)
-            r.step(f"{w} torch {t}t", pin + [str(py), str(peers / "torch_bench.py"), "--threads", str(t),
-                                           "--only", w, "--out", str(torch_out)])
+            if bench:
+                r.step(f"{w} tapegrad {t}t", pin(t) + ["cargo", "bench", "--bench", bench, "--", "--noplot",
+                                                     "--save-baseline", f"t{t}", f"^{w}_"],
+                       env={"CRITERION_HOME": str(crit), "TAPEGRAD_NUM_THREADS": str(t)})
+            for lib in libs:
+                r.step(f"{w} {lib} {t}t", pin(t) + [str(py), str(peers / f"{lib}_bench.py"), "--threads", str(t),
+                                                  "--only", w, "--out", str(run_dir / f"{lib}.jsonl")])
     meta["load_end"] = _loadavg()
     meta["steps"] = r.steps
     meta["seconds_total"] = round(sum(s.get("seconds", 0) for s in r.steps), 1)
@@ -225,24 +302,28 @@ def cmd_run(a) -> Path:
 # ----------------------------------------------------------------------------- report
 
 
-def load_criterion(crit: Path, threads: list[int]) -> dict:
-    """{(threads, 'group/id'): median ns} from <crit>/<group>/<id...>/t<N>/estimates.json."""
-    out = {}
+def load_criterion(crit: Path, threads: list[int]) -> tuple[dict, dict]:
+    """({(threads, 'group/id'): median ns}, {(threads, 'group/id'): bytes per iteration}) from
+    <crit>/<group>/<id...>/t<N>/estimates.json and the benchmark.json beside it."""
+    med, nbytes = {}, {}
     if not crit.is_dir():
-        return out
+        return med, nbytes
     for t in threads:
         for est in crit.glob(f"**/t{t}/estimates.json"):
             bj = est.parent / "benchmark.json"
-            if bj.exists():
-                full_id = json.loads(bj.read_text())["full_id"]
-            else:
-                full_id = str(est.parent.parent.relative_to(crit))
-            out[(t, full_id)] = json.loads(est.read_text())["median"]["point_estimate"]
-    return out
+            info = json.loads(bj.read_text()) if bj.exists() else {}
+            full_id = info.get("full_id") or str(est.parent.parent.relative_to(crit))
+            med[(t, full_id)] = json.loads(est.read_text())["median"]["point_estimate"]
+            thr = info.get("throughput") or {}
+            b = thr.get("Bytes") or thr.get("BytesDecimal")
+            if b:
+                nbytes[(t, full_id)] = b
+    return med, nbytes
 
 
-def load_torch(path: Path) -> dict:
-    """{(threads, workload, variant, shape): median ns}; a later line for the same key wins."""
+def load_jsonl(path: Path) -> dict:
+    """{(threads, workload, variant, shape): median ns} of torch.jsonl / jax.jsonl; a later line for
+    the same key wins."""
     out = {}
     if not path.exists():
         return out
@@ -277,31 +358,114 @@ def _ratio(a, b):
     return a / b if a is not None and b is not None and b > 0 else None
 
 
-def collect(run_dir: Path, threads: list[int]):
-    tg = load_criterion(run_dir / "criterion", threads)
-    pt = load_torch(run_dir / "torch.jsonl")
-    data = []
-    for w, label, shape, cpath, variant, tshape, target in ROWS:
-        row = {"w": w, "label": label, "shape": shape, "cpath": cpath, "target": target, "t": {}}
+def stream_bandwidth(tg: dict, nbytes: dict, threads: list[int]) -> dict:
+    """{(threads, kernel): GB/s} of the STREAM bench (ids STREAM/<kernel>/<threads>, baseline t<threads>)."""
+    bw = {}
+    for t in threads:
+        for k in STREAM_KERNELS:
+            key = (t, f"STREAM/{k}/{t}")
+            if key in tg and key in nbytes and tg[key] > 0:
+                bw[(t, k)] = nbytes[key] / tg[key]  # bytes per ns = GB/s
+    return bw
+
+
+def collect(run_dir: Path, threads: list[int], wl: list[dict]):
+    tg, nbytes = load_criterion(run_dir / "criterion", threads)
+    ref = {lib: load_jsonl(run_dir / f"{lib}.jsonl") for lib in LIBS}
+    bw = stream_bandwidth(tg, nbytes, threads)
+    data = build_rows(wl)
+    for r in data:
+        r["t"] = {}
         for t in threads:
-            a, b = tg.get((t, cpath)), pt.get((t, w, variant, tshape))
-            row["t"][t] = (a, b, _ratio(a, b))
-        data.append(row)
-    return data, tg, pt
+            a = tg.get((t, r["cpath"])) if r["measured"] else None
+            pt = ref["torch"].get((t, r["w"], r["torch"], r["shape"]))
+            jx = ref["jax"].get((t, r["w"], r["jax"], r["shape"]))
+            floor = None
+            if r["floor_bpe"] and (t, "copy") in bw:
+                floor = r["floor_bpe"] * math.prod(r["dims"]) / bw[(t, "copy")]
+            r["t"][t] = {"tg": a, "pt": pt, "jx": jx, "r": _ratio(a, pt), "rj": _ratio(a, jx),
+                         "floor": floor, "rf": _ratio(a, floor), "ptf": _ratio(pt, floor)}
+    return data, tg, bw, ref
 
 
-def write_markdown(run_dir: Path, out: Path, svg_rel: str, threads: list[int]) -> list[dict]:
+def _max_text(maxes: dict, threads: list[int], unit: str = "") -> str:
+    vals = [maxes.get(t) for t in threads]
+    if len(set(vals)) == 1 and vals[0] is not None:
+        return f"≤ {vals[0]:g}{unit}"
+    return " / ".join("—" if v is None else f"≤ {v:g}{unit}" for v in vals)
+
+
+def _shapes_text(target: dict, w: dict) -> str:
+    if "shapes" in target:
+        return " (" + ", ".join(shape_label(s) for s in target["shapes"]) + ")"
+    return ", every shape" if len(w["shapes"]) > 1 else ""
+
+
+def target_rows(wl: list[dict], data: list[dict], threads: list[int]) -> list[tuple[str, list[str], list[bool | None]]]:
+    """(description, measured value per thread count, met per thread count) of every target of the file."""
+    out = []
+    for w in wl:
+        vlabel = {v["key"]: v["label"] for v in w["variants"]}
+        for target in w.get("targets", []):
+            maxes = {int(t): m for t, m in target["max"].items()}
+            rows = [r for r in data if r["w"] == w["id"] and r["key"] == target["variant"] and _applies(target, r["dims"])]
+            kind, label = target["kind"], vlabel[target["variant"]]
+            if kind == "ratio":
+                desc = f"{w['id']} {label} {_max_text(maxes, threads, '×')} PyTorch{_shapes_text(target, w)}"
+                values = {t: [r["t"][t]["r"] for r in rows] for t in threads}
+                show = fmt_r
+            elif kind == "floor":
+                desc = (f"{w['id']} {label}{_shapes_text(target, w).replace(', every shape', ' (every shape)')} "
+                        f"{_max_text(maxes, threads, '×')} its memory floor (bytes moved ÷ STREAM copy bandwidth)")
+                values = {t: [r["t"][t]["rf"] for r in rows] for t in threads}
+                show = fmt_r
+            elif kind == "over":
+                ow, okey = target["over"].split("/")
+                other = {r["shape"]: r for r in data if r["w"] == ow and r["key"] == okey}
+                olabel = other[next(iter(other))]["label"] if other else okey
+                desc = f"{w['id']} tapegrad {label} ÷ tapegrad {olabel} ({ow}) {_max_text(maxes, threads)}{_shapes_text(target, w)}"
+                values = {t: [_ratio(r["t"][t]["tg"], other[r["shape"]]["t"][t]["tg"]) if r["shape"] in other else None
+                              for r in rows] for t in threads}
+                show = fmt_r
+            elif kind == "ns_per_op":
+                ops = w["params"]["ops"]
+                desc = f"{w['id']} {_max_text(maxes, threads, ' ns')} per op, {label}"
+                values = {t: [None if r["t"][t]["tg"] is None else r["t"][t]["tg"] / ops for r in rows] for t in threads}
+                show = lambda x: f"{x:.0f} ns/op"
+            else:
+                sys.exit(f"{WORKLOADS_JSON}: {w['id']}: unknown target kind {kind!r}")
+            shown, oks = [], []
+            for t in threads:
+                vs = values[t]
+                if w.get("bench") is None:
+                    shown.append("not yet measured")
+                    oks.append(None)
+                elif not vs or any(x is None for x in vs):
+                    shown.append("incomplete")
+                    oks.append(None)
+                else:
+                    shown.append(", ".join(show(x) for x in vs))
+                    oks.append(None if t not in maxes else all(x <= maxes[t] for x in vs))
+            out.append((desc, shown, oks))
+    return out
+
+
+def write_markdown(run_dir: Path, out: Path, svg_rel: str, threads: list[int], wl: list[dict]) -> list[dict]:
     meta_p = run_dir / "meta.json"
     meta = json.loads(meta_p.read_text()) if meta_p.exists() else {}
-    data, tg, pt = collect(run_dir, threads)
+    data, tg, bw, ref = collect(run_dir, threads, wl)
+    has_jax = any(v["jx"] is not None for r in data for v in r["t"].values())
     m = meta.get("machine", {})
     L = []
-    L.append("# Benchmarks: tapegrad vs PyTorch (eager autograd, CPU)\n")
+    L.append("# Benchmarks: tapegrad vs PyTorch (eager autograd, CPU)" + (" and JAX (jit)" if has_jax else "") + "\n")
     L.append(f"Generated by `scripts/bench_report.py` from run `{run_dir.name}`. "
-             "Each time is the median of one call of forward + backward (graph built from scratch, f32); "
-             "**ratio = tapegrad ÷ PyTorch** (below 1: tapegrad is faster). Both sides were measured in the same "
-             "run, interleaved per workload group, so the ratios are comparable even though the absolute "
-             "times drift with the load of the shared machine. Never compare absolute times across runs.\n")
+             "Each time is the median of one call of forward + backward (graph built from scratch, f32; the training "
+             "steps W6–W8 add the SGD update); **ratio = tapegrad ÷ PyTorch** (below 1: tapegrad is faster). All sides "
+             "were measured in the same run, interleaved per workload, so the ratios are comparable even though the "
+             "absolute times drift with the load of the shared machine. Never compare absolute times across runs. "
+             "The workloads, their shapes and the targets are defined once, in "
+             "[benches/workloads.json](benches/workloads.json) (the models of W7 and W8 in words: "
+             "[benches/peers/README.md](benches/peers/README.md)).\n")
     L.append(f"![tapegrad ÷ PyTorch ratios]({svg_rel})\n")
     L.append("## Run\n")
     L.append(f"- date: {meta.get('date', '?')}; total wall time of the run {meta.get('seconds_total', '?')} s")
@@ -317,34 +481,42 @@ def write_markdown(run_dir: Path, out: Path, svg_rel: str, threads: list[int]) -
              + " — the machine is shared, with 2 cores; loads above ~1 mean other jobs compete for the cores, "
              "which hurts the 2-thread runs most")
     L.append(f"- tapegrad commit `{meta.get('git_commit', '?')[:12]}`" + (" (with uncommitted changes)" if meta.get("git_dirty") else "")
-             + f", {meta.get('rustc', '?')}; PyTorch {meta.get('torch', '?')}")
+             + f", {meta.get('rustc', '?')}; PyTorch {meta.get('torch', '?')}" + (f"; JAX {meta['jax']}" if meta.get("jax") else ""))
     L.append("- tapegrad: criterion median point estimate (benches use 0.5 s warm-up, 2 s measurement, 20 samples); "
-             "PyTorch: `benchlib.bench` median (see the peers README)")
-    L.append("- 1 thread = pinned to core 0 with `taskset -c 0` (tapegrad's kernels are single-threaded "
-             "today, so its 2-thread column measures the same code unpinned)\n")
+             "PyTorch" + (" and JAX" if has_jax else "") + ": `benchlib.bench` median (see "
+             "[benches/peers/README.md](benches/peers/README.md))")
+    L.append("- threads: 1 thread = `TAPEGRAD_NUM_THREADS=1` for tapegrad, `torch.set_num_threads(1)` for PyTorch"
+             + (", `--xla_cpu_multi_thread_eigen=false` for JAX" if has_jax else "")
+             + ", each pinned to core 0 with `taskset -c 0`; 2 threads = `TAPEGRAD_NUM_THREADS=2` and "
+             "`torch.set_num_threads(2)`, unpinned\n")
     if meta.get("steps"):
-        L.append("Commands, in the order they ran (`$RUN` = the run directory, `$PEERS` = " + f"`{meta.get('peers_dir', '?')}`):\n")
+        subst = [(str(run_dir), "$RUN"), (meta.get("venv") or "\0", "$VENV"), (str(REPO) + "/", "")]
+        L.append("Commands, in the order they ran, from the repository root (`$RUN` = the run directory, `$VENV` = "
+                 "the peers venv):\n")
         L.append("```sh")
         for s in meta["steps"]:
-            c = s["cmd"].replace(str(run_dir), "$RUN").replace(meta.get("peers_dir", "\0"), "$PEERS")
+            c = s["cmd"]
+            for a, b in subst:
+                c = c.replace(a, b)
             extra = f"   # {s.get('seconds', '?')} s, load {s.get('load_before', '?')}"
             if s.get("rc"):
                 extra += f", EXIT CODE {s['rc']}"
             L.append(c + extra)
         L.append("```\n")
-        L.append("Reproduce: `python3 scripts/bench_report.py run` then `python3 scripts/bench_report.py report` "
-                 "(or `... all`).\n")
+    L.append("Reproduce from a clone: `python3 scripts/bench_report.py all` (or `run`, then `report`; `--jax` adds "
+             "JAX). It creates the venv `~/.cache/tapegrad-peers-venv` from `benches/peers/requirements.txt` on "
+             "first use (`python3 scripts/bench_report.py venv` does only that).\n")
 
     # ---- caveats found in the data
     notes = []
     if len(threads) > 1:
         t0, tn = threads[0], threads[-1]
-        slow = [r for r in data if r["t"][t0][1] and r["t"][tn][1] and r["t"][tn][1] > 1.5 * r["t"][t0][1]]
+        slow = [r for r in data if r["t"][t0]["pt"] and r["t"][tn]["pt"] and r["t"][tn]["pt"] > 1.5 * r["t"][t0]["pt"]]
         if slow:
-            worst = max(slow, key=lambda r: r["t"][tn][1] / r["t"][t0][1])
+            worst = max(slow, key=lambda r: r["t"][tn]["pt"] / r["t"][t0]["pt"])
             notes.append(
                 f"PyTorch with {tn} threads was more than 1.5× *slower* than with {t0} thread in {len(slow)} of "
-                f"{len(data)} rows (worst: {worst['cpath']}, {fmt_t(worst['t'][t0][1])} → {fmt_t(worst['t'][tn][1])}). "
+                f"{len(data)} rows (worst: {worst['cpath']}, {fmt_t(worst['t'][t0]['pt'])} → {fmt_t(worst['t'][tn]['pt'])}). "
                 "That is oversubscription — its worker threads wait on each other while other jobs hold the cores — "
                 f"not a property of the library; the {tn}-thread ratios and their met/not met are not meaningful in this run. "
                 "Re-run when the load average is below the core count.")
@@ -364,80 +536,95 @@ def write_markdown(run_dir: Path, out: Path, svg_rel: str, threads: list[int]) -
     L.append("## Targets (speed issue)\n")
     L.append(f"| target | measured ({tcol}) | met ({tcol}) |")
     L.append("|---|---|---|")
+    for desc, shown, oks in target_rows(wl, data, threads):
+        L.append(f"| {desc} | {' / '.join(shown)} | {' / '.join(met(o) for o in oks)} |")
+    L.append("")
 
-    def rows_of(cpath_prefix):
-        return [r for r in data if r["cpath"].startswith(cpath_prefix)]
-
-    def ratio_target(desc, rows):
-        vals, oks = [], []
-        for t in threads:
-            rs = [(r["t"][t][2], r["target"]) for r in rows]
-            if any(x is None for x, _ in rs):
-                vals.append("incomplete")
-                oks.append(None)
-                continue
-            vals.append(", ".join(fmt_r(x) for x, _ in rs))
-            oks.append(all(x <= tgt for x, tgt in rs))
-        L.append(f"| {desc} | {' / '.join(vals)} | {' / '.join(met(o) for o in oks)} |")
-
-    ratio_target("W1 fused softmax ≤ 0.6× PyTorch, ≤ 0.2× at 64x10 (shapes " + ", ".join(SOFTMAX_SHAPES) + ")",
-                 rows_of("W1_fused/"))
-    ratio_target("W2 composed (stable) ≤ 0.5× PyTorch composed", rows_of("W2_composed/"))
-    vals, oks = [], []
-    for t in threads:
-        r = _ratio(tg.get((t, "W2_composed/1024x4096")), tg.get((t, "W1_fused/1024x4096")))
-        vals.append(fmt_r(r))
-        oks.append(None if r is None else r <= 2.0)
-    L.append(f"| W2 tapegrad composed ÷ tapegrad fused ≤ 2.0 at 1024x4096 | {' / '.join(vals)} | {' / '.join(met(o) for o in oks)} |")
-    ratio_target("W3 fused cross-entropy ≤ 0.6× PyTorch", rows_of("W3_ce_fused/"))
-    ratio_target("W4 matmul n ≥ 256 ≤ 1.0× PyTorch (n = 256, 512, 1024)", [r for r in rows_of("W4_") if r["target"]])
-    vals, oks = [], []
-    for t in threads:
-        ns = tg.get((t, "W5_chain1000/fwd_bwd"))
-        vals.append("—" if ns is None else f"{ns / 1000:.0f} ns/op")
-        oks.append(None if ns is None else ns / 1000 <= 100)
-    L.append(f"| W5 ≤ 100 ns per op, forward + backward | {' / '.join(vals)} | {' / '.join(met(o) for o in oks)} |")
-    ratio_target("W6 MLP step ≤ 0.8× PyTorch", rows_of("W6_"))
+    # ---- memory bandwidth
+    L.append("## Memory bandwidth (STREAM, `cargo bench --bench stream`)\n")
+    L.append("f32 arrays of 64 MiB each; GB/s = 10⁹ bytes read + written per second, counted as STREAM does "
+             "(copy and scale move 2 arrays, add and triad 3; no write-allocate traffic). The copy bandwidth is "
+             "the memory floor's divisor below.\n")
+    L.append("| kernel | " + " | ".join(f"GB/s {t}t" for t in threads) + " |")
+    L.append("|---|" + "---:|" * len(threads))
+    for k in STREAM_KERNELS:
+        L.append(f"| {k} | " + " | ".join("—" if (t, k) not in bw else f"{bw[(t, k)]:.1f}" for t in threads) + " |")
     L.append("")
 
     # ---- per-workload tables
     L.append("## Results per workload\n")
-    hdr = "| variant | shape | " + " | ".join(f"tapegrad {t}t | PyTorch {t}t | **ratio {t}t**" for t in threads) + " | target | met |"
-    sep = "|---|---|" + "---:|---:|---:|" * len(threads) + "---:|---|"
-    for w in GROUPS:
-        rows = [r for r in data if r["w"] == w]
-        if not any(v[0] is not None or v[1] is not None for r in rows for v in r["t"].values()):
+    for w in wl:
+        rows = [r for r in data if r["w"] == w["id"]]
+        if not any(v["tg"] is not None or v["pt"] is not None or v["jx"] is not None for r in rows for v in r["t"].values()):
             continue
-        L.append(f"### {WORKLOAD_TITLES[w]}\n")
-        L.append(hdr)
-        L.append(sep)
+        L.append(f"### {w['id']} — {w['title']}\n")
+        L.append(w["definition"] + "\n")
+        if w.get("bench") is None:
+            L.append("**tapegrad: not yet measured** — its bench is not written yet (`\"bench\": null` in "
+                     "[benches/workloads.json](benches/workloads.json), which specifies the model step by step, as "
+                     "does [benches/peers/README.md](benches/peers/README.md)).\n")
+        hdr = "| variant | shape | "
+        sep = "|---|---|"
+        for t in threads:
+            hdr += f"tapegrad {t}t | PyTorch {t}t | **ratio {t}t** | "
+            sep += "---:|---:|---:|"
+            if has_jax:
+                hdr += f"JAX {t}t | ÷ JAX {t}t | "
+                sep += "---:|---:|"
+        L.append(hdr + "target | met |")
+        L.append(sep + "---:|---|")
         for r in rows:
             cells = []
             for t in threads:
-                a, b, q = r["t"][t]
-                cells += [fmt_t(a), fmt_t(b), f"**{fmt_r(q)}**" if q is not None else "—"]
-            tgt = "—" if r["target"] is None else f"≤ {r['target']:g}"
-            oks = [None if r["target"] is None or r["t"][t][2] is None else r["t"][t][2] <= r["target"] for t in threads]
-            mt = "—" if r["target"] is None else " / ".join(met(o) for o in oks)
+                v = r["t"][t]
+                cells += ["not yet measured" if not r["measured"] else fmt_t(v["tg"]), fmt_t(v["pt"]),
+                          f"**{fmt_r(v['r'])}**" if v["r"] is not None else "—"]
+                if has_jax:
+                    cells += [fmt_t(v["jx"]), fmt_r(v["rj"])]
+            tgt = "—" if not r["target"] else _max_text(r["target"], threads)
+            if not r["target"]:
+                mt = "—"
+            elif not r["measured"]:
+                mt = "not yet measured"
+            else:
+                mt = " / ".join(met(None if t not in r["target"] or r["t"][t]["r"] is None else r["t"][t]["r"] <= r["target"][t])
+                                for t in threads)
             L.append(f"| {r['label']} | {r['shape']} | " + " | ".join(cells) + f" | {tgt} | {mt} |")
         L.append("")
-        if w == "W4":
-            parts = []
+        frows = [r for r in rows if r["floor_bpe"]]
+        if frows:
+            L.append("Memory floor: the bytes the workload must move ÷ the STREAM copy bandwidth of the same thread "
+                     "count; bytes counted as " + "; ".join(
+                         f"{v['label']}: {v['floor']['bytes_per_element']} bytes per element — {v['floor']['count']}"
+                         for v in w["variants"] if v.get("floor")) + ".\n")
+            L.append("| variant | shape | MB moved | " + " | ".join(f"floor {t}t | tapegrad ÷ floor {t}t | PyTorch ÷ floor {t}t"
+                                                               for t in threads) + " |")
+            L.append("|---|---|---:|" + "---:|---:|---:|" * len(threads))
+            for r in frows:
+                cells = []
+                for t in threads:
+                    v = r["t"][t]
+                    cells += [fmt_t(v["floor"]), f"**{fmt_r(v['rf'])}**" if v["rf"] is not None else "—", fmt_r(v["ptf"])]
+                mb = r["floor_bpe"] * math.prod(r["dims"]) / 1e6
+                L.append(f"| {r['label']} | {r['shape']} | {mb:.3g} | " + " | ".join(cells) + " |")
+            L.append("")
+        if w["id"] == "W4":
+            coef = w["params"]["flops_per_n3"]
             for t in threads:
                 g = []
-                for n in MATMUL_N:
-                    a = tg.get((t, f"W4_matmul/fwd_bwd/{n}"))
-                    b = pt.get((t, "W4", "matmul_sum", f"{n}x{n}"))
-                    g.append(f"n={n}: {6 * n**3 / a:.0f} vs {6 * n**3 / b:.0f}" if a and b else f"n={n}: —")
-                parts.append(f"- GFLOP/s {t}t (tapegrad vs PyTorch): " + "; ".join(g))
-            L += parts + [""]
-        if w == "W5":
+                for r in rows:
+                    n = r["dims"][0]
+                    a, b = r["t"][t]["tg"], r["t"][t]["pt"]
+                    g.append(f"n={n}: {coef * n**3 / a:.0f} vs {coef * n**3 / b:.0f}" if a and b else f"n={n}: —")
+                L.append(f"- GFLOP/s {t}t (tapegrad vs PyTorch): " + "; ".join(g))
+            L.append("")
+        if w["id"] == "W5":
+            ops = w["params"]["ops"]
+            by_key = {r["key"]: r for r in rows}
+            f = lambda x: "—" if x is None else f"{x / ops:.0f} ns"
             for t in threads:
-                a = tg.get((t, "W5_chain1000/fwd_bwd"))
-                b = pt.get((t, "W5", "chain1000_fwd_bwd", "0-dim"))
-                c = tg.get((t, "W5_chain1000/forward_nograd"))
-                d = pt.get((t, "W5", "chain1000_fwd_nograd", "0-dim"))
-                f = lambda x: "—" if x is None else f"{x / 1000:.0f} ns"
+                a, b = (by_key["fwd_bwd"]["t"][t][k] for k in ("tg", "pt"))
+                c, d = (by_key["fwd_nograd"]["t"][t][k] for k in ("tg", "pt"))
                 L.append(f"- per op {t}t: fwd+bwd tapegrad {f(a)} vs PyTorch {f(b)}; forward no-grad tapegrad {f(c)} vs PyTorch {f(d)}")
             L.append("")
 
@@ -447,113 +634,154 @@ def write_markdown(run_dir: Path, out: Path, svg_rel: str, threads: list[int]) -
              "two backward). `forward` records the same graph with gradients on but takes no gradient.\n")
     L.append("| workload | " + " | ".join(f"fwd+bwd {t}t | forward {t}t | **ratio {t}t**" for t in threads) + " |")
     L.append("|---|" + "---:|---:|---:|" * len(threads))
-    pairs = [(f"W4 matmul n={n}", f"W4_matmul/fwd_bwd/{n}", f"W4_matmul/forward/{n}") for n in MATMUL_N]
-    pairs += [("W5 chain1000", "W5_chain1000/fwd_bwd", "W5_chain1000/forward"),
-              ("W5 chain1000 (vs forward no-grad)", "W5_chain1000/fwd_bwd", "W5_chain1000/forward_nograd"),
-              ("W6 MLP step ÷ forward", "W6_mlp/step_sgd", "W6_mlp/forward")]
-    for label, num, den in pairs:
-        cells = []
-        for t in threads:
-            a, b = tg.get((t, num)), tg.get((t, den))
-            q = _ratio(a, b)
-            cells += [fmt_t(a), fmt_t(b), f"**{fmt_r(q)}**" if q is not None else "—"]
-        L.append(f"| {label} | " + " | ".join(cells) + " |")
+    for w in wl:
+        if w.get("bench") is None:
+            continue
+        for v in w["variants"]:
+            for fwd in v.get("forward", []):
+                for s in w["shapes"]:
+                    num, den = fill(v["criterion"], s), fill(fwd, s)
+                    cells = []
+                    for t in threads:
+                        a, b = tg.get((t, num)), tg.get((t, den))
+                        q = _ratio(a, b)
+                        cells += [fmt_t(a), fmt_t(b), f"**{fmt_r(q)}**" if q is not None else "—"]
+                    L.append(f"| {w['id']} {v['label']} {shape_label(s)} ÷ `{den}` | " + " | ".join(cells) + " |")
     L.append("")
-    missing = [(t, r["cpath"]) for r in data for t in threads if r["t"][t][0] is None or r["t"][t][1] is None]
+    missing = [(t, r["cpath"]) for r in data for t in threads
+               if r["measured"] and (r["t"][t]["tg"] is None or r["t"][t]["pt"] is None)]
+    missing += [(t, f"STREAM/{k}/{t}") for t in threads for k in STREAM_KERNELS if (t, k) not in bw]
     if missing:
         L.append(f"Missing measurements ({len(missing)}): " + ", ".join(f"{p} ({t}t)" for t, p in missing[:20])
                  + (" …" if len(missing) > 20 else "") + "\n")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(L))
+    # Hand-written sections after the marker (measured by other benches) survive a regeneration.
+    kept = ""
+    if out.exists():
+        old = out.read_text()
+        if KEEP_MARK in old:
+            kept = old[old.index(KEEP_MARK):]
+    text = "\n".join(L)
+    if kept:
+        text = text.rstrip("\n") + "\n\n" + kept
+    out.write_text(text)
     return data
 
 
-# ----------------------------------------------------------------------------- svg
+# ----------------------------------------------------------------------------- chart (matplotlib)
 
-HALO = ' stroke="#fff" stroke-width="3" paint-order="stroke"'
 COLORS = {1: "#2b6cb0", 2: "#dd8a1f", 4: "#2f855a", 8: "#9b2c2c"}
+TARGET_COLOR = "#c53030"
 
 
-def write_svg(data: list[dict], threads: list[int], path: Path, subtitle: str) -> None:
-    vals = [r["t"][t][2] for r in data for t in threads if r["t"][t][2]] + [r["target"] for r in data if r["target"]]
-    if not vals:
-        vals = [1.0]
+def chart_spec(data: list[dict], threads: list[int], subtitle: str) -> dict:
+    """What the chart shows, as JSON for `chart` (which runs under the venv's python)."""
+    return {
+        "threads": threads,
+        "subtitle": subtitle,
+        "rows": [{"w": r["w"], "label": r["label"], "shape": r["shape"], "cpath": r["cpath"], "measured": r["measured"],
+                  "ratio": {str(t): r["t"][t]["r"] for t in threads},
+                  "target": {str(t): r["target"].get(t) for t in threads}} for r in data],
+    }
+
+
+def draw_chart(spec: dict, svg: Path) -> None:
+    """Log-scale horizontal bars of tapegrad ÷ PyTorch per row and thread count, target marks."""
+    import matplotlib
+
+    matplotlib.use("svg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import FixedFormatter, FixedLocator, NullLocator
+    from matplotlib.transforms import blended_transform_factory
+
+    # Text stays text (small file; the viewer's sans-serif font draws it); fixed ids, no date: the
+    # same data gives the same file.
+    plt.rcParams.update({"svg.hashsalt": "tapegrad-bench-ratios", "svg.fonttype": "none", "font.size": 9,
+                         "font.family": "sans-serif", "font.sans-serif": ["DejaVu Sans", "Helvetica", "Arial"]})
+    rows, threads = spec["rows"], spec["threads"]
+    vals = [q for r in rows for q in r["ratio"].values() if q] + [m for r in rows for m in r["target"].values() if m]
+    vals = vals or [1.0]
     steps = [v * 10.0**e for e in range(-4, 5) for v in (1, 2, 5)]
     # Floor at 0.02: smaller ratios are clipped (drawn to the edge, the value printed), so that the
     # interesting range around 1 keeps its room.
     lo = max(s for s in steps if s <= max(min(min(vals) / 1.15, 0.5), 0.02))
     hi = min(s for s in steps if s >= max(max(vals) * 1.15, 2.0))
-    W, label_w, right_pad, top = 1020, 290, 60, 92
-    bar_h, gap, group_gap = 10, 9, 16
-    row_h = bar_h * len(threads) + gap
-    px0, px1 = label_w + 60, W - right_pad  # 60 px for the labels of clipped bars
-    lx = lambda v: px0 + (math.log10(v) - math.log10(lo)) / (math.log10(hi) - math.log10(lo)) * (px1 - px0)
-    n_groups = len({r["w"] for r in data})
-    H = top + len(data) * row_h + n_groups * group_gap + 60
-    e = html.escape
-    o = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" '
-         f'font-family="DejaVu Sans, Helvetica, Arial, sans-serif" font-size="12">',
-         f'<rect width="{W}" height="{H}" fill="#ffffff"/>',
-         f'<text x="{W / 2}" y="24" text-anchor="middle" font-size="16" font-weight="bold">'
-         'tapegrad time ÷ PyTorch time (forward + backward, f32, log scale)</text>',
-         f'<text x="{W / 2}" y="43" text-anchor="middle" font-size="11" fill="#444">{e(subtitle)}</text>',
-         f'<text x="{lx(1.0) - 8}" y="64" text-anchor="end" font-size="11" fill="#2f855a">◀ tapegrad faster</text>',
-         f'<text x="{lx(1.0) + 8}" y="64" font-size="11" fill="#9b2c2c">tapegrad slower ▶</text>']
-    # legend
-    lxp = px0
-    for t in threads:
-        o.append(f'<rect x="{lxp}" y="72" width="14" height="10" fill="{COLORS.get(t, "#666")}"/>'
-                 f'<text x="{lxp + 18}" y="81" font-size="11">{t} thread{"s" if t > 1 else ""}'
-                 f'{" (taskset -c 0)" if t == 1 else " (unpinned)"}</text>')
-        lxp += 150
-    o.append(f'<line x1="{lxp}" y1="70" x2="{lxp}" y2="84" stroke="#c53030" stroke-width="2.5"/>'
-             f'<text x="{lxp + 6}" y="81" font-size="11">target (issue)</text>')
-    plot_top, plot_bot = top, H - 45
-    # grid + ticks
-    for s in steps:
-        if lo <= s <= hi:
-            x = lx(s)
-            o.append(f'<line x1="{x:.1f}" y1="{plot_top}" x2="{x:.1f}" y2="{plot_bot}" stroke="#e2e2e2"/>')
-            o.append(f'<text x="{x:.1f}" y="{plot_bot + 16}" text-anchor="middle" font-size="11">{s:g}</text>')
-    o.append(f'<text x="{(px0 + px1) / 2}" y="{plot_bot + 34}" text-anchor="middle" font-size="11" fill="#444">'
-             'ratio tapegrad ÷ PyTorch (lower is better)</text>')
-    y = top
-    prev_w = None
-    for r in data:
-        if r["w"] != prev_w:
-            if prev_w is not None:
-                o.append(f'<line x1="10" y1="{y + group_gap / 2 - 4:.1f}" x2="{px1}" y2="{y + group_gap / 2 - 4:.1f}" stroke="#bbb" stroke-dasharray="3,3"/>')
-            y += group_gap
-            prev_w = r["w"]
-        cy = y + row_h / 2 - gap / 2
-        o.append(f'<text x="{label_w}" y="{cy + 4:.1f}" text-anchor="end">'
-                 f'<tspan font-weight="bold">{e(r["w"])}</tspan> {e(r["label"])} {e(r["shape"])}</text>')
-        labels = []  # drawn after the bars and the target mark, so that nothing hides them
+
+    # y layout, top to bottom: one unit per row, a gap between workloads.
+    ys, seps, y, prev = [], [], 0.0, None
+    for r in rows:
+        if prev is not None and r["w"] != prev:
+            seps.append(y - 0.2)
+            y += 0.6
+        ys.append(y)
+        prev = r["w"]
+        y += 1.0
+    top_in, bottom_in, row_in = 1.25, 0.65, 0.26
+    height = top_in + bottom_in + row_in * y
+    fig, ax = plt.subplots(figsize=(10.5, height))
+    fig.subplots_adjust(left=3.0 / 10.5, right=1 - 0.35 / 10.5, top=1 - top_in / height, bottom=bottom_in / height)
+    ax.set_xscale("log")
+    ax.set_xlim(lo / 1.8, hi)  # room left of `lo` for the values of the shortest (and clipped) bars
+    ax.set_ylim(y - 0.4, -0.6)
+    halo = {"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 0.4}  # keeps grid lines off the values
+    bh = 0.84 / len(threads)
+    for r, yc in zip(rows, ys):
         for i, t in enumerate(threads):
-            q = r["t"][t][2]
-            by = y + i * bar_h
+            by = yc - 0.42 + bh * (i + 0.5)
+            tgt = r["target"].get(str(t))
+            if tgt:
+                ax.plot([tgt, tgt], [by - bh / 2, by + bh / 2], color=TARGET_COLOR, lw=2.4, solid_capstyle="butt", zorder=4)
+            if not r["measured"]:
+                continue
+            q = r["ratio"].get(str(t))
             if q is None:
-                labels.append(f'<text x="{lx(1.0) + 4:.1f}" y="{by + bar_h - 1}" font-size="10" fill="#888">n/a</text>')
+                ax.text(1.03, by, "n/a", va="center", fontsize=7.5, color="#888")
                 continue
             qc = min(max(q, lo), hi)
-            clip = "◀ " if q < lo else ""
-            x0, x1 = sorted((lx(1.0), lx(qc)))
-            o.append(f'<rect x="{x0:.1f}" y="{by}" width="{max(x1 - x0, 1):.1f}" height="{bar_h - 1}" '
-                     f'fill="{COLORS.get(t, "#666")}"><title>{e(r["cpath"])} {t}t: {q:.3f}</title></rect>')
-            if q >= 1:
-                labels.append(f'<text x="{x1 + 3:.1f}" y="{by + bar_h - 1.5}" font-size="10"{HALO}>{fmt_r(q)}</text>')
-            else:
-                labels.append(f'<text x="{x0 - 3:.1f}" y="{by + bar_h - 1.5}" font-size="10" text-anchor="end"{HALO}>{clip}{fmt_r(q)}</text>')
-        if r["target"]:
-            tx = lx(r["target"])
-            o.append(f'<line x1="{tx:.1f}" y1="{y - 2}" x2="{tx:.1f}" y2="{y + bar_h * len(threads) + 1}" '
-                     'stroke="#c53030" stroke-width="2.5"/>')
-        o += labels
-        y += row_h
-    o.append(f'<line x1="{lx(1.0):.1f}" y1="{plot_top}" x2="{lx(1.0):.1f}" y2="{plot_bot}" stroke="#111" stroke-width="1.5"/>')
-    o.append("</svg>")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(o) + "\n")
+            ax.barh(by, qc - 1.0, left=1.0, height=bh * 0.92, color=COLORS.get(t, "#666"), zorder=3)
+            text = ("◀ " if q < lo else "") + fmt_r(q)
+            x, ha = (qc * 1.03, "left") if q >= 1 else (qc / 1.03, "right")
+            ax.text(x, by, text, va="center", ha=ha, fontsize=7.5, bbox=halo, zorder=5)
+        if not r["measured"]:
+            ax.text(1.06, yc, "not yet measured", va="center", fontsize=8, color="#666",
+                    style="italic", zorder=5)
+    for s in seps:
+        ax.axhline(s, color="#bbb", lw=0.8, ls=(0, (3, 3)))
+    ax.axvline(1.0, color="#111", lw=1.4, zorder=4)
+    ax.set_yticks(ys)
+    ax.set_yticklabels([f"{r['w']}  {r['label']}  {r['shape']}" for r in rows])
+    ax.tick_params(axis="y", length=0)
+    ticks = [s for s in steps if lo <= s <= hi]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(FixedFormatter([f"{s:g}" for s in ticks]))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.grid(axis="x", color="#e2e2e2", zorder=0)
+    ax.set_axisbelow(True)
+    for side in ("top", "right", "left", "bottom"):
+        ax.spines[side].set_visible(False)
+    ax.plot([lo, hi], [0, 0], transform=blended_transform_factory(ax.transData, ax.transAxes), color="#111", lw=0.8,
+            clip_on=False)
+    ax.set_xlabel("ratio tapegrad ÷ PyTorch (lower is better)", color="#444")
+    above = blended_transform_factory(ax.transData, ax.transAxes)
+    ax.text(1 / 1.04, 1.005, "◀ tapegrad faster", transform=above, ha="right", va="bottom", color="#2f855a")
+    ax.text(1.04, 1.005, "tapegrad slower ▶", transform=above, ha="left", va="bottom", color="#9b2c2c")
+    handles = [Patch(color=COLORS.get(t, "#666"), label=f"{t} thread" + ("" if t == 1 else "s")
+                     + (" (pinned to core 0)" if t == 1 else " (unpinned)")) for t in threads]
+    handles.append(Line2D([], [], color=TARGET_COLOR, lw=2.4, label="target (speed issue)"))
+    fig.legend(handles=handles, loc="upper center", ncol=len(handles), frameon=False,
+               bbox_to_anchor=(0.5, 1 - 0.62 / height))
+    fig.suptitle("tapegrad time ÷ PyTorch time (forward + backward, f32, log scale)", fontweight="bold",
+                 fontsize=12, y=1 - 0.12 / height)
+    fig.text(0.5, 1 - 0.42 / height, spec["subtitle"], ha="center", fontsize=8.5, color="#444")
+    svg.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(svg, format="svg", metadata={"Date": None, "Creator": "scripts/bench_report.py (matplotlib)"})
+    plt.close(fig)
+
+
+def cmd_chart(a) -> None:
+    draw_chart(json.loads(Path(a.data).read_text()), Path(a.svg))
 
 
 def newest_run(runs_dir: Path) -> Path:
@@ -573,11 +801,17 @@ def cmd_report(a, run_dir: Path | None = None) -> None:
         svg_rel = os.path.relpath(svg.resolve(), out.resolve().parent)
     except ValueError:
         svg_rel = str(svg)
-    data = write_markdown(run_dir, out, svg_rel, threads)
+    py = ensure_venv(Path(a.venv), install=a.install)  # matplotlib, for the chart
+    data = write_markdown(run_dir, out, svg_rel, threads, load_workloads())
     m = meta.get("machine", {})
     sub = (f"{meta.get('date', '?')[:16].replace('T', ' ')} · {m.get('cpu_model', '?')}, {m.get('cpus', '?')} CPUs · "
            f"load avg at start {meta.get('load_start', '?').split(' ')[0]} · run {run_dir.name}")
-    write_svg(data, threads, svg, sub)
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(chart_spec(data, threads, sub), f)
+    try:
+        subprocess.run([str(py), str(Path(__file__).resolve()), "chart", "--data", f.name, "--svg", str(svg)], check=True)
+    finally:
+        os.unlink(f.name)
     print(f"wrote {out} and {svg} from {run_dir}")
 
 
@@ -585,12 +819,19 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="mode", required=True)
 
+    def venv_arg(q):
+        q.add_argument("--venv", default=str(DEFAULT_VENV),
+                       help=f"python venv of benches/peers/requirements.txt (default {DEFAULT_VENV}; made if missing)")
+        q.add_argument("--no-install", dest="install", action="store_false",
+                       help="if the venv is missing or lacks a pin, print the command that fixes it and stop")
+
     def run_args(q):
-        q.add_argument("--only", help="comma list of workload groups, e.g. W1,W4 (default: all W1-W6)")
+        q.add_argument("--only", help="comma list of workloads, e.g. W1,W4 (default: all of benches/workloads.json)")
         q.add_argument("--threads", default="1,2", help="thread counts to run (default 1,2); 1 is pinned with taskset -c 0")
         q.add_argument("--pin-all", action="store_true", help="also pin N-thread runs to cores 0..N-1")
-        q.add_argument("--peers", help="directory holding torch_bench.py (default: ../shared/peers or ../../shared/peers)")
-        q.add_argument("--venv", default=str(DEFAULT_VENV), help=f"python venv with torch (default {DEFAULT_VENV})")
+        q.add_argument("--jax", action="store_true", help="run the JAX references as well (requirements-jax.txt)")
+        q.add_argument("--peers", help="directory holding torch_bench.py and jax_bench.py (default benches/peers)")
+        venv_arg(q)
         q.add_argument("--dry-run", action="store_true", help="print the commands only")
 
     def report_args(q, with_threads=True):
@@ -599,22 +840,34 @@ def main() -> None:
         if with_threads:
             q.add_argument("--threads", default=None, help="thread counts to report (default: those of the run)")
 
-    q = sub.add_parser("run", help="run tapegrad + PyTorch benches into a fresh run directory")
+    q = sub.add_parser("venv", help="create the peers venv, or install the pins it lacks")
+    venv_arg(q)
+    q.add_argument("--jax", action="store_true", help="requirements-jax.txt (JAX too)")
+    q = sub.add_parser("run", help="run tapegrad + PyTorch (+ JAX) benches into a fresh run directory")
     run_args(q)
     q.add_argument("--runs-dir", default=str(DEFAULT_RUNS))
     q = sub.add_parser("report", help="write BENCHMARKS.md + SVG from a run directory")
     q.add_argument("--run-dir", help="default: newest directory under --runs-dir")
     q.add_argument("--runs-dir", default=str(DEFAULT_RUNS))
+    venv_arg(q)
     report_args(q)
     q = sub.add_parser("all", help="run, then report")
     run_args(q)
     q.add_argument("--runs-dir", default=str(DEFAULT_RUNS))
     report_args(q, with_threads=False)
+    q = sub.add_parser("chart", help="(internal) draw the SVG from a JSON spec; needs matplotlib")
+    q.add_argument("--data", required=True)
+    q.add_argument("--svg", required=True)
     a = p.parse_args()
-    if a.mode == "run":
+    if a.mode == "venv":
+        py = ensure_venv(Path(a.venv), a.jax, a.install)
+        print(f"{py}: the pins of {REQUIREMENTS_JAX if a.jax else REQUIREMENTS} are installed")
+    elif a.mode == "run":
         cmd_run(a)
     elif a.mode == "report":
         cmd_report(a)
+    elif a.mode == "chart":
+        cmd_chart(a)
     else:
         d = cmd_run(a)
         if not a.dry_run:

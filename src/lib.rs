@@ -67,6 +67,7 @@ pub mod functional {
 }
 
 pub use crate::autodiff::backward::Grads;
+pub use crate::autodiff::checkpoint::CheckpointStats;
 pub use crate::autodiff::rule::{Cotangents, Op, VjpCtx};
 pub use crate::autodiff::rule::{Elem, Value};
 pub use crate::autodiff::tape::{NoGradGuard, Tape, Var};

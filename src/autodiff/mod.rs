@@ -5,9 +5,11 @@
 //! * [`tape`] — the [`Tape`](tape::Tape) (Wengert list), its [`Var`](tape::Var) handles, and the
 //!   [`Observer`] hook tools watch it through;
 //! * [`sweep`] — the one backward sweep, generic over how rules are interpreted;
-//! * [`backward`] — `backward`, `grad`, `grad_graph` and [`Grads`](backward::Grads).
+//! * [`backward`] — `backward`, `grad`, `grad_graph` and [`Grads`](backward::Grads);
+//! * [`checkpoint`] — a segment recorded as one node whose rule replays it (memory for time).
 
 pub mod backward;
+pub mod checkpoint;
 pub mod rule;
 pub mod sweep;
 pub mod tape;

@@ -15,6 +15,7 @@
 //!
 //! [`Op::vjp`]: crate::Op::vjp
 
+use crate::autodiff::checkpoint::CheckpointOp;
 use crate::autodiff::rule::Value;
 use crate::autodiff::rule::{Cotangents, VjpCtx};
 use crate::autodiff::tape::{Tape, Var};
@@ -86,6 +87,11 @@ impl<'t, T: Float> Interpretation<'t, T> for Recorded<'t, T> {
             output: &output,
             needs,
         };
+        // A checkpointed segment's rule is a replay and a backward on the tape itself, which the
+        // rule vocabulary cannot say: it records the replay here, so it is differentiable again.
+        if let Some(ck) = op.get().as_any().downcast_ref::<CheckpointOp<T>>() {
+            return ck.vjp_recorded(&cx, g);
+        }
         op.get().vjp_vars(&cx, g)
     }
     fn accumulate(acc: Var<'t, T>, g: Var<'t, T>) -> Var<'t, T> {

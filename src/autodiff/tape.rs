@@ -148,6 +148,42 @@ impl<T: Float> Tape<T> {
         self.nodes.borrow().capacity()
     }
 
+    /// The bytes of the values this tape keeps for a backward pass: the distinct heap buffers
+    /// held by its op nodes (a buffer shared by several nodes, e.g. through a reshape or a
+    /// `detach`, counts once). Leaves ([`var`](Self::var), [`constant`](Self::constant)) are not
+    /// counted: they are the caller's own data (parameters, inputs, targets), which exist whether
+    /// or not anything is recorded. One-element values live inline and count nothing.
+    ///
+    /// This is the memory that [checkpointing](Self::checkpoint) trades for recomputation.
+    ///
+    /// ```
+    /// use tapegrad::{Tape, Tensor};
+    /// let tape = Tape::<f32>::new();
+    /// let x = tape.var(Tensor::zeros([256, 64]));          // a leaf: not counted
+    /// let y = x.tanh();                                     // 64 KiB kept
+    /// let _z = y.reshape([64, 256]);                        // shares y's buffer
+    /// let _w = y.detach();                                  // so does this
+    /// assert_eq!(tape.retained_bytes(), 256 * 64 * 4);
+    /// ```
+    pub fn retained_bytes(&self) -> usize {
+        let nodes = self.nodes.borrow();
+        let mut seen = std::collections::HashSet::new();
+        let mut leaves = std::collections::HashSet::new();
+        // (a detached value is a leaf sharing an op node's buffer: that buffer is kept for backward)
+        for n in nodes.iter().filter(|n| n.op.is_none() && n.cut.is_none()) {
+            if let Some((addr, _)) = n.value.heap_buffer() {
+                leaves.insert(addr);
+            }
+        }
+        nodes
+            .iter()
+            .filter(|n| n.op.is_some())
+            .filter_map(|n| n.value.heap_buffer())
+            .filter(|&(addr, _)| !leaves.contains(&addr) && seen.insert(addr))
+            .map(|(_, bytes)| bytes)
+            .sum()
+    }
+
     /// Records a leaf whose gradient is wanted: [`Var::backward`] returns a gradient for it.
     #[track_caller]
     pub fn var(&self, value: Tensor<T>) -> Var<'_, T> {
@@ -511,6 +547,11 @@ pub(crate) trait DynOp<T: Float>: Send + Sync {
     fn vjp_values(&self, cx: &VjpCtx<'_, Tensor<T>>, g: &Tensor<T>) -> Result<Cotangents<Tensor<T>>>;
     /// The rule on recorded values (recorded backward).
     fn vjp_vars<'t>(&self, cx: &VjpCtx<'_, Var<'t, T>>, g: &Var<'t, T>) -> Result<Cotangents<Var<'t, T>>>;
+    /// The op itself, for the crate's tools that treat some op types specially (a checkpointed
+    /// segment, the composed twins of fused ops).
+    fn as_any(&self) -> &dyn std::any::Any;
+    /// The op's Rust type name (`tapegrad::…` for the library's own ops).
+    fn type_name(&self) -> &'static str;
 }
 
 impl<T: Float, O: Op<T>> DynOp<T> for O {
@@ -528,6 +569,12 @@ impl<T: Float, O: Op<T>> DynOp<T> for O {
     }
     fn vjp_vars<'t>(&self, cx: &VjpCtx<'_, Var<'t, T>>, g: &Var<'t, T>) -> Result<Cotangents<Var<'t, T>>> {
         self.vjp(cx, g)
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+    fn type_name(&self) -> &'static str {
+        std::any::type_name::<O>()
     }
 }
 

@@ -1,5 +1,6 @@
 //! Parameters and layers: a [`ParamStore`] of named tensors, seeded initialisation ([`Init`]),
-//! [`Linear`] and a small [`Mlp`].
+//! [`Linear`] and a small [`Mlp`]; [`checkpoint`] runs sequential models (an `Mlp`, or any chain of
+//! [`Stage`](checkpoint::Stage)s) under a memory budget.
 //!
 //! Between training steps parameters are plain [`Tensor`]s owned by the store. Each step records
 //! them on a fresh (or [cleared](crate::Tape::clear)) tape with [`ParamStore::bind`], builds the
@@ -65,6 +66,7 @@
 //! assert_eq!(store.copies_on_write(), 0);
 //! ```
 
+pub mod checkpoint;
 pub mod optim;
 #[cfg(feature = "safetensors")]
 #[cfg_attr(docsrs, doc(cfg(feature = "safetensors")))]

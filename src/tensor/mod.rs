@@ -291,6 +291,15 @@ impl<T: Float> Tensor<T> {
         self.data.ptr_eq(&other.data)
     }
 
+    /// The heap buffer behind this tensor, as an address (for counting shared buffers once) and a
+    /// size in bytes; `None` for a one-element tensor, whose value lives inline.
+    pub(crate) fn heap_buffer(&self) -> Option<(usize, usize)> {
+        match &self.data {
+            Buf::One(_) => None,
+            Buf::Many(v) => Some((Arc::as_ptr(v) as usize, v.0.len() * std::mem::size_of::<T>())),
+        }
+    }
+
     /// The flat row-major offset of a multi-index. Panics when out of range.
     #[track_caller]
     fn offset(&self, index: &[usize]) -> usize {
