@@ -98,7 +98,7 @@ impl<T: Float> Stage<T> for MlpLayer {
         vec![self.linear.weight, self.linear.bias]
     }
     fn forward<'t>(&self, x: Var<'t, T>, p: &[Var<'t, T>]) -> Var<'t, T> {
-        let h = x.matmul(p[0]) + p[1];
+        let h = x.matmul_nt(p[0]) + p[1];
         match self.activation {
             Some(a) => a.apply(h),
             None => h,
