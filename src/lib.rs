@@ -77,6 +77,7 @@ pub use crate::core::shape::Shape;
 pub use crate::ops::index::Indices;
 pub use crate::ops::{Domain, Logic, Math, NanRule, OpInfo, Registry, Sample};
 pub use crate::tensor::Tensor;
+pub use crate::tensor::parallel::{num_threads, set_num_threads};
 
 /// The names most programs need, in one import: `use tapegrad::prelude::*;`.
 ///

@@ -309,16 +309,20 @@ fn the_pool_keeps_at_most_max_buffers_and_max_bytes_evicting_the_oldest() {
 #[test]
 fn dropping_a_tape_then_releasing_the_pool_frees_every_byte() {
     let _pool = pool_lock();
-    release_pooled_memory();
-    let before = live();
-    {
+    let step = || {
         // Large enough that values and gradients are pooled buffers ([128, 256] is 32 Ki elements).
         let tape = Tape::<f64>::new();
         let x = tape.constant(Tensor::rand_normal([128, 256], 0.0, 1.0, 1));
         let w = tape.var(Tensor::rand_normal([256, 256], 0.0, 0.1, 2));
         let g = x.matmul(w).tanh().sum().backward();
         assert_eq!(g[w].shape(), &[256, 256]);
-    }
+    };
+    // Once before measuring: the thread pool (when there are several threads) is built at the
+    // first kernel that splits and lives as long as the process — a one-time cost, not a leak.
+    step();
+    release_pooled_memory();
+    let before = live();
+    step();
     let pooled = pooled_total();
     assert!(pooled > 0, "the large buffers went to the pool");
     assert!(
@@ -326,5 +330,11 @@ fn dropping_a_tape_then_releasing_the_pool_frees_every_byte() {
         "what is left is what the pool keeps (and its list)"
     );
     release_pooled_memory();
-    assert_eq!(live(), before, "bytes still allocated after releasing the pool");
+    // The pool's worker threads keep a little bookkeeping of their own (job queues) that can
+    // grow or shrink by a few dozen bytes between runs; the step's tensors are ~1.5 MiB.
+    let left = live() - before;
+    assert!(
+        left.abs() <= 1024,
+        "{left} bytes still allocated after releasing the pool"
+    );
 }

@@ -311,7 +311,7 @@ pub trait Ternary<T: Float>: Op<T> + Clone {
 
 /// An elementwise expression of `N` arguments, written once over any [`Elem`]: the body of an
 /// elementwise rule (or of any fused elementwise computation).
-pub trait Pointwise<T: Float, const N: usize> {
+pub trait Pointwise<T: Float, const N: usize>: Sync {
     /// The expression at one element (or, for recorded values, as recorded ops).
     fn eval<E: Elem<T>>(&self, args: [E; N]) -> E;
 }

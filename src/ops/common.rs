@@ -23,7 +23,7 @@ pub(crate) fn broadcast_zip<T: Float>(
     op: &str,
     a: &Tensor<T>,
     b: &Tensor<T>,
-    f: impl Fn(T, T) -> T,
+    f: impl Fn(T, T) -> T + Sync,
 ) -> Result<Tensor<T>> {
     if a.shape() == b.shape() {
         return Ok(a.zip_same(b, f));

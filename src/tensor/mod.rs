@@ -15,6 +15,7 @@ pub(crate) mod kernels;
 #[cfg(feature = "ndarray")]
 #[cfg_attr(docsrs, doc(cfg(feature = "ndarray")))]
 pub mod ndarray;
+pub mod parallel;
 pub mod pool;
 #[allow(dead_code)] // the full kernel set (scalar and forced-path variants) is kept with its tests
 pub(crate) mod vmath;
@@ -477,24 +478,23 @@ impl<T: Float> Tensor<T> {
     }
 
     /// A copy with `f` applied to the whole buffer in place (for vectorised slice kernels).
-    pub(crate) fn map_slice(&self, f: impl Fn(&mut [T])) -> Self {
+    pub(crate) fn map_slice(&self, f: impl Fn(&mut [T]) + Sync) -> Self {
         if let Buf::One(x) = self.data {
             let mut one = [x];
             f(&mut one);
             return Tensor::one_of_shape(Shape::from_slice(&self.shape), one[0]);
         }
-        let mut out = Tensor::from_parts(Shape::from_slice(&self.shape), pool::copy(&self.data));
-        f(out.data_mut());
-        out
+        Tensor::from_parts(Shape::from_slice(&self.shape), kernels::map_slices(&self.data, f))
     }
 
-    /// `f` applied to every element.
-    pub fn map(&self, f: impl Fn(T) -> T) -> Self {
+    /// `f` applied to every element (large tensors in chunks across threads, so `f` is `Sync`;
+    /// see [`parallel`]).
+    pub fn map(&self, f: impl Fn(T) -> T + Sync) -> Self {
         Tensor {
             shape: Shape::from_slice(&self.shape),
             data: match &self.data {
                 Buf::One(x) => Buf::One(f(*x)),
-                Buf::Many(v) => Buf::from_vec(pool::collect(v.0.len(), v.0.iter().map(|&x| f(x)))),
+                Buf::Many(v) => Buf::from_vec(kernels::map(&v.0, f)),
             },
         }
     }
@@ -502,7 +502,7 @@ impl<T: Float> Tensor<T> {
     /// `f` applied elementwise to two tensors broadcast together. Panics when they do not
     /// broadcast, or when their broadcast shape is too large.
     #[track_caller]
-    pub fn zip_map(&self, other: &Self, f: impl Fn(T, T) -> T) -> Self {
+    pub fn zip_map(&self, other: &Self, f: impl Fn(T, T) -> T + Sync) -> Self {
         let here = Location::caller();
         let out = broadcast_extents(&self.shape, &other.shape).unwrap_or_else(|| {
             fail(
@@ -588,7 +588,7 @@ impl<T: Float> Tensor<T> {
     /// elementwise rule on values runs as). Panics with a shape error naming `op` when they do not
     /// broadcast.
     #[track_caller]
-    pub(crate) fn zip_n<const N: usize>(op: &str, args: [&Self; N], f: impl Fn([T; N]) -> T) -> Self {
+    pub(crate) fn zip_n<const N: usize>(op: &str, args: [&Self; N], f: impl Fn([T; N]) -> T + Sync) -> Self {
         let first = &args[0].shape;
         if args.iter().all(|a| shape::same_shape(&a.shape, first)) {
             if args.iter().all(|a| matches!(a.data, Buf::One(_))) {
@@ -627,9 +627,7 @@ impl<T: Float> Tensor<T> {
     /// accumulation of a gradient used more than once).
     pub(crate) fn add_assign_same(&mut self, other: &Self) {
         debug_assert_eq!(self.shape, other.shape);
-        for (x, &y) in self.data_mut().iter_mut().zip(other.data()) {
-            *x += y;
-        }
+        kernels::add_assign(self.data_mut(), other.data());
     }
 
     /// `op(self) @ op(b)` over the last two axes (`op` transposes when its flag is set), batched
@@ -675,16 +673,13 @@ impl<T: Float> Tensor<T> {
     }
 
     /// `f` elementwise over two tensors of the same shape (no broadcasting work).
-    pub(crate) fn zip_same(&self, other: &Self, f: impl Fn(T, T) -> T) -> Self {
+    pub(crate) fn zip_same(&self, other: &Self, f: impl Fn(T, T) -> T + Sync) -> Self {
         debug_assert_eq!(self.shape, other.shape);
         match (&self.data, &other.data) {
             (Buf::One(a), Buf::One(b)) => Tensor::one_of_shape(Shape::from_slice(&self.shape), f(*a, *b)),
             _ => Tensor::from_parts(
                 Shape::from_slice(&self.shape),
-                pool::collect(
-                    self.numel(),
-                    self.data.iter().zip(other.data.iter()).map(|(&a, &b)| f(a, b)),
-                ),
+                kernels::binary(&self.data, &self.shape, &other.data, &other.shape, &self.shape, f),
             ),
         }
     }

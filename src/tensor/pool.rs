@@ -196,6 +196,24 @@ pub(crate) fn alloc<T: Float>(n: usize) -> Vec<T> {
     Vec::with_capacity(n)
 }
 
+/// A buffer of exactly `n` elements whose values are unspecified, for a kernel that writes every
+/// one of them: a reused buffer keeps what it held (no pass over memory to clear it), a new one
+/// is zeroed (lazily, by the system: a fresh large allocation is mapped zero pages).
+pub(crate) fn buffer<T: Float>(n: usize) -> Vec<T> {
+    if n >= MIN_POOLED {
+        let reused = lock().take::<T>(n); // the lock is released at the end of this statement
+        if let Some(mut v) = reused {
+            if v.len() >= n {
+                v.truncate(n);
+            } else {
+                v.resize(n, T::ZERO);
+            }
+            return v;
+        }
+    }
+    vec![T::ZERO; n]
+}
+
 /// Gives a buffer back (kept if large enough and it fits the bounds; freed otherwise).
 pub(crate) fn recycle<T: Float>(v: Vec<T>) {
     if v.capacity() < MIN_POOLED || v.capacity() * size_of::<T>() > MAX_BYTES {
@@ -204,13 +222,6 @@ pub(crate) fn recycle<T: Float>(v: Vec<T>) {
     if let Some(f) = Free::wrap(v) {
         lock().put(f);
     }
-}
-
-/// `n` elements from an iterator, in a (possibly pooled) buffer.
-pub(crate) fn collect<T: Float>(n: usize, it: impl Iterator<Item = T>) -> Vec<T> {
-    let mut v = alloc(n);
-    v.extend(it);
-    v
 }
 
 /// `n` copies of `x`, in a (possibly pooled) buffer.

@@ -3,6 +3,7 @@
 
 use crate::core::float::{Float, Slice, SliceMut};
 use crate::core::shape::{broadcast_strides, numel};
+use crate::tensor::parallel;
 use smallvec::SmallVec;
 
 /// Checks that strided gemm operands stay inside their buffers (panics otherwise). The arithmetic
@@ -59,7 +60,28 @@ pub(crate) fn matmul<T: Float>(
     // The caller checked the output shape; checked anyway so that a mistake there cannot wrap.
     let mn = m.checked_mul(n).expect("matmul: output size overflows");
     let len = nb.checked_mul(mn).expect("matmul: output size overflows");
-    let mut out = crate::tensor::pool::filled(len, T::ZERO);
+    let mut out = crate::tensor::pool::buffer(len);
+    if mn == 0 {
+        return out;
+    }
+    let work = nb.saturating_mul(mn).saturating_mul(k) / GEMM_WORK_PER_ELEMENT;
+    if nb > 1 && parallel::would_split(work) {
+        // Many products: one task per chunk of whole output matrices.
+        let a_batch = &a_shape[..a_shape.len() - 2];
+        let b_batch = &b_shape[..b_shape.len() - 2];
+        let (sa, sb) = (broadcast_strides(a_batch, batch), broadcast_strides(b_batch, batch));
+        let (asz, bsz) = (ra * ca, rb * cb);
+        let per = (GEMM_CHUNK_WORK / (mn * k.max(1))).max(1);
+        parallel::chunks_mut(&mut out, per * mn, work, |i, c| {
+            for (j, c_m) in c.chunks_exact_mut(mn).enumerate() {
+                let (ia, ib) = batch_offsets(i * per + j, batch, &sa, &sb);
+                let a_m = &a[ia * asz..ia * asz + asz];
+                let b_m = &b[ib * bsz..ib * bsz + bsz];
+                gemm(m, k, n, a_m, rsa, csa, b_m, rsb, csb, c_m);
+            }
+        });
+        return out;
+    }
     let a_batch = &a_shape[..a_shape.len() - 2];
     let b_batch = &b_shape[..b_shape.len() - 2];
     let sa = broadcast_strides(a_batch, batch);
@@ -72,7 +94,7 @@ pub(crate) fn matmul<T: Float>(
         let a_m = &a[off[0] * asz..off[0] * asz + asz];
         let b_m = &b[off[1] * bsz..off[1] * bsz + bsz];
         let c_m = &mut out[bi * mn..(bi + 1) * mn];
-        gemm(m, k, n, a_m, rsa, csa, b_m, rsb, csb, c_m);
+        gemm_rows(m, k, n, a_m, rsa, csa, b_m, rsb, csb, c_m);
         bi += 1;
         // Advance the batch odometer.
         for ax in (0..batch.len()).rev() {
@@ -88,6 +110,55 @@ pub(crate) fn matmul<T: Float>(
         }
     }
     out
+}
+
+/// Multiply-adds that count as one element of work when deciding whether a product splits across
+/// threads ([`parallel::min_parallel_elements`] counts elements).
+const GEMM_WORK_PER_ELEMENT: usize = 16;
+/// About this many multiply-adds per task of a batch of products.
+const GEMM_CHUNK_WORK: usize = 1 << 21;
+
+/// The batch operands' matrix indices for output matrix `bi` (leading axes broadcast).
+fn batch_offsets(mut bi: usize, batch: &[usize], sa: &[usize], sb: &[usize]) -> (usize, usize) {
+    let (mut ia, mut ib) = (0, 0);
+    for ax in (0..batch.len()).rev() {
+        let i = bi % batch[ax];
+        bi /= batch[ax];
+        ia += i * sa[ax];
+        ib += i * sb[ax];
+    }
+    (ia, ib)
+}
+
+/// [`gemm`], its output rows split across threads when the product is large. Each task
+/// multiplies a band of rows of `op(A)` by all of `op(B)`, so every element of `C` is the same
+/// dot product, accumulated in the same order, whatever the split and the thread count.
+#[allow(clippy::too_many_arguments)]
+fn gemm_rows<T: Float>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[T],
+    rsa: isize,
+    csa: isize,
+    b: &[T],
+    rsb: isize,
+    csb: isize,
+    c: &mut [T],
+) {
+    // Bands of a multiple of 16 rows (whole register tiles), at least 64, about m / 8.
+    let rows = m.div_ceil(8).div_ceil(16).max(4) * 16;
+    let work = m.saturating_mul(n).saturating_mul(k) / GEMM_WORK_PER_ELEMENT;
+    if m <= rows || n == 0 || !parallel::would_split(work) {
+        return gemm(m, k, n, a, rsa, csa, b, rsb, csb, c);
+    }
+    parallel::chunks_mut(c, rows * n, work, |i, band| {
+        let r0 = i * rows;
+        let mb = band.len() / n;
+        // Row r0 of op(A) starts at r0 · rsa; the band's view ends inside `a` (checked in gemm).
+        let start = r0 * rsa as usize;
+        gemm(mb, k, n, &a[start..], rsa, csa, b, rsb, csb, band);
+    });
 }
 
 /// `C ← op(A)·op(B)` for strided `m×k` and `k×n` views and a contiguous row-major `m×n` `C`

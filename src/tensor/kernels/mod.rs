@@ -7,6 +7,7 @@
 
 use crate::core::float::{Float, SliceMut};
 use crate::core::shape::{Shape, broadcast_strides, numel, strides};
+use crate::tensor::parallel;
 use smallvec::SmallVec;
 
 pub(crate) mod gemm;
@@ -77,35 +78,107 @@ pub(crate) fn for_each_run<const K: usize>(
     }
 }
 
+/// Output elements per chunk of an elementwise kernel (whole leading-axis rows are kept together
+/// when an operand broadcasts). Chunks only decide which thread writes which elements, never a
+/// value, so this is free to tune.
+const ELEM_CHUNK: usize = 1 << 14;
+
+/// An operand of an elementwise kernel: its elements and its shape (broadcast to the output's).
+type Arg<'a, T> = (&'a [T], &'a [usize]);
+
 /// `out[i] = f([a₀[i], a₁[i], …])` with every operand broadcast to `out_shape`: the one loop an
 /// elementwise expression (a forward, or a rule on values) runs as. Operands already of the
 /// output's shape are read straight through; broadcast ones through stride-0 walks, never
 /// materialised in full (a run of a broadcast operand is splatted into a short buffer, so the
-/// inner loop always reads unit-stride slices and vectorises).
+/// inner loop always reads unit-stride slices and vectorises). Large outputs are written in
+/// chunks across threads ([`super::parallel`]); every element is computed the same way whichever
+/// thread writes it.
 pub(crate) fn map_n<T: Float, const N: usize>(
-    args: [(&[T], &[usize]); N],
+    args: [Arg<'_, T>; N],
     out_shape: &[usize],
-    f: impl Fn([T; N]) -> T,
+    f: impl Fn([T; N]) -> T + Sync,
 ) -> Vec<T> {
     let n = numel(out_shape);
+    let mut out = crate::tensor::pool::buffer(n);
     if args.iter().all(|(_, s)| *s == out_shape) {
-        let mut out = crate::tensor::pool::alloc(n);
-        extend_contiguous(&mut out, std::array::from_fn(|k| &args[k].0[..n]), &f);
+        parallel::chunks_mut(&mut out, ELEM_CHUNK, n * (N + 1), |i, c| {
+            let s = i * ELEM_CHUNK;
+            write_contiguous(c, std::array::from_fn(|k| &args[k].0[s..s + c.len()]), &f);
+        });
         return out;
     }
+    split_leading(&mut out, args, out_shape, |o, a, s| broadcast_into(o, a, s, &f));
+    out
+}
+
+/// Runs `serial(out_chunk, operands, shape)` on chunks of whole rows of the output's first axis
+/// (in parallel when the output is large), each with its operands cut to those rows: an operand
+/// that broadcasts along the first axis is passed whole, with extent 1 there.
+fn split_leading<T: Float, const N: usize>(
+    out: &mut [T],
+    args: [Arg<'_, T>; N],
+    out_shape: &[usize],
+    serial: impl Fn(&mut [T], [Arg<'_, T>; N], &[usize]) + Sync,
+) {
+    let n = out.len();
+    if out_shape.is_empty() || out_shape[0] <= 1 || !parallel::would_split(n) {
+        serial(out, args, out_shape);
+        return;
+    }
+    let rank = out_shape.len();
+    // Operand shapes aligned to the output's rank (leading 1s), and the elements per first-axis row.
+    let padded: [Shape; N] = std::array::from_fn(|k| {
+        let s = args[k].1;
+        let mut p: Shape = std::iter::repeat_n(1, rank - s.len()).collect();
+        p.extend_from_slice(s);
+        p
+    });
+    let row_len: [usize; N] = std::array::from_fn(|k| numel(&padded[k][1..]));
+    let inner = n / out_shape[0];
+    let rows = (ELEM_CHUNK / inner.max(1)).max(1);
+    parallel::chunks_mut(out, rows * inner, n * (N + 1), |i, c| {
+        let (r0, nr) = (i * rows, c.len() / inner);
+        let mut sub_out: Shape = Shape::from_slice(out_shape);
+        sub_out[0] = nr;
+        let shapes: [Shape; N] = std::array::from_fn(|k| {
+            let mut s = padded[k].clone();
+            if s[0] != 1 {
+                s[0] = nr;
+            }
+            s
+        });
+        let sub: [Arg<'_, T>; N] = std::array::from_fn(|k| {
+            let d = if padded[k][0] == 1 {
+                args[k].0
+            } else {
+                &args[k].0[r0 * row_len[k]..(r0 + nr) * row_len[k]]
+            };
+            (d, &shapes[k][..])
+        });
+        serial(c, sub, &sub_out);
+    });
+}
+
+/// The serial broadcasting loop of [`map_n`], writing all of `out`.
+fn broadcast_into<T: Float, const N: usize>(
+    out: &mut [T],
+    args: [Arg<'_, T>; N],
+    out_shape: &[usize],
+    f: &impl Fn([T; N]) -> T,
+) {
     if N == 2 {
         // Two operands: the binary kernel's row-broadcast loops (no splat buffers; short rows
         // pay nothing per run).
-        return binary(args[0].0, args[0].1, args[1].0, args[1].1, out_shape, |a, b| {
+        return binary_into(out, args[0], args[1], out_shape, |a, b| {
             f(std::array::from_fn(|k| [a, b][k]))
         });
     }
-    let mut out = crate::tensor::pool::alloc(n);
     let strides: [SmallVec<[usize; 4]>; N] = std::array::from_fn(|k| broadcast_strides(args[k].1, out_shape));
     let st: [&[usize]; N] = std::array::from_fn(|k| &strides[k][..]);
     /// Elements per chunk of a run: splat and gather buffers stay in L1.
     const CHUNK: usize = 256;
     let mut bufs: [Vec<T>; N] = std::array::from_fn(|_| Vec::new());
+    let mut pos = 0;
     for_each_run(out_shape, st, |offs: [usize; N], len, inner: [usize; N]| {
         let mut done = 0;
         while done < len {
@@ -130,38 +203,39 @@ pub(crate) fn map_n<T: Float, const N: usize>(
                     &bufs[k][..m]
                 }
             });
-            extend_contiguous(&mut out, slices, &f);
+            write_contiguous(&mut out[pos..pos + m], slices, f);
+            pos += m;
             done += m;
         }
     });
-    debug_assert_eq!(out.len(), n);
-    out
+    debug_assert_eq!(pos, out.len());
 }
 
-/// Appends `f` of the operands' elements, all slices of one length, zipped (so the loop has no
-/// bounds checks and vectorises: up to four operands are zipped explicitly).
+/// Writes `f` of the operands' elements, all slices of `out`'s length, zipped (so the loop has
+/// no bounds checks and vectorises: up to four operands are zipped explicitly).
 #[inline(always)]
-fn extend_contiguous<T: Float, const N: usize>(out: &mut Vec<T>, d: [&[T]; N], f: &impl Fn([T; N]) -> T) {
+fn write_contiguous<T: Float, const N: usize>(out: &mut [T], d: [&[T]; N], f: &impl Fn([T; N]) -> T) {
     match d.as_slice() {
-        [a] => out.extend(a.iter().map(|&x| f(std::array::from_fn(|_| x)))),
-        [a, b] => out.extend(a.iter().zip(*b).map(|(&x, &y)| f(std::array::from_fn(|k| [x, y][k])))),
-        [a, b, c] => out.extend(
-            a.iter()
-                .zip(*b)
-                .zip(*c)
-                .map(|((&x, &y), &z)| f(std::array::from_fn(|k| [x, y, z][k]))),
-        ),
-        [a, b, c, e] => out.extend(
-            a.iter()
-                .zip(*b)
-                .zip(*c)
-                .zip(*e)
-                .map(|(((&x, &y), &z), &w)| f(std::array::from_fn(|k| [x, y, z, w][k]))),
-        ),
-        _ => {
-            let n = d[0].len();
-            out.extend((0..n).map(|i| f(std::array::from_fn(|k| d[k][i]))));
-        }
+        [a] => out
+            .iter_mut()
+            .zip(*a)
+            .for_each(|(o, &x)| *o = f(std::array::from_fn(|_| x))),
+        [a, b] => out
+            .iter_mut()
+            .zip(a.iter().zip(*b))
+            .for_each(|(o, (&x, &y))| *o = f(std::array::from_fn(|k| [x, y][k]))),
+        [a, b, c] => out
+            .iter_mut()
+            .zip(a.iter().zip(*b).zip(*c))
+            .for_each(|(o, ((&x, &y), &z))| *o = f(std::array::from_fn(|k| [x, y, z][k]))),
+        [a, b, c, e] => out
+            .iter_mut()
+            .zip(a.iter().zip(*b).zip(*c).zip(*e))
+            .for_each(|(o, (((&x, &y), &z), &w))| *o = f(std::array::from_fn(|k| [x, y, z, w][k]))),
+        _ => out
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, o)| *o = f(std::array::from_fn(|k| d[k][i]))),
     }
 }
 
@@ -172,58 +246,159 @@ pub(crate) fn binary<T: Float>(
     b: &[T],
     b_shape: &[usize],
     out_shape: &[usize],
-    f: impl Fn(T, T) -> T,
+    f: impl Fn(T, T) -> T + Sync,
 ) -> Vec<T> {
-    let n = numel(out_shape);
+    map_n([(a, a_shape), (b, b_shape)], out_shape, |[x, y]| f(x, y))
+}
+
+/// The serial loop of [`binary`], writing all of `out`.
+fn binary_into<T: Float>(
+    out: &mut [T],
+    (a, a_shape): Arg<'_, T>,
+    (b, b_shape): Arg<'_, T>,
+    out_shape: &[usize],
+    f: impl Fn(T, T) -> T,
+) {
     if a_shape == b_shape {
-        return crate::tensor::pool::collect(n, a.iter().zip(b).map(|(&x, &y)| f(x, y)));
+        out.iter_mut()
+            .zip(a.iter().zip(b))
+            .for_each(|(o, (&x, &y))| *o = f(x, y));
+        return;
     }
     if b.len() == 1 && a_shape == out_shape {
         let y = b[0];
-        return crate::tensor::pool::collect(n, a.iter().map(|&x| f(x, y)));
+        out.iter_mut().zip(a).for_each(|(o, &x)| *o = f(x, y));
+        return;
     }
     if a.len() == 1 && b_shape == out_shape {
         let x = a[0];
-        return crate::tensor::pool::collect(n, b.iter().map(|&y| f(x, y)));
+        out.iter_mut().zip(b).for_each(|(o, &y)| *o = f(x, y));
+        return;
     }
-    let mut out = crate::tensor::pool::alloc(n);
     let sa = broadcast_strides(a_shape, out_shape);
     let sb = broadcast_strides(b_shape, out_shape);
-    for_each_run(out_shape, [&sa, &sb], |[oa, ob], len, [ia, ib]| match (ia, ib) {
-        (1, 1) => out.extend(a[oa..oa + len].iter().zip(&b[ob..ob + len]).map(|(&x, &y)| f(x, y))),
-        (1, 0) => {
-            let y = b[ob];
-            out.extend(a[oa..oa + len].iter().map(|&x| f(x, y)));
+    let mut pos = 0;
+    for_each_run(out_shape, [&sa, &sb], |[oa, ob], len, [ia, ib]| {
+        let o = &mut out[pos..pos + len];
+        pos += len;
+        match (ia, ib) {
+            (1, 1) => o
+                .iter_mut()
+                .zip(a[oa..oa + len].iter().zip(&b[ob..ob + len]))
+                .for_each(|(o, (&x, &y))| *o = f(x, y)),
+            (1, 0) => {
+                let y = b[ob];
+                o.iter_mut().zip(&a[oa..oa + len]).for_each(|(o, &x)| *o = f(x, y));
+            }
+            (0, 1) => {
+                let x = a[oa];
+                o.iter_mut().zip(&b[ob..ob + len]).for_each(|(o, &y)| *o = f(x, y));
+            }
+            _ => o
+                .iter_mut()
+                .enumerate()
+                .for_each(|(j, o)| *o = f(a[oa + j * ia], b[ob + j * ib])),
         }
-        (0, 1) => {
-            let x = a[oa];
-            out.extend(b[ob..ob + len].iter().map(|&y| f(x, y)));
-        }
-        _ => out.extend((0..len).map(|j| f(a[oa + j * ia], b[ob + j * ib]))),
     });
-    debug_assert_eq!(out.len(), n);
+    debug_assert_eq!(pos, out.len());
+}
+
+/// `f` applied to every element of `a`, in chunks across threads when large.
+pub(crate) fn map<T: Float>(a: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
+    let mut out = crate::tensor::pool::buffer(a.len());
+    parallel::chunks_mut(&mut out, ELEM_CHUNK, 2 * a.len(), |i, c| {
+        let s = i * ELEM_CHUNK;
+        let src = &a[s..s + c.len()];
+        c.iter_mut().zip(src).for_each(|(o, &x)| *o = f(x));
+    });
     out
+}
+
+/// A copy of `a` with the slice kernel `f` applied in place, chunk by chunk (`f` must treat
+/// elements independently, as the vectorised `exp`/`ln` do).
+pub(crate) fn map_slices<T: Float>(a: &[T], f: impl Fn(&mut [T]) + Sync) -> Vec<T> {
+    let mut out = crate::tensor::pool::buffer(a.len());
+    parallel::chunks_mut(&mut out, ELEM_CHUNK, 2 * a.len(), |i, c| {
+        let s = i * ELEM_CHUNK;
+        c.copy_from_slice(&a[s..s + c.len()]);
+        f(c);
+    });
+    out
+}
+
+/// `out += a` elementwise (same lengths), in chunks across threads when large.
+pub(crate) fn add_assign<T: Float>(out: &mut [T], a: &[T]) {
+    let n = out.len();
+    parallel::chunks_mut(out, ELEM_CHUNK, 2 * n, |i, c| {
+        let s = i * ELEM_CHUNK;
+        let src = &a[s..s + c.len()];
+        c.iter_mut().zip(src).for_each(|(o, &x)| *o += x);
+    });
 }
 
 /// Materialises `a` (shape `from`) broadcast to `to`.
 pub(crate) fn broadcast_to<T: Float>(a: &[T], from: &[usize], to: &[usize]) -> Vec<T> {
-    let mut out = crate::tensor::pool::alloc(numel(to));
-    let sa = broadcast_strides(from, to);
-    for_each_run(to, [&sa], |[oa], len, [ia]| {
-        if ia == 1 {
-            out.extend_from_slice(&a[oa..oa + len]);
-        } else if ia == 0 {
-            out.extend(std::iter::repeat_n(a[oa], len));
-        } else {
-            out.extend((0..len).map(|j| a[oa + j * ia]));
-        }
+    let mut out = crate::tensor::pool::buffer(numel(to));
+    split_leading(&mut out, [(a, from)], to, |out, [(a, from)], to| {
+        let sa = broadcast_strides(from, to);
+        let mut pos = 0;
+        for_each_run(to, [&sa], |[oa], len, [ia]| {
+            let o = &mut out[pos..pos + len];
+            pos += len;
+            if ia == 1 {
+                o.copy_from_slice(&a[oa..oa + len]);
+            } else if ia == 0 {
+                o.fill(a[oa]);
+            } else {
+                o.iter_mut().enumerate().for_each(|(j, o)| *o = a[oa + j * ia]);
+            }
+        });
     });
     out
 }
 
 /// Sums `a` (shape `from`) down to shape `to`, the inverse of broadcasting `to` up to `from`.
+///
+/// Split across threads in two cases, each output element summed in the same order either way:
+/// when the first axis is kept (chunks of its rows), and when only leading axes are summed away
+/// (a bias gradient: chunks of the output's elements, each summing down the rows in order).
 pub(crate) fn sum_to<T: Float>(a: &[T], from: &[usize], to: &[usize]) -> Vec<T> {
-    let mut out = crate::tensor::pool::filled(numel(to), T::ZERO);
+    let n_out = numel(to);
+    if n_out == 1 {
+        return vec![sum_slice(a)];
+    }
+    let mut out = crate::tensor::pool::buffer(n_out);
+    let rank = from.len();
+    let mut padded: Shape = std::iter::repeat_n(1, rank - to.len()).collect();
+    padded.extend_from_slice(to);
+    // Leading axes summed away, and whether the rest is kept whole. (The choice of loop depends
+    // on the shapes only, never on the thread count: the two loops may round differently.)
+    let lead = padded.iter().take_while(|&&t| t == 1).count();
+    if lead > 0 && padded[lead..] == from[lead..] {
+        let rows = numel(&from[..lead]);
+        if rows == 0 {
+            out.fill(T::ZERO);
+            return out;
+        }
+        parallel::chunks_mut(&mut out, ELEM_CHUNK, a.len(), |i, c| {
+            let s = i * ELEM_CHUNK;
+            c.copy_from_slice(&a[s..s + c.len()]);
+            for r in 1..rows {
+                let src = &a[r * n_out + s..r * n_out + s + c.len()];
+                c.iter_mut().zip(src).for_each(|(o, &x)| *o += x);
+            }
+        });
+        return out;
+    }
+    split_leading(&mut out, [(a, from)], &padded, |out, [(a, from)], to| {
+        sum_to_into(out, a, from, to)
+    });
+    out
+}
+
+/// The serial loop of [`sum_to`] (`to` has `from`'s rank), writing all of `out`.
+fn sum_to_into<T: Float>(out: &mut [T], a: &[T], from: &[usize], to: &[usize]) {
+    out.fill(T::ZERO);
     // Walk the input contiguously; the output is read with broadcast (0) strides.
     let so = broadcast_strides(to, from);
     let si = strides(from);
@@ -241,7 +416,6 @@ pub(crate) fn sum_to<T: Float>(a: &[T], from: &[usize], to: &[usize]) -> Vec<T> 
             }
         }
     });
-    out
 }
 
 /// Copies `a` (shape `shape`) into the layout of its axes permuted by `perm`.

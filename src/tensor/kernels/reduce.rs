@@ -4,6 +4,7 @@
 
 use crate::core::float::Float;
 use crate::core::shape::numel;
+use crate::tensor::parallel::{self, REDUCE_CHUNK};
 
 /// Lanes of the reductions below: 32 independent accumulators, i.e. several vector registers,
 /// so the loop is bound by load throughput rather than by the latency of one chain of adds.
@@ -21,8 +22,21 @@ fn fold_lanes<T: Float>(mut acc: [T; LANES], op: impl Fn(T, T) -> T) -> T {
     acc[0]
 }
 
-/// Sum of a slice with independent accumulators (so the loop vectorises and pipelines).
+/// Sum of a slice with independent accumulators (so the loop vectorises and pipelines). A slice
+/// longer than [`REDUCE_CHUNK`] is summed in chunks of that many elements (across threads when
+/// large), then the chunks' sums in order: the same additions at any thread count.
 pub(crate) fn sum_slice<T: Float>(x: &[T]) -> T {
+    if x.len() <= REDUCE_CHUNK {
+        return sum_lanes(x);
+    }
+    let parts = parallel::map_collect(x.len().div_ceil(REDUCE_CHUNK), x.len(), |i| {
+        sum_lanes(&x[i * REDUCE_CHUNK..((i + 1) * REDUCE_CHUNK).min(x.len())])
+    });
+    sum_lanes(&parts)
+}
+
+/// [`sum_slice`] of one chunk: 32 lanes, folded pairwise, then the tail.
+fn sum_lanes<T: Float>(x: &[T]) -> T {
     let mut acc = [T::ZERO; LANES];
     let chunks = x.chunks_exact(LANES);
     let rest = chunks.remainder();
@@ -38,8 +52,20 @@ pub(crate) fn sum_slice<T: Float>(x: &[T]) -> T {
     s
 }
 
-/// `Σ a_i b_i` with independent accumulators.
+/// `Σ a_i b_i` with independent accumulators, chunked like [`sum_slice`].
 pub(crate) fn dot<T: Float>(a: &[T], b: &[T]) -> T {
+    if a.len() <= REDUCE_CHUNK {
+        return dot_lanes(a, b);
+    }
+    let parts = parallel::map_collect(a.len().div_ceil(REDUCE_CHUNK), 2 * a.len(), |i| {
+        let r = i * REDUCE_CHUNK..((i + 1) * REDUCE_CHUNK).min(a.len());
+        dot_lanes(&a[r.clone()], &b[r])
+    });
+    sum_lanes(&parts)
+}
+
+/// [`dot`] of one chunk.
+fn dot_lanes<T: Float>(a: &[T], b: &[T]) -> T {
     let mut acc = [T::ZERO; LANES];
     let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
     let (ra, rb) = (ca.remainder(), cb.remainder());
@@ -85,25 +111,46 @@ pub(crate) fn split_axis(shape: &[usize], axis: usize) -> (usize, usize, usize) 
     (numel(&shape[..axis]), shape[axis], numel(&shape[axis + 1..]))
 }
 
-/// Sum over one axis; the result has that axis removed (callers reshape for `keepdim`).
+/// Sum over one axis; the result has that axis removed (callers reshape for `keepdim`). Split
+/// across threads by output elements (each summed in the same order at any thread count).
 pub(crate) fn sum_axis<T: Float>(a: &[T], shape: &[usize], axis: usize) -> Vec<T> {
     let (outer, n, inner) = split_axis(shape, axis);
-    if n == 0 {
+    if n == 0 || outer * inner == 0 {
         return vec![T::ZERO; outer * inner]; // an empty sum is 0
     }
+    let mut out = crate::tensor::pool::buffer(outer * inner);
     if inner == 1 {
-        return a.chunks_exact(n).take(outer).map(sum_slice).collect::<Vec<_>>();
-    }
-    let mut out = crate::tensor::pool::filled(outer * inner, T::ZERO);
-    for o in 0..outer {
-        let dst = &mut out[o * inner..(o + 1) * inner];
-        for j in 0..n {
-            let src = &a[(o * n + j) * inner..(o * n + j + 1) * inner];
-            for (d, &s) in dst.iter_mut().zip(src) {
-                *d += s;
+        let per = (REDUCE_CHUNK / n).max(1);
+        parallel::chunks_mut(&mut out, per, a.len(), |i, c| {
+            for (j, o) in c.iter_mut().enumerate() {
+                let r = i * per + j;
+                *o = sum_slice(&a[r * n..(r + 1) * n]);
             }
-        }
+        });
+        return out;
     }
+    // Chunks of whole `inner` rows of the output when there are several, else of one row.
+    let per = if outer > 1 {
+        (REDUCE_CHUNK / (n * inner)).max(1) * inner
+    } else {
+        REDUCE_CHUNK
+    };
+    parallel::chunks_mut(&mut out, per, a.len(), |i, c| {
+        let start = i * per;
+        let mut done = 0;
+        while done < c.len() {
+            let (o, i0) = ((start + done) / inner, (start + done) % inner);
+            let len = (inner - i0).min(c.len() - done);
+            let dst = &mut c[done..done + len];
+            let base = o * n * inner + i0;
+            dst.copy_from_slice(&a[base..base + len]);
+            for j in 1..n {
+                let src = &a[base + j * inner..base + j * inner + len];
+                dst.iter_mut().zip(src).for_each(|(d, &s)| *d += s);
+            }
+            done += len;
+        }
+    });
     out
 }
 

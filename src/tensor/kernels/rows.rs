@@ -1,64 +1,97 @@
 //! Row kernels of the fused softmax family: each works on contiguous rows of length `n` (the
 //! reduced axis last; [`Tensor::along_axis`](crate::Tensor) moves another axis there and back).
 //! One pass per row where the maths allows: the max, then `exp(x − max)` written straight into
-//! the output with its sum, then one scale.
+//! the output with its sum, then one scale. Rows are independent, so large inputs are cut into
+//! chunks of whole rows across threads ([`crate::tensor::parallel`]); a row's result never
+//! depends on which chunk it is in.
 
 use super::{dot, exp_inplace, max_ignoring_nan, sum_slice};
 use crate::core::float::Float;
+use crate::tensor::parallel;
 
 /// Rows are processed in blocks of about this many elements: the exponentials of a whole block
 /// in one vectorised call (so short rows do not each pay its dispatch), the block still in cache.
 const BLOCK: usize = 2048;
 
+/// Rows per chunk handed to a thread: about this many elements, whole rows.
+const ROW_CHUNK: usize = 1 << 14;
+
+/// Calls `f(first_row, out_chunk)` on chunks of whole rows of `out` (rows of length `n`).
+fn row_chunks<T: Float>(out: &mut [T], n: usize, work: usize, f: impl Fn(usize, &mut [T]) + Sync) {
+    if n == 0 {
+        return;
+    }
+    let rows = (ROW_CHUNK / n).max(1);
+    parallel::chunks_mut(out, rows * n, work, |i, c| f(i * rows, c));
+}
+
 /// `y = softmax(x)` row by row: max, exp(x − max) with the sum, scale by 1/sum.
 ///
 /// A NaN in a row makes that whole row NaN (through the sum), without a separate check.
 pub(crate) fn softmax_rows<T: Float>(x: &[T], n: usize) -> Vec<T> {
-    let mut out = crate::tensor::pool::alloc(x.len());
-    for xb in x.chunks((BLOCK / n).max(1) * n) {
-        let start = out.len();
-        for xr in xb.chunks_exact(n) {
+    let mut out = crate::tensor::pool::buffer(x.len());
+    row_chunks(&mut out, n, 2 * x.len(), |r0, c| {
+        softmax_rows_into(&x[r0 * n..r0 * n + c.len()], n, c)
+    });
+    out
+}
+
+/// [`softmax_rows`] of `x` into `out` (same length).
+fn softmax_rows_into<T: Float>(x: &[T], n: usize, out: &mut [T]) {
+    let block = (BLOCK / n).max(1) * n;
+    for (xb, ob) in x.chunks(block).zip(out.chunks_mut(block)) {
+        for (xr, or) in xb.chunks_exact(n).zip(ob.chunks_exact_mut(n)) {
             let m = max_ignoring_nan(xr);
-            out.extend(xr.iter().map(|&v| v - m));
+            or.iter_mut().zip(xr).for_each(|(o, &v)| *o = v - m);
         }
-        let block = &mut out[start..];
-        exp_inplace(block);
-        for row in block.chunks_exact_mut(n) {
+        exp_inplace(ob);
+        for row in ob.chunks_exact_mut(n) {
             let inv = T::ONE / sum_slice(row);
             row.iter_mut().for_each(|v| *v *= inv);
         }
     }
-    out
 }
 
 /// `dx = y ⊙ (g − Σ g⊙y)` row by row.
 pub(crate) fn softmax_backward_rows<T: Float>(y: &[T], g: &[T], n: usize) -> Vec<T> {
-    let mut out = crate::tensor::pool::alloc(y.len());
-    for (yr, gr) in y.chunks_exact(n).zip(g.chunks_exact(n)) {
-        let s = dot(yr, gr);
-        out.extend(yr.iter().zip(gr).map(|(&y, &g)| y * (g - s)));
-    }
+    let mut out = crate::tensor::pool::buffer(y.len());
+    row_chunks(&mut out, n, 3 * y.len(), |r0, c| {
+        let (yc, gc) = (&y[r0 * n..r0 * n + c.len()], &g[r0 * n..r0 * n + c.len()]);
+        for ((yr, gr), or) in yc.chunks_exact(n).zip(gc.chunks_exact(n)).zip(c.chunks_exact_mut(n)) {
+            let s = dot(yr, gr);
+            or.iter_mut()
+                .zip(yr.iter().zip(gr))
+                .for_each(|(o, (&y, &g))| *o = y * (g - s));
+        }
+    });
     out
 }
 
 /// `x − m − log Σ exp(x − m)` row by row.
 pub(crate) fn log_softmax_rows<T: Float>(x: &[T], n: usize) -> Vec<T> {
-    let mut out = crate::tensor::pool::copy(x);
-    for (row, xr) in out.chunks_exact_mut(n).zip(x.chunks_exact(n)) {
-        let lse = logsumexp(xr, row);
-        row.iter_mut().zip(xr).for_each(|(o, &v)| *o = v - lse);
-    }
+    let mut out = crate::tensor::pool::buffer(x.len());
+    row_chunks(&mut out, n, 2 * x.len(), |r0, c| {
+        let xc = &x[r0 * n..r0 * n + c.len()];
+        for (row, xr) in c.chunks_exact_mut(n).zip(xc.chunks_exact(n)) {
+            let lse = logsumexp(xr, row);
+            row.iter_mut().zip(xr).for_each(|(o, &v)| *o = v - lse);
+        }
+    });
     out
 }
 
 /// `dx = g − exp(out) · Σg` row by row.
 pub(crate) fn log_softmax_backward_rows<T: Float>(out: &[T], g: &[T], n: usize) -> Vec<T> {
-    let mut dx = crate::tensor::pool::copy(out);
-    for (d, gr) in dx.chunks_exact_mut(n).zip(g.chunks_exact(n)) {
-        let s = sum_slice(gr);
-        exp_inplace(d);
-        d.iter_mut().zip(gr).for_each(|(d, &g)| *d = g - *d * s);
-    }
+    let mut dx = crate::tensor::pool::buffer(out.len());
+    row_chunks(&mut dx, n, 3 * out.len(), |r0, c| {
+        let (oc, gc) = (&out[r0 * n..r0 * n + c.len()], &g[r0 * n..r0 * n + c.len()]);
+        c.copy_from_slice(oc);
+        for (d, gr) in c.chunks_exact_mut(n).zip(gc.chunks_exact(n)) {
+            let s = sum_slice(gr);
+            exp_inplace(d);
+            d.iter_mut().zip(gr).for_each(|(d, &g)| *d = g - *d * s);
+        }
+    });
     dx
 }
 
@@ -78,27 +111,49 @@ pub(crate) fn logsumexp<T: Float>(x: &[T], scratch: &mut [T]) -> T {
 /// `dx = (softmax(x)·S − t)·k` row by row for class targets (`t` one-hot at `class[r]`, `S = 1`),
 /// recomputing the softmax from the logits (the cross-entropy op keeps nothing).
 pub(crate) fn cross_entropy_backward_rows<T: Float>(x: &[T], classes: &[usize], k: T, n: usize) -> Vec<T> {
-    let mut out = softmax_rows(x, n);
-    for (row, &c) in out.chunks_exact_mut(n).zip(classes) {
-        row.iter_mut().for_each(|v| *v *= k);
-        row[c] -= k;
-    }
+    let mut out = crate::tensor::pool::buffer(x.len());
+    row_chunks(&mut out, n, 2 * x.len(), |r0, c| {
+        softmax_rows_into(&x[r0 * n..r0 * n + c.len()], n, c);
+        for (row, &cl) in c.chunks_exact_mut(n).zip(&classes[r0..]) {
+            row.iter_mut().for_each(|v| *v *= k);
+            row[cl] -= k;
+        }
+    });
     out
 }
 
 /// `dx = (softmax(x)·Σt − t)·k` row by row for probability targets (rows of `t` need not sum to 1).
 pub(crate) fn cross_entropy_backward_probs_rows<T: Float>(x: &[T], t: &[T], k: T, n: usize) -> Vec<T> {
-    let mut out = softmax_rows(x, n);
-    for (row, tr) in out.chunks_exact_mut(n).zip(t.chunks_exact(n)) {
-        let st = sum_slice(tr);
-        row.iter_mut().zip(tr).for_each(|(p, &t)| *p = (*p * st - t) * k);
-    }
+    let mut out = crate::tensor::pool::buffer(x.len());
+    row_chunks(&mut out, n, 3 * x.len(), |r0, c| {
+        softmax_rows_into(&x[r0 * n..r0 * n + c.len()], n, c);
+        let tc = &t[r0 * n..r0 * n + c.len()];
+        for (row, tr) in c.chunks_exact_mut(n).zip(tc.chunks_exact(n)) {
+            let st = sum_slice(tr);
+            row.iter_mut().zip(tr).for_each(|(p, &t)| *p = (*p * st - t) * k);
+        }
+    });
     out
 }
 
 /// The cross-entropy loss summed over rows: `Σ_r (lse(x_r)·S_r − ⟨t_r, x_r⟩)` (class targets:
-/// `lse(x_r) − x_r[class_r]`), computed stably, rows in blocks (see [`softmax_rows`]).
+/// `lse(x_r) − x_r[class_r]`), computed stably, rows in blocks (see [`softmax_rows`]). Each chunk
+/// of rows sums its own rows; the chunks' sums are added in order, at any thread count.
 pub(crate) fn cross_entropy_total<T: Float>(x: &[T], classes: Option<&[usize]>, t: Option<&[T]>, n: usize) -> T {
+    if n == 0 {
+        return T::ZERO;
+    }
+    let rows = x.len() / n;
+    let per = (ROW_CHUNK / n).max(1);
+    let parts = parallel::map_collect(rows.div_ceil(per), x.len(), |i| {
+        let (r0, r1) = (i * per, ((i + 1) * per).min(rows));
+        cross_entropy_chunk(&x[r0 * n..r1 * n], r0, classes, t, n)
+    });
+    parts.into_iter().fold(T::ZERO, |a, b| a + b)
+}
+
+/// [`cross_entropy_total`] of the rows in `x`, the first being row `row0` of the whole input.
+fn cross_entropy_chunk<T: Float>(x: &[T], row0: usize, classes: Option<&[usize]>, t: Option<&[T]>, n: usize) -> T {
     let rows_per_block = (BLOCK / n).max(1);
     let mut scratch = vec![T::ZERO; rows_per_block * n];
     let mut maxima = vec![T::ZERO; rows_per_block];
@@ -122,7 +177,7 @@ pub(crate) fn cross_entropy_total<T: Float>(x: &[T], classes: Option<&[usize]>, 
             } else {
                 m
             };
-            let row = b * rows_per_block + r;
+            let row = row0 + b * rows_per_block + r;
             total += match (classes, t) {
                 (Some(c), _) => lse - xr[c[row]],
                 (None, Some(t)) => {

@@ -1,0 +1,213 @@
+//! Threads for the kernels: one process-wide [rayon] pool, and a fixed way of cutting work into
+//! chunks so that **results never depend on the number of threads**.
+//!
+//! # How many threads
+//!
+//! [`set_num_threads`] sets the count for the whole process; before it is called, the environment
+//! variable `TAPEGRAD_NUM_THREADS` does (read once, at the first kernel that could split); without
+//! either, every core the process may use ([`std::thread::available_parallelism`]). With 1 thread
+//! there is no pool at all: every kernel runs on the calling thread, as it did before threads.
+//!
+//! # Deterministic at any thread count
+//!
+//! A kernel splits its output into chunks whose boundaries depend only on the shapes (a fixed
+//! number of elements, or of rows), never on the thread count or on scheduling. Every output
+//! element is computed by exactly one chunk, in the same order of operations whatever thread runs
+//! it; a reduction over many chunks ([`sum`](crate::Tensor::sum_all) of a large tensor, say) first
+//! reduces each chunk of [`REDUCE_CHUNK`] elements, then the chunks' partial results in chunk
+//! order, and it does so with 1 thread too. So 1, 2 or 64 threads give bitwise the same values
+//! and gradients (`tests/determinism.rs` checks every registry sample and the benchmark
+//! workloads). The matrix product splits the rows of its output, so each element's dot product
+//! runs the same code in the same order.
+//!
+//! # When a kernel splits
+//!
+//! Only when it has at least [`min_parallel_elements`] elements of output (or of input, for a
+//! reduction) and more than one thread: a task handed to the pool costs a few microseconds, which
+//! a small kernel does not win back. The default comes from measuring the elementwise and row
+//! kernels on this project's benchmark machine (see BENCHMARKS.md); since the split never changes
+//! a result, [`set_min_parallel_elements`] can move it freely (to 0 to split everything, as the
+//! determinism test does).
+//!
+//! [rayon]: https://docs.rs/rayon
+
+use rayon::prelude::*;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// The environment variable read for the thread count when [`set_num_threads`] was not called:
+/// a positive integer, or 0 for every core.
+pub const THREADS_ENV: &str = "TAPEGRAD_NUM_THREADS";
+
+/// Elements per chunk of a reduction that spans many chunks (a fixed number, so that the order of
+/// additions never depends on the thread count).
+pub const REDUCE_CHUNK: usize = 1 << 14;
+
+/// Default for [`min_parallel_elements`]: below this many elements a kernel stays on the calling
+/// thread.
+pub const DEFAULT_MIN_PARALLEL: usize = 1 << 15;
+
+/// 0 = not decided yet (read the environment at first use).
+static THREADS: AtomicUsize = AtomicUsize::new(0);
+static SPLITS: AtomicU64 = AtomicU64::new(0);
+static MIN_PARALLEL: AtomicUsize = AtomicUsize::new(DEFAULT_MIN_PARALLEL);
+/// The pool and the thread count it was built for.
+static POOL: Mutex<Option<(usize, Arc<rayon::ThreadPool>)>> = Mutex::new(None);
+
+fn all_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Sets the number of threads tapegrad's kernels use, for the whole process (0: every core).
+/// 1 runs everything on the calling thread, with no pool. Results are bitwise the same at every
+/// count; only the time changes.
+///
+/// ```
+/// tapegrad::set_num_threads(1);
+/// assert_eq!(tapegrad::num_threads(), 1);
+/// tapegrad::set_num_threads(0); // back to every core
+/// assert!(tapegrad::num_threads() >= 1);
+/// ```
+pub fn set_num_threads(n: usize) {
+    THREADS.store(if n == 0 { all_cores() } else { n }, Ordering::Relaxed);
+}
+
+/// The number of threads the kernels use: set by [`set_num_threads`], else by the environment
+/// variable [`THREADS_ENV`] (`TAPEGRAD_NUM_THREADS`), else every core. An environment value that
+/// is not a number is reported once on standard error and ignored.
+pub fn num_threads() -> usize {
+    match THREADS.load(Ordering::Relaxed) {
+        0 => {
+            let n = from_env(std::env::var(THREADS_ENV).ok().as_deref());
+            // Another thread may have called `set_num_threads` meanwhile: it wins.
+            match THREADS.compare_exchange(0, n, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => n,
+                Err(set) => set,
+            }
+        }
+        n => n,
+    }
+}
+
+/// The thread count an environment value asks for.
+fn from_env(v: Option<&str>) -> usize {
+    match v.map(str::trim) {
+        None | Some("") => all_cores(),
+        Some(s) => match s.parse::<usize>() {
+            Ok(0) => all_cores(),
+            Ok(n) => n,
+            Err(_) => {
+                eprintln!("tapegrad: {THREADS_ENV}={s:?} is not a thread count; using every core");
+                all_cores()
+            }
+        },
+    }
+}
+
+/// The fewest elements a kernel must have to split across threads.
+pub fn min_parallel_elements() -> usize {
+    MIN_PARALLEL.load(Ordering::Relaxed)
+}
+
+/// Sets [`min_parallel_elements`] (for the whole process). Results do not depend on it.
+///
+/// ```
+/// let before = tapegrad::tensor::parallel::min_parallel_elements();
+/// tapegrad::tensor::parallel::set_min_parallel_elements(0); // split every kernel that can
+/// tapegrad::tensor::parallel::set_min_parallel_elements(before);
+/// ```
+pub fn set_min_parallel_elements(n: usize) {
+    MIN_PARALLEL.store(n, Ordering::Relaxed);
+}
+
+/// How many times a kernel has handed work to the pool since the process started (a gauge, for
+/// tests and for checking that a workload is large enough to use the threads).
+pub fn split_count() -> u64 {
+    SPLITS.load(Ordering::Relaxed)
+}
+
+/// The pool to split work of `elements` elements on, or `None` to stay on this thread.
+fn pool_for(elements: usize) -> Option<Arc<rayon::ThreadPool>> {
+    if elements < min_parallel_elements() {
+        return None;
+    }
+    let n = num_threads();
+    if n <= 1 {
+        return None;
+    }
+    let mut slot = POOL.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some((k, p)) = slot.as_ref()
+        && *k == n
+    {
+        return Some(Arc::clone(p));
+    }
+    // A pool that cannot be built (the system refused threads) means working on one thread.
+    let p = Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .thread_name(|i| format!("tapegrad-{i}"))
+            .build()
+            .ok()?,
+    );
+    *slot = Some((n, Arc::clone(&p)));
+    Some(p)
+}
+
+/// True when a kernel with `elements` elements would split across threads now.
+pub(crate) fn would_split(elements: usize) -> bool {
+    elements >= min_parallel_elements() && num_threads() > 1
+}
+
+/// Calls `f(i, chunk)` for the chunks `out.chunks_mut(chunk)` (chunk `i` starts at element
+/// `i · chunk`), on the pool when `work` (elements touched) is large enough. The chunks are the
+/// same whatever the thread count, so as long as `f` writes only its chunk from its inputs the
+/// result is too.
+pub(crate) fn chunks_mut<T: Send>(out: &mut [T], chunk: usize, work: usize, f: impl Fn(usize, &mut [T]) + Sync) {
+    let chunk = chunk.max(1);
+    match pool_for(work) {
+        Some(p) if out.len() > chunk => {
+            SPLITS.fetch_add(1, Ordering::Relaxed);
+            p.install(|| out.par_chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c)))
+        }
+        _ => out.chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c)),
+    }
+}
+
+/// `f(i)` for every `i` in `0..n`, collected in order, on the pool when `work` is large enough
+/// (for per-chunk partial results that are then combined in order).
+pub(crate) fn map_collect<R: Send>(n: usize, work: usize, f: impl Fn(usize) -> R + Sync) -> Vec<R> {
+    match pool_for(work) {
+        Some(p) if n > 1 => {
+            SPLITS.fetch_add(1, Ordering::Relaxed);
+            p.install(|| (0..n).into_par_iter().map(&f).collect())
+        }
+        _ => (0..n).map(f).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_values() {
+        assert_eq!(from_env(Some("3")), 3);
+        assert_eq!(from_env(Some(" 2 ")), 2);
+        assert_eq!(from_env(Some("0")), all_cores());
+        assert_eq!(from_env(None), all_cores());
+        assert_eq!(from_env(Some("lots")), all_cores());
+    }
+
+    #[test]
+    fn chunks_cover_everything_once() {
+        let mut v = vec![0usize; 10_007];
+        chunks_mut(&mut v, 1000, usize::MAX, |i, c| {
+            for (j, x) in c.iter_mut().enumerate() {
+                *x += i * 1000 + j;
+            }
+        });
+        assert!(v.iter().enumerate().all(|(i, &x)| x == i));
+        let parts = map_collect(11, usize::MAX, |i| i * 2);
+        assert_eq!(parts, (0..11).map(|i| i * 2).collect::<Vec<_>>());
+    }
+}
