@@ -176,3 +176,113 @@ fn clamp_with_bad_bounds_is_an_error_naming_clamp_and_the_line() {
         assert!(e.to_string().contains(&format!("{}:{line}", file!())), "{e}");
     }
 }
+
+#[test]
+fn maximum_and_minimum_split_the_gradient_half_and_half_at_ties() {
+    let tape = Tape::<f64>::new();
+    let a = tape.var(t(&[1.0, 2.0, 3.0, 0.0, -0.0]));
+    let b = tape.var(t(&[2.0, 2.0, 0.0, -0.0, 0.0]));
+    let (hi, lo) = (a.maximum(b), a.minimum(b));
+    assert_eq!(hi.value().to_vec(), vec![2.0, 2.0, 3.0, 0.0, -0.0]);
+    assert_eq!(lo.value().to_vec(), vec![1.0, 2.0, 0.0, 0.0, -0.0]);
+    // At a tie the value is `a`'s (the sign of a zero included).
+    assert!(hi.value().data()[4].is_sign_negative() && lo.value().data()[3].is_sign_positive());
+    let g = hi.sum().backward();
+    assert_eq!(g[a].to_vec(), vec![0.0, 0.5, 1.0, 0.5, 0.5]);
+    assert_eq!(g[b].to_vec(), vec![1.0, 0.5, 0.0, 0.5, 0.5]);
+    let g = lo.sum().backward();
+    assert_eq!(g[a].to_vec(), vec![1.0, 0.5, 0.0, 0.5, 0.5]);
+    assert_eq!(g[b].to_vec(), vec![0.0, 0.5, 1.0, 0.5, 0.5]);
+    // The two shares add up to g: max(x, x) = x has gradient exactly 1.
+    let x = tape.var(t(&[0.3, -2.0]));
+    assert_eq!(x.maximum(x).sum().backward()[x].to_vec(), vec![1.0, 1.0]);
+    // Selected: an infinite cotangent gives the losing side 0, not NaN.
+    let inf = f64::INFINITY;
+    assert_eq!(
+        grad_with(&[1.0, 3.0], &[inf, -inf], |x| x.maximum(x.tape().scalar(2.0))),
+        vec![0.0, -inf]
+    );
+    // NaN propagates, and both operands get the gradient there.
+    let (y, g) = value_and_grad(&[f64::NAN, 1.0], |x| x.maximum(x.tape().var(t(&[0.0, f64::NAN]))));
+    assert!(y.iter().all(|v| v.is_nan()));
+    assert_eq!(g, vec![1.0, 1.0]);
+    assert!(Tensor::scalar(f64::NAN).minimum(&Tensor::scalar(1.0)).item().is_nan());
+}
+
+#[test]
+fn pow_at_a_zero_base() {
+    let tape = Tape::<f64>::new();
+    let a = tape.var(t(&[0.0, 0.0, 0.0, 0.0, 4.0]));
+    let e = tape.var(t(&[2.0, 0.5, 0.0, -1.0, 0.5]));
+    let y = a.pow(e);
+    assert_eq!(y.value().to_vec(), vec![0.0, 0.0, 1.0, f64::INFINITY, 2.0]);
+    let g = y.sum().backward();
+    // d/da = e·a^(e−1): 0 for e = 2, ∞ for e = ½ (the true slope), exactly 0 for e = 0.
+    assert_eq!(g[a].to_vec(), vec![0.0, f64::INFINITY, 0.0, f64::NEG_INFINITY, 0.25]);
+    // d/de = aᵉ ln a: 0 at a = 0 for e ≥ 0, not 0·(−∞) = NaN.
+    let ge = g[e].to_vec();
+    assert_eq!(ge[..3], [0.0, 0.0, 0.0]);
+    assert_eq!(ge[3], f64::NEG_INFINITY);
+    assert_eq!(ge[4], 2.0 * 4f64.ln());
+    // A constant exponent needs no gradient: nothing of ln 0 leaks, to any order.
+    let x = tape.var(t(&[0.0, -2.0]));
+    let y = x.pow(tape.constant(t(&[3.0, 2.0]))).sum();
+    let dx = tape.grad_graph(&[y], &[tape.scalar(1.0)], &[x])[0];
+    assert_eq!(dx.value().to_vec(), vec![0.0, -4.0]);
+    assert_eq!(
+        tape.grad(&[dx.sum()], &[Tensor::scalar(1.0)], &[x])[0].to_vec(),
+        vec![0.0, 2.0]
+    );
+    // A negative base: a real value for an integer exponent, NaN otherwise; NaN for d/de.
+    let (y, g) = (
+        t(&[-2.0]).pow(&t(&[3.0])),
+        value_and_grad(&[3.0], |e| e.tape().constant(t(&[-2.0])).pow(e)),
+    );
+    assert_eq!(y.to_vec(), vec![-8.0]);
+    assert!(g.1[0].is_nan());
+    assert!(t(&[-2.0]).pow(&t(&[0.5])).item().is_nan());
+}
+
+#[test]
+fn atan2_quadrants_and_a_zero_gradient_at_the_origin() {
+    use std::f64::consts::{FRAC_PI_2, FRAC_PI_4, PI};
+    let y = t(&[1.0, 1.0, -1.0, 0.0, 0.0, -0.0, 1.0]);
+    let x = t(&[1.0, -1.0, -1.0, -1.0, 0.0, -1.0, 0.0]);
+    let a = y.atan2(&x).to_vec();
+    assert_eq!(
+        a,
+        vec![FRAC_PI_4, 3.0 * FRAC_PI_4, -3.0 * FRAC_PI_4, PI, 0.0, -PI, FRAC_PI_2]
+    );
+    let tape = Tape::<f64>::new();
+    let (vy, vx) = (tape.var(t(&[0.0, 3.0, 0.0])), tape.var(t(&[0.0, 4.0, -2.0])));
+    let g = vy.atan2(vx).sum().backward();
+    assert_eq!(g[vy].to_vec(), vec![0.0, 4.0 / 25.0, -0.5]);
+    assert_eq!(g[vx].to_vec(), vec![0.0, -3.0 / 25.0, 0.0]);
+}
+
+#[test]
+fn binary_functions_name_the_op_and_shapes_when_they_do_not_broadcast() {
+    let tape = Tape::<f64>::new();
+    let (a, b) = (tape.var(Tensor::zeros([2, 3])), tape.var(Tensor::zeros([4])));
+    type F = for<'t> fn(Var<'t, f64>, Var<'t, f64>) -> Var<'t, f64>;
+    let ops: [(&str, F); 4] = [
+        ("maximum", |a, b| a.maximum(b)),
+        ("minimum", |a, b| a.minimum(b)),
+        ("pow", |a, b| a.pow(b)),
+        ("atan2", |a, b| a.atan2(b)),
+    ];
+    for (name, f) in ops {
+        let e = attempt(|| f(a, b)).unwrap_err();
+        let msg = e.to_string();
+        assert_eq!((e.kind(), e.op()), (ErrorKind::Shape, name));
+        assert!(msg.contains("[2, 3]") && msg.contains("[4]"), "{msg}");
+        assert!(msg.contains(&format!("(at {}:", file!())), "{msg}"); // the closure's line
+    }
+    let line = line!() + 1;
+    let e = attempt(|| a.atan2(b)).unwrap_err();
+    assert!(e.to_string().contains(&format!("{}:{line}", file!())), "{e}");
+    let line = line!() + 1;
+    let e = attempt(|| Tensor::<f64>::zeros([2, 3]).pow(&Tensor::zeros([4]))).unwrap_err();
+    assert_eq!(e.op(), "pow");
+    assert!(e.to_string().contains(&format!("{}:{line}", file!())), "{e}");
+}
