@@ -1,18 +1,19 @@
-//! Arithmetic: `add sub mul div neg` with NumPy broadcasting, and the scalar forms
-//! `add_scalar mul_scalar rdiv_scalar`. The operators `+ - * /` and unary `-` on [`Var`] record these:
+//! Arithmetic: `add sub mul div neg` with NumPy broadcasting, the broadcasting functions
+//! `maximum minimum pow atan2`, and the scalar forms `add_scalar mul_scalar rdiv_scalar powf`. The operators `+ - * /` and unary `-` on [`Var`] record these:
 //! `Var ∘ Var` records the broadcasting op, `Var ∘ scalar` and `scalar ∘ Var` the scalar forms
 //! (`x / c` records `x · (1/c)`).
 //!
 //! Broadcasting VJPs sum each gradient back to its input's shape (`sum_to`).
 
 use super::common::{arity, binary_ops, broadcast_zip};
+use super::elementwise::Math;
 use super::reference;
-use super::registry::{Choice, Domain, OpInfo, Registry};
-use super::select::{ByD, MinusHy, MinusHyOverD, OverD};
+use super::registry::{Choice, Domain, OpInfo, Reference, Registry, Sample};
+use super::select::{ByD, Logic, MinusHy, MinusHyOverD, OverD};
 use crate::autodiff::rule::{Binary, Elem, Pointwise, Unary, Value};
 use crate::autodiff::rule::{Cotangents, Op, VjpCtx};
 use crate::autodiff::tape::{OpRef, Var};
-use crate::core::error::Result;
+use crate::core::error::{Result, fail};
 use crate::core::float::Float;
 use crate::tensor::Tensor;
 use crate::{recipe, sample};
@@ -40,6 +41,228 @@ binary_ops! {
             V::pointwise(&OverD, [g, b]).sum_to_like(a),
             V::pointwise(&OverD, [&V::pointwise(&MinusHy, [g, y]).sum_to_like(b), b])
         ];
+}
+
+binary_ops! {
+    /// `max(a, b)` elementwise, broadcasting; NaN when either is NaN (see [`Var::maximum`]).
+    MaximumOp "maximum", |a, b| if a.is_nan() || b.is_nan() { a + b } else if a < b { b } else { a },
+        rule |cx, g, a, b, y| [
+            V::pointwise(&Share::<true>, [g, a, b]).sum_to_like(a),
+            V::pointwise(&Share::<true>, [g, b, a]).sum_to_like(b)
+        ];
+    /// `min(a, b)` elementwise, broadcasting; NaN when either is NaN (see [`Var::minimum`]).
+    MinimumOp "minimum", |a, b| if a.is_nan() || b.is_nan() { a + b } else if b < a { b } else { a },
+        rule |cx, g, a, b, y| [
+            V::pointwise(&Share::<false>, [g, a, b]).sum_to_like(a),
+            V::pointwise(&Share::<false>, [g, b, a]).sum_to_like(b)
+        ];
+    /// `aᵇ` elementwise, broadcasting, with a tensor exponent (see [`Var::pow`]).
+    PowOp "pow", |a, b| a.powf(b),
+        rule |cx, g, a, b, y| [
+            V::pointwise(&PowBase, [g, a, b]).sum_to_like(a),
+            V::pointwise(&PowExponent, [g, a, b, y]).sum_to_like(b)
+        ];
+    /// `atan2(y, x)` elementwise, broadcasting: the angle of the point `(x, y)` (see
+    /// [`Var::atan2`]).
+    Atan2Op "atan2", |y, x| y.atan2(x),
+        rule |cx, g, y, x, out| [
+            V::pointwise(&Atan2Y, [g, y, x]).sum_to_like(y),
+            V::pointwise(&Atan2X, [g, y, x]).sum_to_like(x)
+        ];
+}
+
+/// The share of `g` that operand `p` of `maximum(p, q)` (`MAX`) or `minimum(p, q)` receives:
+/// `g` where `p` wins, nothing where it loses (selected, so an infinite `g` gives 0, not NaN),
+/// `g/2` at a tie. Where `p` or `q` is NaN neither wins nor loses: `g` (as PyTorch's).
+struct Share<const MAX: bool>;
+impl<T: Float, const MAX: bool> Pointwise<T, 3> for Share<MAX> {
+    #[inline(always)]
+    fn eval<E: Elem<T>>(&self, [g, p, q]: [E; 3]) -> E {
+        let loses = if MAX { p.lt(q) } else { p.gt(q) };
+        loses.select(g.lit(T::ZERO), p.eq(q).select(g * T::from_f64(0.5), g))
+    }
+}
+
+/// The gradient of `aᵇ` for `a`: `g · b · aᵇ⁻¹`, with strong zeros (exactly 0 where `g` or `b`
+/// is 0, even when `aᵇ⁻¹` is infinite, as `0⁻¹` is).
+struct PowBase;
+impl<T: Float> Pointwise<T, 3> for PowBase {
+    #[inline(always)]
+    fn eval<E: Elem<T>>(&self, [g, a, b]: [E; 3]) -> E {
+        g.chain_mul(b).chain_mul(a.map2(b - T::ONE, &PowOp))
+    }
+}
+
+/// The gradient of `y = aᵇ` for `b`: `g · y · ln a` (strong zero in `g`), and exactly 0 where
+/// `a = 0` and `b ≥ 0` (the limit of `aᵇ ln a` as `a → 0⁺` for `b > 0`; PyTorch's convention at
+/// `b = 0` too), selected so the `−∞` of `ln 0` never reaches the gradient.
+struct PowExponent;
+impl<T: Float> Pointwise<T, 4> for PowExponent {
+    #[inline(always)]
+    fn eval<E: Elem<T>>(&self, [g, a, b, y]: [E; 4]) -> E {
+        let full = g.chain_mul(y * a.log());
+        let zero = g.lit(T::ZERO);
+        a.eq(a.lit(T::ZERO))
+            .select(b.ge(b.lit(T::ZERO)).select(zero, full), full)
+    }
+}
+
+/// The gradient of `atan2(y, x)` for `y`: `g · x / (x² + y²)`, with strong zeros (so 0 at the
+/// origin, where `x² + y² = 0`).
+struct Atan2Y;
+impl<T: Float> Pointwise<T, 3> for Atan2Y {
+    #[inline(always)]
+    fn eval<E: Elem<T>>(&self, [g, y, x]: [E; 3]) -> E {
+        g.chain_mul(x).chain_div(x * x + y * y)
+    }
+}
+
+/// The gradient of `atan2(y, x)` for `x`: `−g · y / (x² + y²)`, with strong zeros (0 at the
+/// origin).
+struct Atan2X;
+impl<T: Float> Pointwise<T, 3> for Atan2X {
+    #[inline(always)]
+    fn eval<E: Elem<T>>(&self, [g, y, x]: [E; 3]) -> E {
+        -g.chain_mul(y).chain_div(x * x + y * y)
+    }
+}
+
+impl<'t, T: Float> Var<'t, T> {
+    /// The larger of `self` and `other` elementwise, broadcasting; NaN where either is NaN (as
+    /// PyTorch's `maximum`, unlike `f64::max`).
+    ///
+    /// **Ties** (`a == b`, `0` and `−0` included): the value is `a`, and the gradient is split,
+    /// **half to each** operand — as PyTorch's — so the two shares always add up to `g` and
+    /// `x.maximum(x)` has gradient exactly 1 (the central difference at a tie is ½ for each, too).
+    /// Elsewhere the larger operand gets `g` and the smaller exactly 0 (selected: an infinite `g`
+    /// gives 0 there, not NaN). Where an operand is NaN both get `g`.
+    ///
+    /// ```
+    /// use tapegrad::{Tape, Tensor};
+    /// let tape = Tape::<f64>::new();
+    /// let a = tape.var(Tensor::from_vec(vec![1.0, 2.0, 3.0], [3]));
+    /// let b = tape.var(Tensor::from_vec(vec![2.0, 2.0, 0.0], [3]));
+    /// let y = a.maximum(b);
+    /// assert_eq!(y.value().to_vec(), vec![2.0, 2.0, 3.0]);
+    /// let g = y.sum().backward();
+    /// assert_eq!((g[a].to_vec(), g[b].to_vec()), (vec![0.0, 0.5, 1.0], vec![1.0, 0.5, 0.0]));
+    /// ```
+    #[track_caller]
+    pub fn maximum(self, other: Var<'t, T>) -> Var<'t, T> {
+        self.tape.op(OpRef::Static(&MaximumOp), &[self, other])
+    }
+
+    /// The smaller of `self` and `other` elementwise, broadcasting; NaN where either is NaN. Ties
+    /// as [`maximum`](Self::maximum)'s: the value is `a`, the gradient **half to each**.
+    ///
+    /// ```
+    /// use tapegrad::{Tape, Tensor};
+    /// let tape = Tape::<f64>::new();
+    /// let a = tape.var(Tensor::from_vec(vec![1.0, 2.0], [2]));
+    /// let b = tape.var(Tensor::scalar(2.0));
+    /// let y = a.minimum(b);
+    /// assert_eq!(y.value().to_vec(), vec![1.0, 2.0]);
+    /// let g = y.sum().backward();
+    /// assert_eq!((g[a].to_vec(), g[b].item()), (vec![1.0, 0.5], 0.5));
+    /// ```
+    #[track_caller]
+    pub fn minimum(self, other: Var<'t, T>) -> Var<'t, T> {
+        self.tape.op(OpRef::Static(&MinimumOp), &[self, other])
+    }
+
+    /// `selfᵉ` elementwise with a tensor exponent, broadcasting (for a constant exponent,
+    /// [`powf`](Self::powf)). The value is `powf`'s: NaN for a negative base and a non-integer
+    /// exponent, `0ᵉ = 0` for `e > 0`, `1` for `e = 0`, `∞` for `e < 0`.
+    ///
+    /// Gradients: `d/da = e·aᵉ⁻¹` with strong zeros (exactly 0 where `e = 0`, even at `a = 0`);
+    /// `d/de = aᵉ ln a`, taken as **exactly 0 at `a = 0` for `e ≥ 0`** (the limit from the right;
+    /// PyTorch's convention), `−∞`-scaled for `e < 0` there, and NaN for a negative base (no real
+    /// logarithm). The exponent's gradient is computed only when the exponent needs one, so a
+    /// constant exponent never leaks a NaN into the base's gradient: `x.pow(2)` at `x = 0` has
+    /// gradient 0.
+    ///
+    /// ```
+    /// use tapegrad::{Tape, Tensor};
+    /// let tape = Tape::<f64>::new();
+    /// let a = tape.var(Tensor::from_vec(vec![0.0, 2.0], [2]));
+    /// let e = tape.var(Tensor::from_vec(vec![2.0, 3.0], [2]));
+    /// let y = a.pow(e);
+    /// assert_eq!(y.value().to_vec(), vec![0.0, 8.0]);
+    /// let g = y.sum().backward();
+    /// assert_eq!(g[a].to_vec(), vec![0.0, 12.0]);
+    /// assert_eq!(g[e].to_vec(), vec![0.0, 8.0 * 2f64.ln()]);
+    /// ```
+    #[track_caller]
+    pub fn pow(self, exponent: Var<'t, T>) -> Var<'t, T> {
+        self.tape.op(OpRef::Static(&PowOp), &[self, exponent])
+    }
+
+    /// `atan2(self, x)` elementwise, broadcasting: the angle of the point `(x, self)` in
+    /// `[−π, π]`, with the signs of zeros as `f64::atan2` (`atan2(±0, −0) = ±π`).
+    ///
+    /// Gradients: `d/dy = x / (x² + y²)`, `d/dx = −y / (x² + y²)`, with strong zeros. At the
+    /// **origin**, where the angle is undefined, both are **exactly 0** (PyTorch gives NaN); on the
+    /// branch cut (`y = ±0`, `x < 0`), where the angle jumps between `π` and `−π`, they are the
+    /// one-sided derivatives (`d/dy = 1/x`).
+    ///
+    /// ```
+    /// use tapegrad::{Tape, Tensor};
+    /// let tape = Tape::<f64>::new();
+    /// let y = tape.var(Tensor::from_vec(vec![1.0, 0.0], [2]));
+    /// let x = tape.var(Tensor::from_vec(vec![1.0, 0.0], [2]));
+    /// let a = y.atan2(x);
+    /// assert_eq!(a.value().to_vec(), vec![std::f64::consts::FRAC_PI_4, 0.0]);
+    /// let g = a.sum().backward();
+    /// assert_eq!((g[y].to_vec(), g[x].to_vec()), (vec![0.5, 0.0], vec![-0.5, 0.0]));
+    /// ```
+    #[track_caller]
+    pub fn atan2(self, x: Var<'t, T>) -> Var<'t, T> {
+        self.tape.op(OpRef::Static(&Atan2Op), &[self, x])
+    }
+}
+
+/// The broadcasting binary functions on plain tensors: the op's own forward, with no tape.
+impl<T: Float> Tensor<T> {
+    /// [`Var::maximum`] on plain tensors: the larger elementwise, broadcasting, NaN where either
+    /// is NaN; `self`'s element at a tie. Panics with a shape error naming `maximum`, the shapes
+    /// and your line when they do not broadcast ([`attempt`](crate::attempt) returns it).
+    ///
+    /// ```
+    /// use tapegrad::Tensor;
+    /// let a = Tensor::from_vec(vec![1.0, 5.0], [2]);
+    /// assert_eq!(a.maximum(&Tensor::scalar(2.0)).to_vec(), vec![2.0, 5.0]);
+    /// ```
+    #[track_caller]
+    pub fn maximum(&self, other: &Tensor<T>) -> Tensor<T> {
+        tensor_binary(&MaximumOp, self, other)
+    }
+
+    /// [`Var::minimum`] on plain tensors (see [`maximum`](Self::maximum)).
+    #[track_caller]
+    pub fn minimum(&self, other: &Tensor<T>) -> Tensor<T> {
+        tensor_binary(&MinimumOp, self, other)
+    }
+
+    /// [`Var::pow`] on plain tensors: `selfᵉ` elementwise, broadcasting (see
+    /// [`maximum`](Self::maximum) for errors).
+    #[track_caller]
+    pub fn pow(&self, exponent: &Tensor<T>) -> Tensor<T> {
+        tensor_binary(&PowOp, self, exponent)
+    }
+
+    /// [`Var::atan2`] on plain tensors: `atan2(self, x)` elementwise, broadcasting (see
+    /// [`maximum`](Self::maximum) for errors).
+    #[track_caller]
+    pub fn atan2(&self, x: &Tensor<T>) -> Tensor<T> {
+        tensor_binary(&Atan2Op, self, x)
+    }
+}
+
+/// Runs a binary op's forward on plain tensors, panicking with its error at the caller's line.
+#[track_caller]
+fn tensor_binary<T: Float, O: Op<T>>(op: &O, a: &Tensor<T>, b: &Tensor<T>) -> Tensor<T> {
+    let here = std::panic::Location::caller();
+    op.forward(&[a, b]).unwrap_or_else(|e| fail(e.at(here)))
 }
 
 /// `−x`.
@@ -119,7 +342,6 @@ impl<T: Float> Unary<T> for PowfOp {
 impl<T: Float> Pointwise<T, 2> for PowfOp {
     #[inline(always)]
     fn eval<E: Elem<T>>(&self, [g, x]: [E; 2]) -> E {
-        use super::select::Logic;
         if self.0 == 0.0 {
             return g.lit(T::ZERO);
         }
@@ -283,6 +505,153 @@ pub(crate) fn register(r: &mut Registry) {
         "a / b elementwise, broadcasting (b > 0 in random programs)",
         Domain::Positive,
         |a, b| a / b
+    );
+    // Inputs for `maximum`/`minimum`: values from a grid with steps of at least 0.4, `b`'s shifted
+    // by 0.2, so every pair is at least 0.15 apart (finite differences never straddle a tie) and
+    // either operand wins somewhere.
+    fn apart(shape: &[usize], seed: usize, shift: f64) -> Tensor<f64> {
+        const GRID: [f64; 8] = [-1.7, -1.1, -0.6, -0.2, 0.3, 0.7, 1.2, 1.6];
+        Tensor::from_fn(shape, |i| GRID[(i * 5 + seed) % GRID.len()] + shift + 0.001 * i as f64)
+    }
+    fn extreme_samples(max: bool) -> Vec<Sample> {
+        let pairs = [
+            ("same [2,3]", apart(&[2, 3], 0, 0.0), apart(&[2, 3], 3, 0.2)),
+            ("broadcast [2,3] by [3]", apart(&[2, 3], 1, 0.0), apart(&[3], 6, 0.2)),
+            (
+                "broadcast [4,1] by [1,3]",
+                apart(&[4, 1], 2, 0.2),
+                apart(&[1, 3], 5, 0.0),
+            ),
+            (
+                "3-D [2,1,3] by [4,1]",
+                apart(&[2, 1, 3], 4, 0.0),
+                apart(&[4, 1], 7, 0.2),
+            ),
+            ("0-d by [3]", Tensor::scalar(0.5), apart(&[3], 1, 0.2)),
+            ("1-element [1] by [1]", t(&[-0.6], &[1]), t(&[0.1], &[1])),
+        ];
+        pairs
+            .into_iter()
+            .map(|(l, a, b)| {
+                if max {
+                    sample!(l, [a, b], |v| v[0].maximum(v[1]))
+                        .with_reference(|x| reference::zip(&x[0], &x[1], |a, b| if a < b { b } else { a }))
+                } else {
+                    sample!(l, [a, b], |v| v[0].minimum(v[1]))
+                        .with_reference(|x| reference::zip(&x[0], &x[1], |a, b| if b < a { b } else { a }))
+                }
+            })
+            .collect()
+    }
+    // Tame: `maximum(tanh(a)/5, tanh(b)/5 + d)` with a constant `d` of ±½ per element of `b`
+    // (signs drawn by the choices), so the operands are at least 0.1 apart everywhere (no tie,
+    // whatever the pool holds, `a` and `b` the same value included) and each wins somewhere;
+    // wild: the bare call on any two values.
+    macro_rules! extreme_recipe {
+        ($m:ident) => {
+            recipe!(|c, v| {
+                let (a, b) = c.pick_broadcastable(v)?;
+                if c.wild() {
+                    return Some(a.$m(b));
+                }
+                let d = Tensor::from_fn(b.shape(), |_| Float::from_f64(if c.flag() { 0.5 } else { -0.5 }));
+                let fifth = Float::from_f64(0.2);
+                let (a, b) = (
+                    a.tanh().mul_scalar(fifth),
+                    b.tanh().mul_scalar(fifth) + b.tape().constant(d),
+                );
+                Some(a.$m(b))
+            })
+        };
+    }
+    r.register(
+        OpInfo::new(
+            "maximum",
+            "max(a, b) elementwise, broadcasting; ties split the gradient",
+            || extreme_samples(true),
+        )
+        .recipe(extreme_recipe!(maximum)),
+    );
+    r.register(
+        OpInfo::new(
+            "minimum",
+            "min(a, b) elementwise, broadcasting; ties split the gradient",
+            || extreme_samples(false),
+        )
+        .recipe(extreme_recipe!(minimum)),
+    );
+    r.register(
+        OpInfo::new(
+            "pow",
+            "aᵇ elementwise with a tensor exponent, broadcasting (a > 0)",
+            || {
+                let pos = |s: &[usize], seed| Domain::Positive.sample(s, seed);
+                let exp = |s: &[usize], seed| Tensor::rand_uniform(s, -2.0, 3.0, seed);
+                let pow: Reference = |x| reference::zip(&x[0], &x[1], f64::powf);
+                let mut samples: Vec<Sample> = [
+                    ("same [2,3]", pos(&[2, 3], 60), exp(&[2, 3], 61)),
+                    ("broadcast [2,3] by [3]", pos(&[2, 3], 62), exp(&[3], 63)),
+                    ("[3] by [2,1] exponents", pos(&[3], 64), exp(&[2, 1], 65)),
+                    ("3-D [2,1,3] by [4,1]", pos(&[2, 1, 3], 66), exp(&[4, 1], 67)),
+                    ("0-d by 0-d", Tensor::scalar(1.7), Tensor::scalar(-0.6)),
+                ]
+                .into_iter()
+                .map(|(l, a, b)| sample!(l, [a, b], |v| v[0].pow(v[1])).with_reference(pow))
+                .collect();
+                // A constant exponent (it needs no gradient) and a base through 0 and below: the
+                // base's gradient stays finite at 0, second order included.
+                samples.push(
+                    sample!(
+                        "[4] with 0, constant exponent 3",
+                        [t(&[0.0, -1.5, 0.8, 2.0], &[4])],
+                        |v| { v[0].pow(v[0].tape().scalar(Float::from_f64(3.0))) }
+                    )
+                    .with_reference(|x| reference::map(&x[0], |a| a.powf(3.0))),
+                );
+                samples
+            },
+        )
+        .domain(Domain::Positive)
+        // Tame: a base mapped to a > 0, an exponent squashed into (−1.5, 2.5); wild: any two
+        // values (negative bases, 0 to a negative power, NaN, ±∞, mismatched shapes).
+        .recipe(recipe!(|c, v| {
+            let (a, b) = c.pick_broadcastable(v)?;
+            if c.wild() {
+                return Some(a.pow(b));
+            }
+            Some(
+                c.into_domain(a, Domain::Positive)
+                    .pow(c.into_domain(b, Domain::Interval(-2.0, 3.0))),
+            )
+        })),
+    );
+    r.register(
+        OpInfo::new("atan2", "atan2(y, x) elementwise, broadcasting", || {
+            let away = |s: &[usize], seed| Domain::AwayFromZero.sample(s, seed);
+            let any = |s: &[usize], seed| Tensor::rand_normal(s, 0.0, 1.0, seed);
+            let atan2: Reference = |x| reference::zip(&x[0], &x[1], f64::atan2);
+            [
+                ("same [2,3]", away(&[2, 3], 70), any(&[2, 3], 71)),
+                ("broadcast [2,3] by [3]", away(&[2, 3], 72), any(&[3], 73)),
+                ("[3] by [2,1]", away(&[3], 74), any(&[2, 1], 75)),
+                ("3-D [2,1,3] by [4,1]", away(&[2, 1, 3], 76), any(&[4, 1], 77)),
+                ("0-d by [1]", Tensor::scalar(-0.4), t(&[-2.0], &[1])),
+            ]
+            .into_iter()
+            .map(|(l, y, x)| sample!(l, [y, x], |v| v[0].atan2(v[1])).with_reference(atan2))
+            .collect()
+        })
+        // The domain is `y`'s: away from 0 keeps the points off the branch cut (`y = 0, x < 0`,
+        // where the angle jumps by 2π) and away from the origin.
+        .domain(Domain::AwayFromZero)
+        // Tame: `y` mapped away from 0, any `x`; wild: any two values.
+        .recipe(recipe!(|c, v| {
+            let (y, x) = c.pick_broadcastable(v)?;
+            if c.wild() {
+                return Some(y.atan2(x));
+            }
+            Some(c.into_domain(y, Domain::AwayFromZero).atan2(x))
+        })),
     );
     r.register(
         OpInfo::new("powf", "xᵖ, constant p (x > 0)", || {

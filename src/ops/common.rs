@@ -2,8 +2,7 @@
 
 use crate::core::error::{Error, Result};
 use crate::core::float::Float;
-use crate::core::shape::{broadcast_extents, fmt_shape};
-use crate::tensor::{Tensor, checked_numel, kernels};
+use crate::tensor::Tensor;
 
 /// Checks the input count of an op.
 pub(crate) fn arity<T: Float>(op: &str, inputs: &[&Tensor<T>], n: usize) -> Result<()> {
@@ -18,32 +17,16 @@ pub(crate) fn arity<T: Float>(op: &str, inputs: &[&Tensor<T>], n: usize) -> Resu
     }
 }
 
-/// Broadcasts two tensors together and applies `f` elementwise; the error names the op and shapes.
+/// Broadcasts two tensors together and applies `f` elementwise; the error names the op and shapes
+/// (the forward of every broadcasting binary op: [`Tensor::try_zip_broadcast`], which the
+/// operators on plain tensors run too).
 pub(crate) fn broadcast_zip<T: Float>(
     op: &str,
     a: &Tensor<T>,
     b: &Tensor<T>,
     f: impl Fn(T, T) -> T + Sync,
 ) -> Result<Tensor<T>> {
-    if a.shape() == b.shape() {
-        return Ok(a.zip_same(b, f));
-    }
-    let out = broadcast_extents(a.shape(), b.shape()).ok_or_else(|| {
-        Error::shape(
-            op,
-            format!(
-                "shapes {} and {} do not broadcast (extents must match or be 1, aligned at the last axis)",
-                fmt_shape(a.shape()),
-                fmt_shape(b.shape())
-            ),
-        )
-    })?;
-    checked_numel::<T>(op, &out)?;
-    if a.numel() == 1 && b.numel() == 1 {
-        return Ok(Tensor::one_of_shape(out, f(a.data()[0], b.data()[0])));
-    }
-    let data = kernels::binary(a.data(), a.shape(), b.data(), b.shape(), &out, f);
-    Ok(Tensor::from_parts(out, data))
+    a.try_zip_broadcast(b, op, f)
 }
 
 /// Resolves an axis (negative counts from the end, as in NumPy) or reports it out of range.

@@ -83,6 +83,8 @@ pub enum Domain {
     AwayFromZero,
     /// The open interval `(lo, hi)`.
     Interval(f64, f64),
+    /// `x > lo` (`acosh`: `x > 1`; `log1p`: `x > −1`).
+    Above(f64),
 }
 
 impl Domain {
@@ -102,6 +104,7 @@ impl Domain {
                 let m = 0.1 * (hi - lo);
                 Tensor::rand_uniform(shape, lo + m, hi - m, seed)
             }
+            Domain::Above(lo) => Tensor::rand_uniform(shape, lo + 0.3, lo + 3.0, seed),
         }
     }
 
@@ -112,6 +115,7 @@ impl Domain {
             Domain::Positive => x > 0.0,
             Domain::AwayFromZero => x.abs() >= 0.2,
             Domain::Interval(lo, hi) => lo < x && x < hi,
+            Domain::Above(lo) => x > lo,
         }
     }
 }
@@ -427,8 +431,9 @@ impl<'a> Choice<'a> {
         Some(if b & 0x80 != 0 { a - ndim as isize } else { a })
     }
 
-    /// `x` mapped smoothly into `domain` (tame), or as it is (wild): `x² + ½` for positive inputs,
-    /// `±(x² + ¼)` away from 0 (the sign a constant drawn here), a sigmoid into an interval.
+    /// `x` mapped smoothly into `domain` (tame), or as it is (wild): `x² + ½` for positive inputs
+    /// (`x² + lo + ½` above `lo`), `±(x² + ¼)` away from 0 (the sign a constant drawn here), a
+    /// sigmoid into an interval.
     pub fn into_domain<'t, T: Float>(&mut self, x: Var<'t, T>, domain: Domain) -> Var<'t, T> {
         if self.wild {
             return x;
@@ -445,6 +450,7 @@ impl<'a> Choice<'a> {
                 let m = 0.1 * (hi - lo);
                 x.sigmoid() * c(hi - lo - 2.0 * m) + c(lo + m)
             }
+            Domain::Above(lo) => x * x + c(lo + 0.5),
         }
     }
 }

@@ -12,6 +12,7 @@
 
 pub(crate) mod axis;
 pub(crate) mod kernels;
+mod math;
 #[cfg(feature = "ndarray")]
 #[cfg_attr(docsrs, doc(cfg(feature = "ndarray")))]
 pub mod ndarray;
