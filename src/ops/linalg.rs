@@ -45,6 +45,23 @@ impl<T: Float> Op<T> for MatMulOp {
     fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, g: &V) -> Result<Cotangents<V>> {
         let (a, b) = (cx.input(0), cx.input(1));
         let mm = |x: &V, y: &V, ta, tb| x.matmul_t(y, ta, tb);
+        let (sa, sb) = (a.shape(), b.shape());
+        if !self.ta && sb.len() == 2 && sa.len() > 2 && cx.needs_grad(1) {
+            // A batch of rows times one matrix (a layer applied to [batch, seq, width]): B's
+            // gradient is one product over all the rows, `A₂ᵀ G₂` with A and G flattened to
+            // matrices — not a product per batch element summed afterwards.
+            let k = sa[sa.len() - 1];
+            let rows: usize = sa[..sa.len() - 1].iter().product();
+            let n = g.shape()[sa.len() - 1];
+            let (a2, g2) = (a.reshape(&[rows, k]), g.reshape(&[rows, n]));
+            let db = if self.tb {
+                mm(&g2, &a2, true, false)
+            } else {
+                mm(&a2, &g2, true, false)
+            };
+            let da = cx.needs_grad(0).then(|| mm(g, b, false, !self.tb).sum_to_like(a));
+            return Ok(cx.grads([da, Some(db)]));
+        }
         let (da, db): (&dyn Fn() -> V, &dyn Fn() -> V) = match (self.ta, self.tb) {
             (false, false) => (&|| mm(g, b, false, true), &|| mm(a, g, true, false)),
             (false, true) => (&|| mm(g, b, false, false), &|| mm(g, a, true, false)),

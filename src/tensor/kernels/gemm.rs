@@ -64,6 +64,12 @@ pub(crate) fn matmul<T: Float>(
     if mn == 0 {
         return out;
     }
+    if !ta && b_shape.len() == 2 && numel(&a_shape[..a_shape.len() - 2]) == nb {
+        // A batch of row blocks times one matrix: the rows of all of A, contiguous, are one
+        // (nb·m)×k matrix, so this is one product — B is packed once, not once per batch element.
+        gemm_rows(nb * m, k, n, a, rsa, csa, b, rsb, csb, &mut out);
+        return out;
+    }
     let work = nb.saturating_mul(mn).saturating_mul(k) / GEMM_WORK_PER_ELEMENT;
     if nb > 1 && parallel::would_split(work) {
         // Many products: one task per chunk of whole output matrices.
