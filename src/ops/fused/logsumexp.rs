@@ -1,7 +1,6 @@
 //! Fused log-sum-exp: `log Σ exp(x)` along an axis in one stable row kernel (shifted by the row's
-//! maximum), with the closed-form VJP `g · softmax(x) = g · exp(x − y)` from the saved output `y`
-//! — written with recorded operations on `x` and `y`, so it is differentiable again with no
-//! backward op of its own. Its composed twin, [`Var::logsumexp_composed`], is checked against it
+//! maximum), with the closed-form VJP `g · softmax(x)` — the softmax by the fused `softmax` op,
+//! whose own rule makes this one differentiable again (no backward op of its own is needed). Its composed twin, [`Var::logsumexp_composed`], is checked against it
 //! by `fused_vs_composed` (its pairs are listed in
 //! [`crate::softmax::fused_pairs`]).
 //!
@@ -9,13 +8,13 @@
 //! `−∞` (or an empty row) gives `−∞`, as in PyTorch.
 
 use super::common::softmax_axis;
-use crate::autodiff::rule::{Cotangents, Elem, Op, Pointwise, Value, VjpCtx};
+use super::softmax::SoftmaxOp;
+use crate::autodiff::rule::{Cotangents, Op, Value, VjpCtx};
 use crate::autodiff::tape::{OpRef, Var};
 use crate::core::error::{Result, fail};
 use crate::core::float::Float;
 use crate::core::shape::Shape;
 use crate::ops::common::arity;
-use crate::ops::elementwise::Math;
 use crate::ops::registry::{OpInfo, Registry};
 use crate::tensor::Tensor;
 use crate::tensor::axis::to_last;
@@ -60,15 +59,6 @@ fn shapes(shape: &[usize], a: usize, keepdim: bool) -> (Shape, Shape) {
     (keep, out)
 }
 
-/// `g · exp(x − y)`: the cotangent times the softmax, from the saved output.
-struct GSoftmax;
-impl<T: Float> Pointwise<T, 3> for GSoftmax {
-    #[inline(always)]
-    fn eval<E: Elem<T>>(&self, [g, x, y]: [E; 3]) -> E {
-        g * (x - y).exp()
-    }
-}
-
 impl<T: Float> Op<T> for LogSumExpOp {
     fn name(&self) -> &'static str {
         "logsumexp"
@@ -92,16 +82,16 @@ impl<T: Float> Op<T> for LogSumExpOp {
         };
         Ok(Tensor::from_parts(out, data))
     }
-    /// `g · softmax(x)`, computed as `g · exp(x − y)` with `y` the saved output (broadcast back
-    /// over the axis): recorded operations on `x` and `y`, so differentiable again.
+    /// `g · softmax(x)` (broadcast back over the axis), the softmax by the fused `softmax` op:
+    /// stable at any magnitude (`exp(x − y)` from the saved output would carry the rounding of a
+    /// large `y`), and differentiable again through softmax's own rule.
     fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, g: &V) -> Result<Cotangents<V>> {
         let x = cx.input(0);
         let shape = x.shape();
         let a = crate::ops::common::resolve_axis("logsumexp", self.axis, shape.len())?;
         let (keep, _) = shapes(&shape, a, self.keepdim);
-        let y = cx.output().reshape(&keep);
-        let g = g.reshape(&keep);
-        Ok(cx.grads([Some(V::pointwise(&GSoftmax, [&g, x, &y]))]))
+        let p = V::apply(SoftmaxOp { axis: self.axis }, &[x])?;
+        Ok(cx.grads([Some(g.reshape(&keep).mul(&p))]))
     }
 }
 
