@@ -124,7 +124,8 @@ impl std::fmt::Debug for FusedPair {
     }
 }
 
-/// Every fused op of this module with its composed definition.
+/// Every fused op of the softmax family (softmax, log_softmax, logsumexp, cross_entropy) with its
+/// composed definition.
 pub fn fused_pairs() -> Vec<FusedPair> {
     fn inputs() -> Vec<Vec<Tensor<f64>>> {
         [[1usize, 1], [1, 2], [3, 5], [8, 64], [4, 1000]]
@@ -162,6 +163,18 @@ pub fn fused_pairs() -> Vec<FusedPair> {
             name: "log_softmax (axis 0)",
             fused: |v| v[0].log_softmax(0),
             composed: |v| v[0].log_softmax_composed(0),
+            inputs,
+        },
+        FusedPair {
+            name: "logsumexp (axis -1)",
+            fused: |v| v[0].logsumexp(-1, false),
+            composed: |v| v[0].logsumexp_composed(-1, false),
+            inputs,
+        },
+        FusedPair {
+            name: "logsumexp (axis 0, keepdim)",
+            fused: |v| v[0].logsumexp(0, true),
+            composed: |v| v[0].logsumexp_composed(0, true),
             inputs,
         },
         FusedPair {

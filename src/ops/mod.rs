@@ -21,6 +21,7 @@ pub mod index;
 pub mod layout;
 pub mod linalg;
 pub mod reduce;
+pub mod reduce_more;
 pub(crate) mod reference;
 pub mod registry;
 pub mod select;
@@ -43,6 +44,7 @@ impl Registry {
             arith::register(&mut r);
             elementwise::register(&mut r);
             reduce::register(&mut r);
+            reduce_more::register(&mut r);
             layout::register(&mut r);
             linalg::register(&mut r);
             fused::register(&mut r);

@@ -1,9 +1,12 @@
-//! Reductions: `sum mean` (all axes, or one axis with `keepdim`), `max` along an axis, and
-//! `sum_to` (sum a broadcast result back to an input's shape — the VJP of broadcasting).
+//! Reductions: `sum mean` (all axes, or one axis with `keepdim`), `max` / `min` along an axis, and
+//! `sum_to` (sum a broadcast result back to an input's shape — the VJP of broadcasting). More
+//! reductions (over sets of axes, `amax`, `prod`, `var`, `norm`, `cumsum`, …) are in
+//! [`reduce_more`](super::reduce_more).
 //!
-//! **Ties in `max`**: the whole gradient goes to the *first* maximal element along the axis (the
-//! one `argmax` returns), as in PyTorch's `max(dim)`; the other tied elements get zero. This is a
-//! valid subgradient, and it keeps the gradient's sum equal to the incoming gradient.
+//! **Ties in `max_axis` / `min_axis`**: the whole gradient goes to the *first* maximal (minimal)
+//! element along the axis (the one `argmax` / `argmin` returns), as in PyTorch's `max(dim)`; the
+//! other tied elements get zero. This is a valid subgradient, and it keeps the gradient's sum equal
+//! to the incoming gradient. (`amax` / `amin` split it evenly among the ties instead.)
 
 use super::common::{arity, resolve_axis};
 use super::reference;
@@ -97,33 +100,52 @@ impl<T: Float> Op<T> for SumOp {
     }
 }
 
-/// Maximum along one axis; the gradient goes to the first maximal element.
+/// Maximum (or minimum) along one axis; the gradient goes to the first maximal (minimal) element.
 struct MaxOp {
     axis: isize,
     keepdim: bool,
+    min: bool,
+}
+
+impl MaxOp {
+    fn name(&self) -> &'static str {
+        if self.min { "min" } else { "max" }
+    }
+
+    /// The first arg-max (arg-min) and the maxima (minima) along axis `a`; NaN counts as the
+    /// extreme in both cases. A minimum is the maximum of `−x` (negation is exact).
+    fn extremes<T: Float>(&self, x: &Tensor<T>, a: usize) -> (Vec<usize>, Vec<T>) {
+        if !self.min {
+            return kernels::argmax_axis(x.data(), x.shape(), a);
+        }
+        let neg: Vec<T> = x.data().iter().map(|&v| -v).collect();
+        let (idx, vals) = kernels::argmax_axis(&neg, x.shape(), a);
+        (idx, vals.into_iter().map(|v| -v).collect())
+    }
 }
 
 impl<T: Float> Op<T> for MaxOp {
     fn name(&self) -> &'static str {
-        "max"
+        MaxOp::name(self)
     }
     fn params(&self) -> String {
         format!("axis={}{}", self.axis, if self.keepdim { ", keepdim" } else { "" })
     }
     fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
-        arity("max", x, 1)?;
+        let name = MaxOp::name(self);
+        arity(name, x, 1)?;
         let x = x[0];
-        let a = resolve_axis("max", self.axis, x.ndim())?;
+        let a = resolve_axis(name, self.axis, x.ndim())?;
         if x.shape()[a] == 0 {
             return Err(Error::shape(
-                "max",
+                name,
                 format!(
-                    "cannot take the max over the empty axis {a} of {}",
+                    "cannot take the {name} over the empty axis {a} of {}",
                     fmt_shape(x.shape())
                 ),
             ));
         }
-        let (_, vals) = kernels::argmax_axis(x.data(), x.shape(), a);
+        let (_, vals) = self.extremes(x, a);
         Ok(Tensor::from_parts(reduced_shape(x.shape(), a, self.keepdim), vals))
     }
     /// `g` at the first arg-max of each row, exactly 0 elsewhere: *selected* through a one-hot
@@ -132,8 +154,8 @@ impl<T: Float> Op<T> for MaxOp {
     fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, g: &V) -> Result<Cotangents<V>> {
         let x = cx.input(0);
         let xv = x.value();
-        let a = resolve_axis("max", self.axis, xv.ndim())?;
-        let (idx, _) = kernels::argmax_axis(xv.data(), xv.shape(), a);
+        let a = resolve_axis(MaxOp::name(self), self.axis, xv.ndim())?;
+        let (idx, _) = self.extremes(&xv, a);
         let (outer, n, inner) = kernels::split_axis(xv.shape(), a);
         let mut mask = vec![T::ZERO; xv.numel()];
         for o in 0..outer {
@@ -239,7 +261,37 @@ impl<'t, T: Float> Var<'t, T> {
     /// maximal element (see the module docs on ties). NaN propagates.
     #[track_caller]
     pub fn max_axis(self, axis: isize, keepdim: bool) -> Var<'t, T> {
-        self.tape.op(OpRef::new(MaxOp { axis, keepdim }), &[self])
+        self.tape.op(
+            OpRef::new(MaxOp {
+                axis,
+                keepdim,
+                min: false,
+            }),
+            &[self],
+        )
+    }
+
+    /// Minimum over one axis; `keepdim` keeps it with extent 1. The gradient goes to the first
+    /// minimal element (like [`max_axis`](Self::max_axis); `amin` splits it among ties). NaN
+    /// propagates.
+    ///
+    /// ```
+    /// let tape = tapegrad::Tape::<f64>::new();
+    /// let x = tape.var(tapegrad::Tensor::from_vec(vec![3.0, 1.0, 1.0, 2.0], [2, 2]));
+    /// let m = x.min_axis(1, false);
+    /// assert_eq!(m.value().to_vec(), vec![1.0, 1.0]);
+    /// assert_eq!(m.sum().backward()[x].to_vec(), vec![0.0, 1.0, 1.0, 0.0]);
+    /// ```
+    #[track_caller]
+    pub fn min_axis(self, axis: isize, keepdim: bool) -> Var<'t, T> {
+        self.tape.op(
+            OpRef::new(MaxOp {
+                axis,
+                keepdim,
+                min: true,
+            }),
+            &[self],
+        )
     }
 
     /// Sum over one axis, kept with extent 1 (`sum_axis(axis, true)`, named: the form a row
@@ -293,13 +345,20 @@ fn sum_recipe<'t, T: Float>(c: &mut Choice<'_>, v: &[Var<'t, T>], mean: bool) ->
 /// constant ramp of distinct integers along the axis (in an order the choices shuffle) keeps
 /// every pair of elements at least ½ apart. The gradient still flows, through the arg-max, to
 /// the chosen element.
-fn max_recipe<'t, T: Float>(c: &mut Choice<'_>, v: &[Var<'t, T>]) -> Option<Var<'t, T>> {
+fn max_recipe<'t, T: Float>(c: &mut Choice<'_>, v: &[Var<'t, T>], min: bool) -> Option<Var<'t, T>> {
     let x = c.pick(v);
     let keep = c.flag();
     let shape = x.shape();
     let axis = c.axis(shape.len())?;
+    let call = |x: Var<'t, T>| {
+        if min {
+            x.min_axis(axis, keep)
+        } else {
+            x.max_axis(axis, keep)
+        }
+    };
     if c.wild() {
-        return Some(x.max_axis(axis, keep));
+        return Some(call(x));
     }
     let a = resolve_axis("max", axis, shape.len()).ok()?;
     let order = c.permutation(shape[a]);
@@ -307,7 +366,7 @@ fn max_recipe<'t, T: Float>(c: &mut Choice<'_>, v: &[Var<'t, T>]) -> Option<Var<
     ramp_shape[a] = shape[a];
     let ramp = Tensor::from_fn(&ramp_shape, |k| T::from_f64(order[k] as f64));
     let tie_free = x.tanh().mul_scalar(T::from_f64(0.25)) + x.tape().constant(ramp);
-    Some(tie_free.max_axis(axis, keep))
+    Some(call(tie_free))
 }
 
 /// Random programs' and the fuzzer's call of `sum_to`. Tame: a shape the value was (or could
@@ -321,6 +380,12 @@ fn sum_to_recipe<'t, T: Float>(c: &mut Choice<'_>, v: &[Var<'t, T>]) -> Option<V
     let drop = c.below(shape.len() + 1);
     let target: Vec<usize> = shape[drop..].iter().map(|&n| if c.flag() { 1 } else { n }).collect();
     Some(x.sum_to(target))
+}
+
+/// The minimum along an axis, as the negated maximum of the negation (both naive references).
+fn min_axis_reference(x: &Tensor<f64>, axis: isize, keepdim: bool) -> Tensor<f64> {
+    let m = reference::max_axis(&reference::map(x, |v| -v), axis, keepdim);
+    reference::map(&m, |v| -v)
 }
 
 pub(crate) fn register(r: &mut Registry) {
@@ -384,7 +449,34 @@ pub(crate) fn register(r: &mut Registry) {
                 ]
             },
         )
-        .recipe(recipe!(|c, v| max_recipe(c, v))),
+        .recipe(recipe!(|c, v| max_recipe(c, v, false))),
+    );
+    r.register(
+        OpInfo::new(
+            "min",
+            "min along one axis (keepdim); gradient to the first arg-min",
+            || {
+                let d = |s: &[usize], seed: u64| {
+                    let n: usize = s.iter().product();
+                    let mut rng = crate::core::rng::Rng::new(seed);
+                    let mut v: Vec<f64> = (0..n).map(|i| i as f64 * 0.41 - 1.0).collect();
+                    for i in (1..n).rev() {
+                        v.swap(i, rng.below(i + 1));
+                    }
+                    Tensor::from_vec(v, s)
+                };
+                vec![
+                    sample!("axis 1 of [3,4]", [d(&[3, 4], 48)], |v| v[0].min_axis(1, false))
+                        .with_reference(|x| min_axis_reference(&x[0], 1, false)),
+                    sample!("axis -3 keepdim of [2,3,2]", [d(&[2, 3, 2], 49)], |v| v[0]
+                        .min_axis(-3, true))
+                    .with_reference(|x| min_axis_reference(&x[0], -3, true)),
+                    sample!("[1] axis 0", [d(&[1], 50)], |v| v[0].min_axis(0, false))
+                        .with_reference(|x| min_axis_reference(&x[0], 0, false)),
+                ]
+            },
+        )
+        .recipe(recipe!(|c, v| max_recipe(c, v, true))),
     );
     r.register(
         OpInfo::new(

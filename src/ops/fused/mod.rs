@@ -8,6 +8,7 @@
 
 pub mod cross_entropy;
 pub mod log_softmax;
+pub mod logsumexp;
 pub mod softmax;
 
 pub(crate) mod common;
@@ -17,5 +18,6 @@ use crate::ops::registry::Registry;
 pub(crate) fn register(r: &mut Registry) {
     softmax::register(r);
     log_softmax::register(r);
+    logsumexp::register(r);
     cross_entropy::register(r);
 }
