@@ -187,6 +187,12 @@ fn bad_shapes_and_options_are_clear_errors() {
     let e = error_of(&tape, "conv2d", || x.conv2d(w, None, o.groups(2).dilation(3)));
     assert!(e.to_string().contains("spans more than"), "{e}");
     assert_eq!(e.kind(), ErrorKind::Shape);
+    // Sizes that overflow are errors, never a panic or a wrapped size.
+    let e = error_of(&tape, "conv2d", || {
+        x.conv2d(w, None, o.groups(2).padding(usize::MAX / 4))
+    });
+    assert!(e.to_string().contains("too large"), "{e}");
+    error_of(&tape, "conv2d", || x.conv2d(w, None, o.groups(2).padding(usize::MAX)));
     let b = tape.var(Tensor::zeros([4]));
     let e = error_of(&tape, "conv2d", || x.conv2d(w, Some(b), o.groups(2)));
     assert!(e.to_string().contains("bias"), "{e}");
