@@ -63,6 +63,12 @@ fn registry_lists_the_required_primitives() {
         "concat",
         "pad",
         "select",
+        "conv2d",
+        "im2col",
+        "col2im",
+        "max_pool2d",
+        "avg_pool2d",
+        "dropout",
     ] {
         assert!(reg.get(name).is_some(), "op {name} is not registered");
     }

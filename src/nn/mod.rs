@@ -67,10 +67,13 @@
 //! ```
 
 pub mod checkpoint;
+mod conv;
 pub mod optim;
 #[cfg(feature = "safetensors")]
 #[cfg_attr(docsrs, doc(cfg(feature = "safetensors")))]
 pub mod safetensors;
+
+pub use conv::{Conv2d, MaxPool2d};
 
 use crate::autodiff::backward::Grads;
 use crate::autodiff::tape::{Tape, Var};

@@ -763,10 +763,10 @@ impl<T: Float> Op<T> for GatherOp {
 /// torch's `scatter_add` into zeros of `shape`: `out[p with p[axis] = index[p]] += src[p]`, `src`
 /// of the index's shape.
 #[derive(Clone, Debug)]
-struct ScatterAddOp {
-    axis: isize,
-    index: Indices,
-    shape: Shape,
+pub(crate) struct ScatterAddOp {
+    pub(crate) axis: isize,
+    pub(crate) index: Indices,
+    pub(crate) shape: Shape,
 }
 
 impl<T: Float> Op<T> for ScatterAddOp {

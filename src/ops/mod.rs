@@ -1,6 +1,6 @@
 //! The primitive operations and the registry that lists them.
 //!
-//! Each family file (`arith`, `elementwise`, `select`, `reduce`, `layout`, `index`, `linalg`, `fused`)
+//! Each family file (`arith`, `elementwise`, `select`, `reduce`, `layout`, `index`, `linalg`, `conv`, `fused`)
 //! holds, side by side, every op's forward kernel, its VJP rule, the `Var` method that records it
 //! and its registry entry: samples (with naive references from `reference.rs`), domain and the
 //! recipe random programs and the fuzzer call it with. The registry-driven tests walk
@@ -15,6 +15,7 @@
 
 pub mod arith;
 pub(crate) mod common;
+pub mod conv;
 pub mod elementwise;
 pub mod fused;
 pub mod index;
@@ -50,6 +51,7 @@ impl Registry {
             fused::register(&mut r);
             select::register(&mut r);
             index::register(&mut r);
+            conv::register(&mut r);
             r
         })
     }

@@ -10,6 +10,7 @@ use crate::core::shape::{Shape, broadcast_strides, numel, strides};
 use crate::tensor::parallel;
 use smallvec::SmallVec;
 
+pub(crate) mod conv;
 pub(crate) mod gemm;
 pub(crate) mod reduce;
 pub(crate) mod rows;
