@@ -139,7 +139,34 @@ pub fn fused_pairs() -> Vec<FusedPair> {
             vec![Tensor::rand_normal([4, 5, 6], 0.0, 2.0, 711)],
         ]
     }
+    fn ln_inputs() -> Vec<Vec<Tensor<f64>>> {
+        [&[1usize, 1][..], &[3, 5], &[2, 3, 8], &[4, 256]]
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let d = [s[s.len() - 1]];
+                let seed = 720 + 3 * i as u64;
+                vec![
+                    Tensor::rand_normal(s, 0.5, 2.0, seed),
+                    Tensor::rand_normal(d, 1.0, 0.5, seed + 1),
+                    Tensor::rand_normal(d, 0.0, 1.0, seed + 2),
+                ]
+            })
+            .collect()
+    }
     vec![
+        FusedPair {
+            name: "layer_norm (weight, bias)",
+            fused: |v| v[0].layer_norm(Some(v[1]), Some(v[2]), 1e-5),
+            composed: |v| v[0].layer_norm_composed(Some(v[1]), Some(v[2]), 1e-5),
+            inputs: ln_inputs,
+        },
+        FusedPair {
+            name: "layer_norm (plain, eps 0.1)",
+            fused: |v| v[0].layer_norm(None, None, 0.1),
+            composed: |v| v[0].layer_norm_composed(None, None, 0.1),
+            inputs: ln_inputs,
+        },
         FusedPair {
             name: "softmax (axis -1)",
             fused: |v| v[0].softmax(-1),

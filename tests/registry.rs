@@ -52,6 +52,8 @@ fn registry_lists_the_required_primitives() {
         "concat",
         "pad",
         "select",
+        "layer_norm",
+        "layer_norm_backward",
     ] {
         assert!(reg.get(name).is_some(), "op {name} is not registered");
     }

@@ -11,6 +11,7 @@ use crate::tensor::parallel;
 use smallvec::SmallVec;
 
 pub(crate) mod gemm;
+pub(crate) mod norm;
 pub(crate) mod reduce;
 pub(crate) mod rows;
 
