@@ -1,6 +1,6 @@
 //! The primitive operations and the registry that lists them.
 //!
-//! Each family file (`arith`, `elementwise`, `select`, `reduce`, `layout`, `index`, `linalg`, `fused`)
+//! Each family file (`arith`, `elementwise`, `select`, `reduce`, `layout`, `index`, `linalg`, `fused`, `loss`)
 //! holds, side by side, every op's forward kernel, its VJP rule, the `Var` method that records it
 //! and its registry entry: samples (with naive references from `reference.rs`), domain and the
 //! recipe random programs and the fuzzer call it with. The registry-driven tests walk
@@ -20,6 +20,7 @@ pub mod fused;
 pub mod index;
 pub mod layout;
 pub mod linalg;
+pub mod loss;
 pub mod reduce;
 pub(crate) mod reference;
 pub mod registry;
@@ -48,6 +49,7 @@ impl Registry {
             fused::register(&mut r);
             select::register(&mut r);
             index::register(&mut r);
+            loss::register(&mut r);
             r
         })
     }
