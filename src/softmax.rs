@@ -200,6 +200,30 @@ pub fn fused_pairs() -> Vec<FusedPair> {
             inputs: ce_inputs,
         },
         FusedPair {
+            name: "cross_entropy (classes, axis 1, ignore_index, weight, label smoothing, mean)",
+            fused: |v| {
+                let n = rows(v[0], 1);
+                v[0].cross_entropy_with(Target::Classes(&CE_CLASSES[..n]), ce_options(v[0], 1, Reduction::Mean))
+            },
+            composed: |v| {
+                let n = rows(v[0], 1);
+                v[0].cross_entropy_composed(Target::Classes(&CE_CLASSES[..n]), ce_options(v[0], 1, Reduction::Mean))
+            },
+            inputs: ce_inputs,
+        },
+        FusedPair {
+            name: "cross_entropy (classes, axis 0, ignore_index, weight, label smoothing, sum)",
+            fused: |v| {
+                let n = rows(v[0], 0);
+                v[0].cross_entropy_with(Target::Classes(&CE_CLASSES[..n]), ce_options(v[0], 0, Reduction::Sum))
+            },
+            composed: |v| {
+                let n = rows(v[0], 0);
+                v[0].cross_entropy_composed(Target::Classes(&CE_CLASSES[..n]), ce_options(v[0], 0, Reduction::Sum))
+            },
+            inputs: ce_inputs,
+        },
+        FusedPair {
             name: "cross_entropy (classes, axis 0, sum)",
             fused: |v| v[0].cross_entropy_with(Target::Classes(&CE_CLASSES[..rows(v[0], 0)]), ce(0, Reduction::Sum)),
             composed: |v| {
@@ -220,6 +244,15 @@ fn rows<T: Float>(x: Var<'_, T>, axis: usize) -> usize {
     crate::core::shape::numel(&s) / s[axis]
 }
 
+/// Options with every extra set: class 1 ignored, weights `0.5 + k/4` per class, smoothing 0.1.
+fn ce_options<T: Float>(x: Var<'_, T>, axis: usize, reduction: Reduction) -> CrossEntropy {
+    let w: Vec<f64> = (0..x.shape()[axis]).map(|k| 0.5 + k as f64 / 4.0).collect();
+    ce(axis as isize, reduction)
+        .ignore_index(1)
+        .weight(&w)
+        .label_smoothing(0.1)
+}
+
 fn ce(axis: isize, reduction: Reduction) -> CrossEntropy {
-    CrossEntropy { axis, reduction }
+    CrossEntropy::default().axis(axis).reduction(reduction)
 }

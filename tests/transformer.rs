@@ -194,3 +194,151 @@ fn layer_parameters_have_pytorch_names_and_layouts() {
     };
     assert_eq!(emb.forward(&p, Indices::from([3, 49])).shape().as_slice(), &[2, 8]);
 }
+
+mod cross_entropy_options {
+    use tapegrad::check::{FusedOptions, fused_vs_composed};
+    use tapegrad::softmax::{CrossEntropy, Reduction, Target};
+    use tapegrad::{Tape, Tensor};
+
+    /// `log softmax` of one row, by hand.
+    fn log_softmax(row: &[f64]) -> Vec<f64> {
+        let lse = row.iter().map(|v| v.exp()).sum::<f64>().ln();
+        row.iter().map(|v| v - lse).collect()
+    }
+
+    const X: [f64; 9] = [1.0, 2.0, 3.0, 0.5, -1.0, 0.0, 2.0, 2.0, -3.0];
+
+    fn both(targets: &[usize], opts: &CrossEntropy) -> [f64; 2] {
+        let tape = Tape::<f64>::new();
+        let x = tape.var(Tensor::from_vec(X.to_vec(), [3, 3]));
+        [
+            x.cross_entropy_with(Target::Classes(targets), opts.clone()).item(),
+            x.cross_entropy_composed(Target::Classes(targets), opts.clone()).item(),
+        ]
+    }
+
+    #[test]
+    fn weighted_mean_divides_by_the_weights_of_the_targets_not_ignored() {
+        let lp: Vec<Vec<f64>> = X.chunks(3).map(log_softmax).collect();
+        let w = [0.2, 1.0, 3.0];
+        // Targets 2, 1 (ignored), 0: (w₂·(−lp₀[2]) + w₀·(−lp₂[0])) / (w₂ + w₀).
+        let expect = (w[2] * -lp[0][2] + w[0] * -lp[2][0]) / (w[2] + w[0]);
+        let opts = CrossEntropy::default().ignore_index(1).weight(&w);
+        for got in both(&[2, 1, 0], &opts) {
+            assert!((got - expect).abs() < 1e-14, "{got} vs {expect}");
+        }
+        let sum = w[2] * -lp[0][2] + w[0] * -lp[2][0];
+        for got in both(&[2, 1, 0], &opts.reduction(Reduction::Sum)) {
+            assert!((got - sum).abs() < 1e-14, "{got} vs {sum}");
+        }
+    }
+
+    #[test]
+    #[allow(clippy::needless_range_loop)]
+    fn label_smoothing_mixes_the_target_with_uniform() {
+        let lp: Vec<Vec<f64>> = X.chunks(3).map(log_softmax).collect();
+        let (eps, t) = (0.3, [0usize, 2, 1]);
+        let mut expect = 0.0;
+        for r in 0..3 {
+            for c in 0..3 {
+                let q = (1.0 - eps) * f64::from(u8::from(c == t[r])) + eps / 3.0;
+                expect -= q * lp[r][c];
+            }
+        }
+        expect /= 3.0;
+        for got in both(&t, &CrossEntropy::default().label_smoothing(eps)) {
+            assert!((got - expect).abs() < 1e-14, "{got} vs {expect}");
+        }
+        // Weights and smoothing together, PyTorch's way: the smoothing term is weighted per class
+        // and both terms are divided by the weights of the targets.
+        let w = [2.0, 0.5, 1.0];
+        let (mut nll, mut smooth, mut den) = (0.0, 0.0, 0.0);
+        for r in 0..3 {
+            nll -= w[t[r]] * lp[r][t[r]];
+            den += w[t[r]];
+            for c in 0..3 {
+                smooth -= w[c] * lp[r][c];
+            }
+        }
+        let expect = (1.0 - eps) * nll / den + eps / 3.0 * smooth / den;
+        for got in both(&t, &CrossEntropy::default().label_smoothing(eps).weight(&w)) {
+            assert!((got - expect).abs() < 1e-14, "{got} vs {expect}");
+        }
+    }
+
+    #[test]
+    fn ignored_rows_get_no_gradient_even_with_nan_logits_and_all_ignored_is_nan() {
+        let mut x = X.to_vec();
+        x[3] = f64::NAN; // row 1, which is ignored
+        for composed in [false, true] {
+            let tape = Tape::<f64>::new();
+            let xv = tape.var(Tensor::from_vec(x.clone(), [3, 3]));
+            let opts = CrossEntropy::default().ignore_index(9).label_smoothing(0.1);
+            let t = Target::Classes(&[2, 9, 0]);
+            let l = if composed {
+                xv.cross_entropy_composed(t, opts)
+            } else {
+                xv.cross_entropy_with(t, opts)
+            };
+            assert!(l.item().is_finite(), "composed {composed}: {}", l.item());
+            let g = l.backward()[xv].clone();
+            assert!(g.all_finite(), "composed {composed}: {:?}", g.to_vec());
+            assert_eq!(&g.to_vec()[3..6], &[0.0; 3]);
+            // Every row ignored: a mean of nothing (NaN), a zero gradient, as in PyTorch.
+            let tape = Tape::<f64>::new();
+            let xv = tape.var(Tensor::from_vec(X.to_vec(), [3, 3]));
+            let opts = CrossEntropy::default().ignore_index(1);
+            let t = Target::Classes(&[1, 1, 1]);
+            let l = if composed {
+                xv.cross_entropy_composed(t, opts)
+            } else {
+                xv.cross_entropy_with(t, opts)
+            };
+            assert!(l.item().is_nan());
+            assert_eq!(l.backward()[xv].to_vec(), vec![0.0; 9]);
+        }
+    }
+
+    #[test]
+    fn probability_targets_with_weight_and_smoothing_fused_vs_composed() {
+        let x = Tensor::<f64>::rand_normal([4, 5], 0.0, 2.0, 61);
+        let t = Tensor::<f64>::rand_uniform([4, 5], 0.0, 1.0, 62);
+        for reduction in [Reduction::Mean, Reduction::Sum] {
+            let opts = || {
+                CrossEntropy::default()
+                    .weight(&[1.0, 0.5, 2.0, 1.5, 0.25])
+                    .label_smoothing(0.15)
+                    .reduction(reduction)
+            };
+            let r = fused_vs_composed(
+                |v| v[0].cross_entropy_with(Target::Probs(v[1]), opts()),
+                |v| v[0].cross_entropy_composed(Target::Probs(v[1]), opts()),
+                &[x.clone(), t.clone()],
+                &FusedOptions::default(),
+            );
+            assert!(r.passed, "{reduction:?}: {r}");
+        }
+    }
+
+    #[test]
+    fn bad_options_are_errors_naming_the_op() {
+        let tape = Tape::<f64>::new();
+        let x = tape.var(Tensor::zeros([2, 3]));
+        let e = tapegrad::attempt(|| {
+            x.cross_entropy_with(Target::Classes(&[0, 1]), CrossEntropy::default().weight(&[1.0, 2.0]))
+        })
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("cross_entropy") && e.to_string().contains("2 class weights"),
+            "{e}"
+        );
+        let e = tapegrad::attempt(|| {
+            x.cross_entropy_composed(Target::Classes(&[0, 1]), CrossEntropy::default().label_smoothing(1.5))
+        })
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("cross_entropy_composed") && e.to_string().contains("[0, 1]"),
+            "{e}"
+        );
+    }
+}
