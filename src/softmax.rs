@@ -140,7 +140,34 @@ pub fn fused_pairs() -> Vec<FusedPair> {
             vec![Tensor::rand_normal([4, 5, 6], 0.0, 2.0, 711)],
         ]
     }
+    fn ln_inputs() -> Vec<Vec<Tensor<f64>>> {
+        [&[1usize, 1][..], &[3, 5], &[2, 3, 8], &[4, 256]]
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let d = [s[s.len() - 1]];
+                let seed = 720 + 3 * i as u64;
+                vec![
+                    Tensor::rand_normal(s, 0.5, 2.0, seed),
+                    Tensor::rand_normal(d, 1.0, 0.5, seed + 1),
+                    Tensor::rand_normal(d, 0.0, 1.0, seed + 2),
+                ]
+            })
+            .collect()
+    }
     vec![
+        FusedPair {
+            name: "layer_norm (weight, bias)",
+            fused: |v| v[0].layer_norm(Some(v[1]), Some(v[2]), 1e-5),
+            composed: |v| v[0].layer_norm_composed(Some(v[1]), Some(v[2]), 1e-5),
+            inputs: ln_inputs,
+        },
+        FusedPair {
+            name: "layer_norm (plain, eps 0.1)",
+            fused: |v| v[0].layer_norm(None, None, 0.1),
+            composed: |v| v[0].layer_norm_composed(None, None, 0.1),
+            inputs: ln_inputs,
+        },
         FusedPair {
             name: "softmax (axis -1)",
             fused: |v| v[0].softmax(-1),
@@ -186,6 +213,30 @@ pub fn fused_pairs() -> Vec<FusedPair> {
             inputs: ce_inputs,
         },
         FusedPair {
+            name: "cross_entropy (classes, axis 1, ignore_index, weight, label smoothing, mean)",
+            fused: |v| {
+                let n = rows(v[0], 1);
+                v[0].cross_entropy_with(Target::Classes(&CE_CLASSES[..n]), ce_options(v[0], 1, Reduction::Mean))
+            },
+            composed: |v| {
+                let n = rows(v[0], 1);
+                v[0].cross_entropy_composed(Target::Classes(&CE_CLASSES[..n]), ce_options(v[0], 1, Reduction::Mean))
+            },
+            inputs: ce_inputs,
+        },
+        FusedPair {
+            name: "cross_entropy (classes, axis 0, ignore_index, weight, label smoothing, sum)",
+            fused: |v| {
+                let n = rows(v[0], 0);
+                v[0].cross_entropy_with(Target::Classes(&CE_CLASSES[..n]), ce_options(v[0], 0, Reduction::Sum))
+            },
+            composed: |v| {
+                let n = rows(v[0], 0);
+                v[0].cross_entropy_composed(Target::Classes(&CE_CLASSES[..n]), ce_options(v[0], 0, Reduction::Sum))
+            },
+            inputs: ce_inputs,
+        },
+        FusedPair {
             name: "cross_entropy (classes, axis 0, sum)",
             fused: |v| v[0].cross_entropy_with(Target::Classes(&CE_CLASSES[..rows(v[0], 0)]), ce(0, Reduction::Sum)),
             composed: |v| {
@@ -206,6 +257,15 @@ fn rows<T: Float>(x: Var<'_, T>, axis: usize) -> usize {
     crate::core::shape::numel(&s) / s[axis]
 }
 
+/// Options with every extra set: class 1 ignored, weights `0.5 + k/4` per class, smoothing 0.1.
+fn ce_options<T: Float>(x: Var<'_, T>, axis: usize, reduction: Reduction) -> CrossEntropy {
+    let w: Vec<f64> = (0..x.shape()[axis]).map(|k| 0.5 + k as f64 / 4.0).collect();
+    ce(axis as isize, reduction)
+        .ignore_index(1)
+        .weight(&w)
+        .label_smoothing(0.1)
+}
+
 fn ce(axis: isize, reduction: Reduction) -> CrossEntropy {
-    CrossEntropy { axis, reduction }
+    CrossEntropy::default().axis(axis).reduction(reduction)
 }

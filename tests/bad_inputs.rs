@@ -341,10 +341,12 @@ fn cross_entropy_errors_name_the_op_the_shapes_and_the_line() {
     let sum0 = CrossEntropy {
         axis: 0,
         reduction: Reduction::Sum,
+        ..Default::default()
     };
     let axis2 = CrossEntropy {
         axis: 2,
         reduction: Reduction::Mean,
+        ..Default::default()
     };
     let before = tape.len();
     // A class index out of range, the wrong number of targets, a bad axis, probabilities of the
@@ -356,9 +358,12 @@ fn cross_entropy_errors_name_the_op_the_shapes_and_the_line() {
     let one_row: &[&str] = &["[2, 3]", "[1, 3]"];
     let fused = [
         (on_line!(x.cross_entropy(Target::Classes(&[0, 3]))), out_of_range),
-        (on_line!(x.cross_entropy_with(Target::Classes(&[0]), sum0)), too_few),
         (
-            on_line!(x.cross_entropy_with(Target::Classes(&[0, 1]), axis2)),
+            on_line!(x.cross_entropy_with(Target::Classes(&[0]), sum0.clone())),
+            too_few,
+        ),
+        (
+            on_line!(x.cross_entropy_with(Target::Classes(&[0, 1]), axis2.clone())),
             bad_axis,
         ),
         (on_line!(x.cross_entropy(Target::Probs(bad_probs))), transposed),
@@ -366,19 +371,25 @@ fn cross_entropy_errors_name_the_op_the_shapes_and_the_line() {
     ];
     let composed = [
         (
-            on_line!(x.cross_entropy_composed(Target::Classes(&[0, 3]), d)),
+            on_line!(x.cross_entropy_composed(Target::Classes(&[0, 3]), d.clone())),
             out_of_range,
         ),
-        (on_line!(x.cross_entropy_composed(Target::Classes(&[0]), sum0)), too_few),
         (
-            on_line!(x.cross_entropy_composed(Target::Classes(&[0, 1]), axis2)),
+            on_line!(x.cross_entropy_composed(Target::Classes(&[0]), sum0.clone())),
+            too_few,
+        ),
+        (
+            on_line!(x.cross_entropy_composed(Target::Classes(&[0, 1]), axis2.clone())),
             bad_axis,
         ),
         (
-            on_line!(x.cross_entropy_composed(Target::Probs(bad_probs), d)),
+            on_line!(x.cross_entropy_composed(Target::Probs(bad_probs), d.clone())),
             transposed,
         ),
-        (on_line!(x.cross_entropy_composed(Target::Probs(row_probs), d)), one_row),
+        (
+            on_line!(x.cross_entropy_composed(Target::Probs(row_probs), d.clone())),
+            one_row,
+        ),
     ];
     for (op, cases) in [("cross_entropy", fused), ("cross_entropy_composed", composed)] {
         for ((line, msg), parts) in cases {
@@ -405,15 +416,15 @@ fn cross_entropy_over_zero_classes() {
         ("cross_entropy", on_line!(x.cross_entropy(Target::Probs(t)))),
         (
             "cross_entropy_composed",
-            on_line!(x.cross_entropy_composed(Target::Classes(&[0, 0]), d)),
+            on_line!(x.cross_entropy_composed(Target::Classes(&[0, 0]), d.clone())),
         ),
         (
             "cross_entropy_composed",
-            on_line!(x.cross_entropy_composed(Target::Classes(&[]), d)),
+            on_line!(x.cross_entropy_composed(Target::Classes(&[]), d.clone())),
         ),
         (
             "cross_entropy_composed",
-            on_line!(x.cross_entropy_composed(Target::Probs(t), d)),
+            on_line!(x.cross_entropy_composed(Target::Probs(t), d.clone())),
         ),
     ];
     for (op, (line, msg)) in cases {
@@ -432,7 +443,11 @@ fn cross_entropy_over_zero_rows_is_nan_for_a_mean_and_0_for_a_sum() {
     use tapegrad::softmax::{CrossEntropy, Reduction, Target};
     // PyTorch's answer: the mean of no rows is 0/0 = NaN, their sum is 0; the gradient is empty.
     for reduction in [Reduction::Mean, Reduction::Sum] {
-        let opts = CrossEntropy { axis: -1, reduction };
+        let opts = CrossEntropy {
+            axis: -1,
+            reduction,
+            ..Default::default()
+        };
         for composed in [false, true] {
             for probs in [false, true] {
                 let tape = Tape::<f64>::new();
@@ -440,9 +455,9 @@ fn cross_entropy_over_zero_rows_is_nan_for_a_mean_and_0_for_a_sum() {
                 let t = tape.var(Tensor::zeros([0, 5]));
                 let target = if probs { Target::Probs(t) } else { Target::Classes(&[]) };
                 let loss = if composed {
-                    x.cross_entropy_composed(target, opts)
+                    x.cross_entropy_composed(target, opts.clone())
                 } else {
-                    x.cross_entropy_with(target, opts)
+                    x.cross_entropy_with(target, opts.clone())
                 };
                 let what = format!("{reduction:?} composed={composed} probs={probs}");
                 assert_eq!(loss.shape().as_slice(), &[] as &[usize], "{what}");

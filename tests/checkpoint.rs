@@ -110,6 +110,7 @@ fn gradients_are_equal_through_fused_softmax_and_cross_entropy() {
             CrossEntropy {
                 axis: 1,
                 reduction: Reduction::Sum,
+                ..Default::default()
             },
         );
         ce + ce2 + s.sum()

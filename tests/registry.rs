@@ -69,6 +69,10 @@ fn registry_lists_the_required_primitives() {
         "max_pool2d",
         "avg_pool2d",
         "dropout",
+        "layer_norm",
+        "layer_norm_backward",
+        "mse_loss",
+        "binary_cross_entropy_with_logits",
     ] {
         assert!(reg.get(name).is_some(), "op {name} is not registered");
     }

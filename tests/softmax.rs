@@ -208,10 +208,11 @@ fn cross_entropy_with_probability_targets_sum_reduction_and_other_axis() {
     let opts = CrossEntropy {
         axis: 0,
         reduction: Reduction::Sum,
+        ..Default::default()
     };
     let r = fused_vs_composed(
-        |v| v[0].cross_entropy_with(Target::Probs(v[1]), opts),
-        |v| v[0].cross_entropy_composed(Target::Probs(v[1]), opts),
+        |v| v[0].cross_entropy_with(Target::Probs(v[1]), opts.clone()),
+        |v| v[0].cross_entropy_composed(Target::Probs(v[1]), opts.clone()),
         &[x.clone(), t],
         &FusedOptions::default(),
     );

@@ -13,7 +13,7 @@ use crate::ops::Registry;
 use crate::ops::fused::cross_entropy::CrossEntropyOp;
 use crate::ops::fused::log_softmax::LogSoftmaxOp;
 use crate::ops::fused::softmax::SoftmaxOp;
-use crate::softmax::{CrossEntropy, Target};
+use crate::softmax::Target;
 use crate::tensor::Tensor;
 use std::any::{Any, TypeId};
 use std::fmt;
@@ -908,10 +908,7 @@ fn builtin_twin<'t, T: Float>(op: &dyn Any, v: &[Var<'t, T>]) -> Option<(&'stati
         return Some(("log_softmax_composed", v[0].log_softmax_composed(s.axis)));
     }
     if let Some(CrossEntropyOp(spec)) = op.downcast_ref::<CrossEntropyOp>() {
-        let opts = CrossEntropy {
-            axis: spec.axis,
-            reduction: spec.reduction,
-        };
+        let opts = spec.options();
         let target = match &spec.classes {
             Some(c) => Target::Classes(&c[..]),
             None => Target::Probs(v[1]),

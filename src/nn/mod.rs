@@ -1,5 +1,6 @@
 //! Parameters and layers: a [`ParamStore`] of named tensors, seeded initialisation ([`Init`]),
-//! [`Linear`] and a small [`Mlp`]; [`checkpoint`] runs sequential models (an `Mlp`, or any chain of
+//! [`Linear`] and a small [`Mlp`], [`LayerNorm`], [`Embedding`], [`MultiHeadAttention`] and a
+//! pre-norm [`TransformerBlock`]; [`checkpoint`] runs sequential models (an `Mlp`, or any chain of
 //! [`Stage`](checkpoint::Stage)s) under a memory budget.
 //!
 //! Between training steps parameters are plain [`Tensor`]s owned by the store. Each step records
@@ -66,8 +67,10 @@
 //! assert_eq!(store.copies_on_write(), 0);
 //! ```
 
+pub mod attention;
 pub mod checkpoint;
 mod conv;
+pub mod layers;
 pub mod optim;
 #[cfg(feature = "safetensors")]
 #[cfg_attr(docsrs, doc(cfg(feature = "safetensors")))]
@@ -81,6 +84,9 @@ use crate::core::float::Float;
 use crate::core::rng::Rng;
 use crate::tensor::Tensor;
 use indexmap::IndexMap;
+
+pub use attention::{MultiHeadAttention, TransformerBlock, causal_mask};
+pub use layers::{Embedding, LayerNorm};
 
 /// A parameter's position in a [`ParamStore`] (its insertion order).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -1,6 +1,7 @@
 //! The primitive operations and the registry that lists them.
 //!
-//! Each family file (`arith`, `elementwise`, `select`, `reduce`, `layout`, `index`, `linalg`, `conv`, `fused`)
+//! Each family file (`arith`, `elementwise`, `select`, `reduce`, `layout`, `index`, `linalg`, `conv`, `loss`,
+//! `fused`)
 //! holds, side by side, every op's forward kernel, its VJP rule, the `Var` method that records it
 //! and its registry entry: samples (with naive references from `reference.rs`), domain and the
 //! recipe random programs and the fuzzer call it with. The registry-driven tests walk
@@ -21,6 +22,7 @@ pub mod fused;
 pub mod index;
 pub mod layout;
 pub mod linalg;
+pub mod loss;
 pub mod reduce;
 pub mod reduce_more;
 pub(crate) mod reference;
@@ -52,6 +54,7 @@ impl Registry {
             select::register(&mut r);
             index::register(&mut r);
             conv::register(&mut r);
+            loss::register(&mut r);
             r
         })
     }

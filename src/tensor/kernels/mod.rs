@@ -12,6 +12,7 @@ use smallvec::SmallVec;
 
 pub(crate) mod conv;
 pub(crate) mod gemm;
+pub(crate) mod norm;
 pub(crate) mod reduce;
 pub(crate) mod rows;
 
