@@ -7,12 +7,15 @@
 //!   Layer norm and attention are written with the primitives (mean, rsqrt, matmul, softmax with
 //!   an additive `-inf` mask), as a user would write them.
 //!
-//! W7 (the CNN) joins when `conv2d` and `max_pool2d` land.
+//! - W7 `cnn`: conv2d (1 → 16 channels, 3×3, padding 1) → relu → max_pool2d(2) → flatten →
+//!   linear → mean cross-entropy on a batch of 128 8×8 images, forward + backward + SGD update.
+//!   (Fixed random images and labels of the workload's shapes: the values do not matter for speed.)
 //!
-//! Run: `cargo bench --bench models` (add `-- W8` to filter).
+//! Run: `cargo bench --bench models` (add `-- W7` or `-- W8` to filter).
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::time::Duration;
+use tapegrad::ops::conv::ConvOptions;
 use tapegrad::rng::Rng;
 use tapegrad::softmax::Target;
 use tapegrad::{Indices, Tape, Tensor, Var};
@@ -25,6 +28,94 @@ fn quick<'a>(c: &'a mut Criterion, name: &str) -> criterion::BenchmarkGroup<'a, 
         .measurement_time(Duration::from_secs(3))
         .sample_size(20);
     g
+}
+
+/// A parameter shape `parameters.<name>` of workload `id`.
+fn param_shape(id: &str, name: &str) -> Vec<usize> {
+    common::workload(id)["parameters"][name]
+        .as_array()
+        .unwrap_or_else(|| panic!("{id}: parameters.{name}"))
+        .iter()
+        .map(|n| n.as_u64().expect("a size") as usize)
+        .collect()
+}
+
+/// Plain SGD, in place: `p -= lr · g`.
+fn sgd(params: &mut [Tensor<f32>], grads: &[Tensor<f32>], lr: f32) {
+    for (w, g) in params.iter_mut().zip(grads) {
+        for (a, &b) in w.data_mut().iter_mut().zip(g.data()) {
+            *a -= lr * b;
+        }
+    }
+}
+
+/// W7's model and data.
+struct Cnn {
+    x: Tensor<f32>,
+    t: Vec<usize>,
+    padding: usize,
+    pool: usize,
+    /// conv_w, conv_b, fc_w, fc_b.
+    params: Vec<Tensor<f32>>,
+}
+
+impl Cnn {
+    fn new() -> Self {
+        let w = common::workload("W7");
+        let p = &w["params"];
+        let size = |v: &serde_json::Value| v.as_u64().expect("a size") as usize;
+        let (batch, classes) = (size(&p["batch"]), size(&p["classes"]));
+        let image = common::param_sizes("W7", "image");
+        let std = p["init_std"].as_f64().expect("W7: params.init_std") as f32;
+        let mut rng = Rng::new(9);
+        let mut shape = vec![batch];
+        shape.extend(&image);
+        Cnn {
+            x: Tensor::rand_uniform(shape, 0.0, 1.0, 10),
+            t: (0..batch).map(|_| rng.below(classes)).collect(),
+            padding: size(&p["conv"]["padding"]),
+            pool: size(&p["pool"]["kernel"]),
+            params: ["conv_w", "conv_b", "fc_w", "fc_b"]
+                .iter()
+                .enumerate()
+                .map(|(i, name)| Tensor::rand_normal(param_shape("W7", name), 0.0, std, 200 + i as u64))
+                .collect(),
+        }
+    }
+
+    fn loss<'t>(&self, tape: &'t Tape<f32>) -> (Var<'t, f32>, Vec<Var<'t, f32>>) {
+        let p: Vec<Var<'t, f32>> = self.params.iter().map(|w| tape.var(w.clone())).collect();
+        let x = tape.constant(self.x.clone());
+        let c = x.conv2d(p[0], Some(p[1]), ConvOptions::new().padding(self.padding));
+        let pooled = c.relu().max_pool2d(self.pool, self.pool, 0);
+        let logits = pooled.flatten(1, -1).matmul(p[2]) + p[3];
+        (logits.cross_entropy(Target::Classes(&self.t)), p)
+    }
+
+    fn step(&mut self, lr: f32) -> f32 {
+        let tape = Tape::<f32>::new();
+        let (loss, p) = self.loss(&tape);
+        let grads = tape.grad(&[loss], &[Tensor::scalar(1.0)], &p);
+        let l = loss.item();
+        drop(p);
+        sgd(&mut self.params, &grads, lr);
+        l
+    }
+}
+
+fn w7_cnn(c: &mut Criterion) {
+    let lr = common::workload("W7")["params"]["lr"].as_f64().expect("W7: params.lr") as f32;
+    let mut group = quick(c, "W7_cnn");
+    let mut model = Cnn::new();
+    group.bench_function("step_sgd", |bench| bench.iter(|| model.step(lr)));
+    let model = Cnn::new();
+    group.bench_function("forward", |bench| {
+        bench.iter(|| {
+            let tape = Tape::<f32>::new();
+            model.loss(&tape).0.item()
+        })
+    });
+    group.finish();
 }
 
 /// Layer norm over the last axis, biased variance, from the primitives.
@@ -151,11 +242,7 @@ impl Transformer {
             let (loss, p) = self.loss(&tape);
             (tape.grad(&[loss], &[Tensor::scalar(1.0)], &p), loss.item())
         };
-        for (w, g) in self.params.iter_mut().zip(&grads) {
-            for (a, &b) in w.data_mut().iter_mut().zip(g.data()) {
-                *a -= lr * b;
-            }
-        }
+        sgd(&mut self.params, &grads, lr);
         loss
     }
 }
@@ -175,5 +262,5 @@ fn w8_transformer(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, w8_transformer);
+criterion_group!(benches, w7_cnn, w8_transformer);
 criterion_main!(benches);

@@ -22,7 +22,7 @@ copy/scale/add/triad, once per thread count), then for each workload runs, back 
     tapegrad 2 threads TAPEGRAD_NUM_THREADS=2 cargo bench --bench <b> -- --noplot --save-baseline t2 '^W<k>_'
     PyTorch  2 threads <venv>/bin/python benches/peers/torch_bench.py --threads 2 --only W<k> --out torch.jsonl
 so that load drift on the (shared) machine hits all sides alike. A workload whose tapegrad bench is
-not written yet (`"bench": null` in the workloads file: W7 today) runs on the reference side only
+not written yet (`"bench": null` in the workloads file) runs on the reference side only
 and is reported as "not yet measured". Everything goes into a fresh directory
 target/bench-report/<timestamp>/ (criterion writes there via CRITERION_HOME, so stale results of
 older runs can never leak in): criterion/<group>/<id>/t<N>/estimates.json, torch.jsonl, jax.jsonl,
