@@ -1,6 +1,10 @@
-//! Gradient checkpointing on a 32-layer MLP (width 512, batch 256, f32, relu, fused
-//! cross-entropy): one training step (forward + backward) without checkpointing, with √n
-//! checkpoints, and with the plan chosen for a budget of a quarter of the plain step's memory.
+//! Gradient checkpointing on two models, f32, one training step (forward + backward) without
+//! checkpointing, with √n checkpoints, and with the plan chosen for a budget of a quarter of the
+//! plain step's memory:
+//!
+//! - `mlp32`: a 32-layer MLP (width 512, batch 256, relu, fused cross-entropy);
+//! - `transformer8`: a stack of 8 pre-norm [`TransformerBlock`]s (width 64, 4 heads, MLP 256,
+//!   batch 16, 64 positions, causal; cross-entropy of every position over the 64 channels).
 //!
 //! Before timing, it prints the bytes each mode keeps for the backward pass (exact: the outer
 //! tape's `retained_bytes` after the forward plus the largest segment a backward replays). The
@@ -8,41 +12,62 @@
 //! the plain mode, or of the budget plan for the plain mode), so the ratios see the same load of
 //! the shared machine. Each mode is timed twice: on this thread's CPU time (`…_step_cpu`, Linux;
 //! the work done, little disturbed by other jobs on the cores) and on the wall clock
-//! (`…_step_wall`, what a user waits).
+//! (`…_step_wall`, what a user waits). Kernels run on one thread (`set_num_threads(1)`), so the
+//! thread's CPU time is the step's.
 //!
-//! `forward_only` times the forward alone (no backward): one replay of every layer costs about
-//! that, so `1 + forward_only ÷ plain` is what a plan recomputing every layer should cost.
+//! `forward_only` times the forward alone (no backward): one replay of every stage costs about
+//! that, so `1 + forward_only ÷ plain` is what a plan recomputing every stage should cost.
 //!
 //! `cargo bench --bench checkpoint`
 
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
-use tapegrad::nn::checkpoint::CheckpointPlan;
-use tapegrad::nn::{Activation, Mlp, ParamStore};
+use tapegrad::nn::checkpoint::{CheckpointPlan, Sequential};
+use tapegrad::nn::{Activation, Mlp, ParamStore, TransformerBlock};
 use tapegrad::softmax::Target;
 use tapegrad::{Tape, Tensor};
 
-const LAYERS: usize = 32;
-const WIDTH: usize = 512;
-const BATCH: usize = 256;
-
+/// One model to train: its stages, parameters, a batch and the class of every output row.
 struct Setup {
+    name: String,
     store: ParamStore<f32>,
-    mlp: Mlp,
+    seq: Sequential<f32>,
     x: Tensor<f32>,
     classes: Vec<usize>,
 }
 
 impl Setup {
-    fn new() -> Self {
+    fn mlp() -> Self {
+        const LAYERS: usize = 32;
+        const WIDTH: usize = 512;
+        const BATCH: usize = 256;
         let mut store = ParamStore::<f32>::new();
         let mlp = Mlp::new(&mut store, "mlp", &[WIDTH; LAYERS + 1], Activation::Relu, 7);
         Setup {
+            name: format!("mlp{LAYERS}_w{WIDTH}_b{BATCH}"),
+            seq: mlp.sequential(),
             store,
-            mlp,
             x: Tensor::rand_normal([BATCH, WIDTH], 0.0, 1.0, 1),
             classes: (0..BATCH).map(|i| (i * 7919) % WIDTH).collect(),
+        }
+    }
+
+    fn transformer() -> Self {
+        const BLOCKS: usize = 8;
+        const DIM: usize = 64;
+        const BATCH: usize = 16;
+        const TIME: usize = 64;
+        let mut store = ParamStore::<f32>::new();
+        let blocks: Vec<TransformerBlock> = (0..BLOCKS)
+            .map(|i| TransformerBlock::new(&mut store, &format!("blocks.{i}"), DIM, 4, 4 * DIM, i as u64))
+            .collect();
+        Setup {
+            name: format!("transformer{BLOCKS}_d{DIM}_b{BATCH}_t{TIME}"),
+            seq: TransformerBlock::stack(&blocks, true),
+            store,
+            x: Tensor::rand_normal([BATCH, TIME, DIM], 0.0, 1.0, 1),
+            classes: (0..BATCH * TIME).map(|i| (i * 7919) % DIM).collect(),
         }
     }
 
@@ -50,7 +75,9 @@ impl Setup {
     fn forward(&self) -> f32 {
         let tape = Tape::<f32>::new();
         let p = self.store.bind(&tape);
-        let logits = self.mlp.forward(&p, tape.constant(self.x.clone()));
+        let out = self.seq.forward(&p, tape.constant(self.x.clone()));
+        let rows = self.classes.len();
+        let logits = out.reshape([rows, out.value().numel() / rows]);
         logits.cross_entropy(Target::Classes(&self.classes)).item()
     }
 
@@ -58,12 +85,14 @@ impl Setup {
     fn step(&self, plan: &CheckpointPlan) -> (usize, usize, f32) {
         let tape = Tape::<f32>::new();
         let p = self.store.bind(&tape);
-        let logits = self.mlp.forward_checkpointed(&p, tape.constant(self.x.clone()), plan);
+        let out = self.seq.forward_planned(&p, tape.constant(self.x.clone()), plan);
+        let rows = self.classes.len();
+        let logits = out.reshape([rows, out.value().numel() / rows]);
         let loss = logits.cross_entropy(Target::Classes(&self.classes));
         let kept = tape.retained_bytes();
         let g = loss.backward();
-        let w = self.mlp.layers[0].weight;
-        (kept, tape.checkpoint_stats().largest_segment_bytes, g[p[w]].data()[0])
+        let first = p.vars()[0];
+        (kept, tape.checkpoint_stats().largest_segment_bytes, g[first].data()[0])
     }
 }
 
@@ -117,12 +146,11 @@ fn interleaved(s: &Setup, iters: u64, work: Work<'_>, partner: &CheckpointPlan, 
     total
 }
 
-fn bench(c: &mut Criterion) {
-    let s = Setup::new();
-    let seq = s.mlp.sequential::<f32>();
-    let costs = seq.measure(&s.store, &s.x);
-    let none = CheckpointPlan::none(LAYERS);
-    let sqrt = CheckpointPlan::sqrt(LAYERS);
+fn bench_model(c: &mut Criterion, s: &Setup) {
+    let n = s.seq.len();
+    let costs = s.seq.measure(&s.store, &s.x);
+    let none = CheckpointPlan::none(n);
+    let sqrt = CheckpointPlan::sqrt(n);
     let budget = none.peak_bytes(&costs) / 4;
     let planned = CheckpointPlan::for_budget(&costs, budget).expect("a plan within a quarter of the memory");
     let mib = |b: usize| b as f64 / (1 << 20) as f64;
@@ -130,7 +158,7 @@ fn bench(c: &mut Criterion) {
         let (k, r, _) = s.step(&none);
         k + r
     };
-    eprintln!("{LAYERS}-layer MLP, width {WIDTH}, batch {BATCH}, f32: bytes kept for backward");
+    eprintln!("{}, f32: bytes kept for backward", s.name);
     eprintln!("budget plan for {:.2} MiB: {planned}", mib(budget));
     for (name, plan) in [("plain", &none), ("sqrt_n", &sqrt), ("budget_plan", &planned)] {
         let (kept, replay, _) = s.step(plan);
@@ -148,22 +176,28 @@ fn bench(c: &mut Criterion) {
         &[(Clock::Wall, "wall")]
     };
     for &(clock, label) in clocks {
-        let mut g = c.benchmark_group(format!("mlp{LAYERS}_w{WIDTH}_b{BATCH}_step_{label}"));
+        let mut g = c.benchmark_group(format!("{}_step_{label}", s.name));
         g.sampling_mode(SamplingMode::Flat);
         g.bench_function("plain", |b| {
-            b.iter_custom(|n| interleaved(&s, n, Work::Step(&none), &planned, clock))
+            b.iter_custom(|n| interleaved(s, n, Work::Step(&none), &planned, clock))
         });
         g.bench_function("sqrt_n", |b| {
-            b.iter_custom(|n| interleaved(&s, n, Work::Step(&sqrt), &none, clock))
+            b.iter_custom(|n| interleaved(s, n, Work::Step(&sqrt), &none, clock))
         });
         g.bench_function("budget_plan", |b| {
-            b.iter_custom(|n| interleaved(&s, n, Work::Step(&planned), &none, clock))
+            b.iter_custom(|n| interleaved(s, n, Work::Step(&planned), &none, clock))
         });
         g.bench_function("forward_only", |b| {
-            b.iter_custom(|n| interleaved(&s, n, Work::Forward, &none, clock))
+            b.iter_custom(|n| interleaved(s, n, Work::Forward, &none, clock))
         });
         g.finish();
     }
+}
+
+fn bench(c: &mut Criterion) {
+    tapegrad::set_num_threads(1);
+    bench_model(c, &Setup::mlp());
+    bench_model(c, &Setup::transformer());
 }
 
 criterion_group! {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tapegrad::check::{GradcheckOptions, gradcheck, gradgradcheck};
 use tapegrad::nn::checkpoint::{CheckpointPlan, Sequential};
-use tapegrad::nn::{Activation, Mlp, ParamStore};
+use tapegrad::nn::{Activation, Mlp, ParamStore, TransformerBlock};
 use tapegrad::softmax::{CrossEntropy, Reduction, Target};
 use tapegrad::{ErrorKind, Tape, Tensor, Var};
 
@@ -380,4 +380,53 @@ impl RowSums for Tensor<f64> {
         let c = self.shape()[1];
         Tensor::from_fn(self.shape(), |i| self.data()[(i / c) * c..(i / c + 1) * c].iter().sum())
     }
+}
+
+#[test]
+fn a_transformer_stack_under_a_budget_has_the_plain_gradients_and_keeps_what_the_plan_says() {
+    let mut store = ParamStore::<f64>::new();
+    let blocks: Vec<TransformerBlock> = (0..4)
+        .map(|i| TransformerBlock::new(&mut store, &format!("blocks.{i}"), 8, 2, 16, 40 + i))
+        .collect();
+    let x = Tensor::rand_normal([2, 5, 8], 0.0, 1.0, 41);
+    // The reference: the blocks' own forward, recorded plainly.
+    let reference = {
+        let tape = Tape::new();
+        let p = store.bind(&tape);
+        let mut h = tape.constant(x.clone());
+        for b in &blocks {
+            h = b.forward(&p, h, true);
+        }
+        p.grads((h * h).sum().backward())
+    };
+    let seq = TransformerBlock::stack::<f64>(&blocks, true);
+    assert_eq!(seq.len(), 4);
+    // Every parameter is listed once, and all of them are the block's.
+    let ids = blocks[1].params();
+    assert_eq!(ids.len(), 2 + 8 + 2 + 4);
+    assert!(ids.iter().all(|&id| store.name(id).starts_with("blocks.1.")));
+    let costs = seq.measure(&store, &x);
+    let plain = CheckpointPlan::none(4).peak_bytes(&costs);
+    let mut plans = vec![
+        CheckpointPlan::none(4),
+        CheckpointPlan::every(4, 1),
+        CheckpointPlan::every(4, 3),
+    ];
+    plans.push(CheckpointPlan::for_budget(&costs, plain / 2).unwrap());
+    for plan in &plans {
+        let tape = Tape::new();
+        let p = store.bind(&tape);
+        let out = seq.forward_planned(&p, tape.constant(x.clone()), plan);
+        let on_tape = tape.retained_bytes();
+        let g = p.grads((out * out).sum().backward());
+        let replay = tape.checkpoint_stats().largest_segment_bytes;
+        // What the plan's model says it keeps (`out * out` keeps only `out`, already counted).
+        assert_eq!(on_tape + replay, plan.peak_bytes(&costs), "{plan}");
+        for ((id, a), (_, b)) in reference.iter().zip(g.iter()) {
+            assert_close(b, a, &format!("{plan}: {}", store.name(id)));
+        }
+    }
+    assert!(plans[3].peak_bytes(&costs) <= plain / 2);
+    // Checkpointing every block keeps its output and replays one block: well under the plain tape.
+    assert!(plans[1].peak_bytes(&costs) * 2 < plain);
 }

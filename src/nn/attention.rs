@@ -4,8 +4,9 @@
 //! constant, and the weights a fused `softmax`. Nothing here has a rule of its own, so every
 //! gradient (of any order) comes from the primitives' rules.
 
+use super::checkpoint::{Sequential, Stage};
 use super::layers::LayerNorm;
-use super::{Activation, Init, Linear, Mlp, ParamStore, Params};
+use super::{Activation, Init, Linear, Mlp, ParamId, ParamStore, Params};
 use crate::autodiff::tape::Var;
 use crate::core::float::Float;
 use crate::tensor::Tensor;
@@ -205,5 +206,100 @@ impl TransformerBlock {
         let x = x + self.attn.forward(p, self.ln1.forward(p, x), causal);
         let h = self.ln2.forward(p, x).reshape([b * t, d]);
         x + self.mlp.forward(p, h).reshape([b, t, d])
+    }
+
+    /// Every parameter the block reads, each once: `ln1`, the four attention projections, `ln2`
+    /// and the MLP's layers (weight, then bias).
+    pub fn params(&self) -> Vec<ParamId> {
+        let mut ids = vec![self.ln1.weight, self.ln1.bias];
+        for l in [
+            &self.attn.q_proj,
+            &self.attn.k_proj,
+            &self.attn.v_proj,
+            &self.attn.out_proj,
+        ] {
+            ids.extend([l.weight, l.bias]);
+        }
+        ids.extend([self.ln2.weight, self.ln2.bias]);
+        for l in &self.mlp.layers {
+            ids.extend([l.weight, l.bias]);
+        }
+        ids
+    }
+
+    /// The block as one [`Stage`] of a [`Sequential`] model (causal attention when `causal`),
+    /// so a stack of blocks can be [checkpointed](super::checkpoint) under a memory budget.
+    pub fn stage(&self, causal: bool) -> TransformerStage {
+        TransformerStage {
+            block: self.clone(),
+            causal,
+        }
+    }
+
+    /// A stack of blocks applied in order, one [`Stage`] each: [`Sequential::forward`] is
+    /// `blocks[n-1].forward(… blocks[0].forward(x))`, and
+    /// [`Sequential::forward_planned`] runs it under a
+    /// [`CheckpointPlan`](super::checkpoint::CheckpointPlan).
+    ///
+    /// ```
+    /// use tapegrad::nn::checkpoint::CheckpointPlan;
+    /// use tapegrad::nn::{ParamStore, TransformerBlock};
+    /// use tapegrad::{Tape, Tensor};
+    /// let mut store = ParamStore::<f64>::new();
+    /// let blocks: Vec<_> = (0..4)
+    ///     .map(|i| TransformerBlock::new(&mut store, &format!("blocks.{i}"), 8, 2, 16, i))
+    ///     .collect();
+    /// let seq = TransformerBlock::stack::<f64>(&blocks, true);
+    /// let x = Tensor::rand_normal([2, 5, 8], 0.0, 1.0, 9);
+    /// let costs = seq.measure(&store, &x);
+    /// let plain = CheckpointPlan::none(4).peak_bytes(&costs);
+    /// let plan = CheckpointPlan::for_budget(&costs, plain / 2).unwrap();
+    ///
+    /// let tape = Tape::new();
+    /// let p = store.bind(&tape);
+    /// let g = seq.forward_planned(&p, tape.constant(x.clone()), &plan).sum().backward();
+    /// let tape2 = Tape::new();
+    /// let p2 = store.bind(&tape2);
+    /// let mut h = tape2.constant(x);
+    /// for b in &blocks {
+    ///     h = b.forward(&p2, h, true);
+    /// }
+    /// let g2 = h.sum().backward();
+    /// let w = blocks[0].attn.q_proj.weight;
+    /// assert!(g[p[w]].max_abs_diff(&g2[p2[w]]) < 1e-12);
+    /// ```
+    pub fn stack<T: Float>(blocks: &[TransformerBlock], causal: bool) -> Sequential<T> {
+        let mut seq = Sequential::new();
+        for b in blocks {
+            seq.push(b.stage(causal));
+        }
+        seq
+    }
+}
+
+/// A [`TransformerBlock`] as a [`Stage`]: made by [`TransformerBlock::stage`].
+#[derive(Clone, Debug)]
+pub struct TransformerStage {
+    /// The block.
+    pub block: TransformerBlock,
+    /// Whether its attention is causal.
+    pub causal: bool,
+}
+
+impl<T: Float> Stage<T> for TransformerStage {
+    fn params(&self) -> Vec<ParamId> {
+        self.block.params()
+    }
+
+    fn forward<'t>(&self, x: Var<'t, T>, p: &[Var<'t, T>]) -> Var<'t, T> {
+        // The block looks its parameters up by id; lay the stage's variables out at their ids
+        // (the other slots hold `x`, and the block never reads them).
+        let ids = self.block.params();
+        let len = ids.iter().map(|id| id.0 + 1).max().unwrap_or(0);
+        let mut vars = vec![x; len];
+        for (id, &v) in ids.iter().zip(p) {
+            vars[id.0] = v;
+        }
+        self.block.forward(&Params::from_vars(vars), x, self.causal)
     }
 }

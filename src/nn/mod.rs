@@ -85,7 +85,7 @@ use crate::core::rng::Rng;
 use crate::tensor::Tensor;
 use indexmap::IndexMap;
 
-pub use attention::{MultiHeadAttention, TransformerBlock, causal_mask};
+pub use attention::{MultiHeadAttention, TransformerBlock, TransformerStage, causal_mask};
 pub use layers::{Embedding, LayerNorm};
 
 /// A parameter's position in a [`ParamStore`] (its insertion order).
