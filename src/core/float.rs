@@ -87,6 +87,10 @@ pub trait Float:
     }
     /// `e^self`.
     fn exp(self) -> Self;
+    /// `e^self` by the branch-free polynomial of [`vmath`](crate::tensor::vmath) (within 1 ulp
+    /// of [`exp`](Self::exp); the same special values): `#[inline(always)]`, so a loop that calls
+    /// it per element auto-vectorises, where `exp` calls the C library once per element.
+    fn exp_vec(self) -> Self;
     /// Natural logarithm.
     fn ln(self) -> Self;
     /// Square root.
@@ -188,7 +192,7 @@ pub enum SliceMut<'a> {
 }
 
 macro_rules! impl_float {
-    ($t:ident, $variant:ident, $erf:ident, $erfc:ident) => {
+    ($t:ident, $variant:ident, $erf:ident, $erfc:ident, $exp_vec:path) => {
         impl Float for $t {
             const NAME: &'static str = stringify!($t);
             const EPSILON: Self = $t::EPSILON;
@@ -208,6 +212,10 @@ macro_rules! impl_float {
             #[inline(always)]
             fn exp(self) -> Self {
                 $t::exp(self)
+            }
+            #[inline(always)]
+            fn exp_vec(self) -> Self {
+                $exp_vec(self)
             }
             #[inline(always)]
             fn ln(self) -> Self {
@@ -369,5 +377,5 @@ macro_rules! impl_float {
     };
 }
 
-impl_float!(f32, F32, erff, erfcf);
-impl_float!(f64, F64, erf, erfc);
+impl_float!(f32, F32, erff, erfcf, crate::tensor::vmath::exp_f32_scalar);
+impl_float!(f64, F64, erf, erfc, crate::tensor::vmath::exp_f64_scalar);

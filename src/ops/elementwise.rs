@@ -321,15 +321,17 @@ unary_table! {
         rule |g, x, _y| g * ((-x * T::from_f64(std::f64::consts::FRAC_1_SQRT_2)).erfc() * T::from_f64(0.5)
             + x * (-(x * x) * T::from_f64(0.5)).exp() * T::from_f64(FRAC_1_SQRT_2PI)),
         domain Domain::Real, reference |x| x * 0.5 * naive_erfc(-x / std::f64::consts::SQRT_2);
-    /// GELU, the tanh approximation: `½x(1 + tanh(√(2/π)(x + 0.044715x³)))` elementwise. With `t`
-    /// that tanh: `d = (½(1 + t) + ½x(1 − t²)·√(2/π)(1 + 0.134145x²)) dx`, the second term with a
-    /// strong zero in `1 − t²` (exactly 0 in the tails, where the other factor grows like `x³`).
+    /// GELU, the tanh approximation: `½x(1 + tanh(√(2/π)(x + 0.044715x³)))` elementwise,
+    /// computed as `x·σ(2u)` with `u` the tanh's argument (the same function: `½(1 + tanh u) =
+    /// σ(2u)`), whose exponential vectorises where `tanh` calls the C library per element. With
+    /// `s = σ(2u)`: `d = (s + 2x·s(1 − s)·√(2/π)(1 + 0.134145x²)) dx`, the second term with a
+    /// strong zero in `s(1 − s)` (exactly 0 in the tails, where the other factor grows like `x³`).
     gelu_tanh: GeluTanh "gelu_tanh" "x·½(1 + tanh(√(2/π)(x + 0.044715x³)))",
-        |x| x * T::from_f64(0.5) * (T::ONE + gelu_tanh_inner(x).tanh()),
+        |x| x * sigmoid((x * x * x * T::from_f64(GELU_C) + x) * T::from_f64(2.0 * SQRT_2_OVER_PI)),
         rule |g, x, _y| {
-            let t = ((x * x * x * T::from_f64(GELU_C) + x) * T::from_f64(SQRT_2_OVER_PI)).tanh();
-            let k = x * (x * x * T::from_f64(3.0 * GELU_C) + T::ONE) * T::from_f64(0.5 * SQRT_2_OVER_PI);
-            g * ((t + T::ONE) * T::from_f64(0.5) + (-(t * t) + T::ONE).chain_mul(k))
+            let s = ((x * x * x * T::from_f64(GELU_C) + x) * T::from_f64(2.0 * SQRT_2_OVER_PI)).sigmoid();
+            let k = x * (x * x * T::from_f64(3.0 * GELU_C) + T::ONE) * T::from_f64(2.0 * SQRT_2_OVER_PI);
+            g * (s + (s * (-s + T::ONE)).chain_mul(k))
         },
         domain Domain::Real,
         reference |x| 0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3))).tanh());
@@ -650,12 +652,6 @@ const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
 /// The cubic coefficient of the tanh approximation of GELU.
 const GELU_C: f64 = 0.044_715;
 
-/// `√(2/π)(x + 0.044715x³)`, the argument of the tanh in `gelu_tanh`.
-#[inline(always)]
-fn gelu_tanh_inner<T: Float>(x: T) -> T {
-    (x * x * x * T::from_f64(GELU_C) + x) * T::from_f64(SQRT_2_OVER_PI)
-}
-
 /// `ln(1 + eˣ)` stably: `x + ln(1 + e⁻ˣ)` for `x > 0`, `ln(1 + eˣ)` otherwise (NaN goes the
 /// second way and stays NaN).
 #[inline(always)]
@@ -683,13 +679,12 @@ fn sign<T: Float>(x: T) -> T {
 
 #[inline(always)]
 fn sigmoid<T: Float>(x: T) -> T {
-    // Stable on both tails: never exponentiates a large positive number.
-    if x >= T::ZERO {
-        T::ONE / (T::ONE + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (T::ONE + e)
-    }
+    // Stable on both tails: never exponentiates a large positive number (`e = e^(−|x|) ≤ 1`), and
+    // `e/(1 + e)` keeps the left tail's subnormals. Both sides are computed and one selected, with
+    // the branch-free exponential, so a loop over elements vectorises; NaN stays NaN.
+    let e = (-x.abs()).exp_vec();
+    let r = T::ONE / (T::ONE + e);
+    if x >= T::ZERO { r } else { e * r }
 }
 
 // ---------------------------------------------------------------------------------------------
