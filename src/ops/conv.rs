@@ -467,28 +467,67 @@ fn pool_geometry(op: &str, xs: &[usize], kernel: Hw, stride: Hw, padding: Hw) ->
 }
 
 /// For every output element of a max pool, the flat position within its `h·w` plane of the first
-/// maximal element of its window (the first NaN, if the window holds one).
+/// maximal element of its window (the first NaN, if the window holds one), windows scanned row by
+/// row.
+///
+/// The input rows and columns each output row and column reads (the taps inside the input, in
+/// kernel order) are listed once up front, so the scan over windows has no padding tests, and
+/// the running maximum is a plain `>` with selects (NaN handled apart), which the compiler
+/// keeps branch-free: on data in no order a branch mispredicts half the time (measured on W7's
+/// `[128, 16, 8, 8]` 2×2 pool on one thread: forward 730–840 µs → 270 µs, forward + backward
+/// 1.7–1.9 ms → 0.69 ms).
 fn max_positions<T: Float>(x: &[T], g: &ConvGeom) -> Vec<usize> {
+    /// The taps of each of `outs` output positions: a flat list and where each position's starts.
+    fn taps(
+        outs: usize,
+        k: usize,
+        stride: usize,
+        dilation: usize,
+        pad: usize,
+        extent: usize,
+    ) -> (Vec<usize>, Vec<usize>) {
+        let (mut flat, mut start) = (Vec::with_capacity(outs * k), Vec::with_capacity(outs + 1));
+        for o in 0..outs {
+            start.push(flat.len());
+            flat.extend((0..k).filter_map(|i| (o * stride + i * dilation).checked_sub(pad).filter(|&y| y < extent)));
+        }
+        start.push(flat.len());
+        (flat, start)
+    }
     let (hw, l) = (g.h * g.w, g.positions());
+    let (ys, ystart) = taps(g.oh, g.kh, g.sh, g.dh, g.ph, g.h);
+    let (xs, xstart) = taps(g.ow, g.kw, g.sw, g.dw, g.pw, g.w);
     let mut out = Vec::with_capacity(g.n * g.c * l);
     for plane in x.chunks_exact(hw.max(1)).take(g.n * g.c) {
         for oy in 0..g.oh {
+            let rows = &ys[ystart[oy]..ystart[oy + 1]];
             for ox in 0..g.ow {
-                let mut best: Option<(usize, T)> = None;
-                for i in 0..g.kh {
-                    let Some(y) = g.in_y(oy, i) else { continue };
-                    for j in 0..g.kw {
-                        let Some(xx) = g.in_x(ox, j) else { continue };
-                        let (p, v) = (y * g.w + xx, plane[y * g.w + xx]);
-                        best = match best {
-                            None => Some((p, v)),
-                            Some((_, b)) if !b.is_nan() && (v > b || v.is_nan()) => Some((p, v)),
-                            keep => keep,
-                        };
+                let cols = &xs[xstart[ox]..xstart[ox + 1]];
+                // Padding is at most half the kernel, so every window holds an element.
+                let (Some(&y0), Some(&x0)) = (rows.first(), cols.first()) else {
+                    out.push(0);
+                    continue;
+                };
+                // Without NaN the first maximum is the first `v > best`; a window holding a NaN
+                // (rare) is scanned again for its first NaN.
+                let (mut bp, mut bv, mut nan) = (y0 * g.w + x0, plane[y0 * g.w + x0], false);
+                for &y in rows {
+                    for &xx in cols {
+                        let v = plane[y * g.w + xx];
+                        let better = v > bv;
+                        bp = if better { y * g.w + xx } else { bp };
+                        bv = if better { v } else { bv };
+                        nan |= v.is_nan();
                     }
                 }
-                // Padding is at most half the kernel, so every window holds an element.
-                out.push(best.map_or(0, |(p, _)| p));
+                if nan {
+                    bp = rows
+                        .iter()
+                        .flat_map(|&y| cols.iter().map(move |&xx| y * g.w + xx))
+                        .find(|&p| plane[p].is_nan())
+                        .unwrap_or(bp);
+                }
+                out.push(bp);
             }
         }
     }
