@@ -51,7 +51,7 @@
 
 use super::common::arity;
 use super::index::ScatterAddOp;
-use super::registry::{Choice, OpInfo, Registry};
+use super::registry::{Choice, OpInfo, Registry, Sample};
 use crate::autodiff::rule::{Cotangents, Op, Value, VjpCtx};
 use crate::autodiff::tape::{OpRef, TruncateGuard, Var};
 use crate::core::error::{Error, ErrorKind, Result, fail};
@@ -1319,11 +1319,7 @@ fn pool_recipe<'t, T: Float>(c: &mut Choice<'_>, v: &[Var<'t, T>], max: bool) ->
             [wild_size(c), wild_size(c)],
             [wild_size(c), wild_size(c)],
         );
-        return Some(if max {
-            x.max_pool2d(k, s, p)
-        } else {
-            x.avg_pool2d(k, s, p)
-        });
+        return Some(pool(x, max, k, s, p));
     }
     let (img, s) = as_image(x, c.flag())?;
     let k = [1 + c.below(s[2].min(2)), 1 + c.below(s[3].min(3))];
@@ -1386,13 +1382,72 @@ fn tie_free(shape: &[usize], seed: u64) -> Tensor<f64> {
     Tensor::from_fn(shape, |k| 4.8 * order[k] as f64 / n as f64 - 2.4)
 }
 
+/// Standard normal samples of `shape` (the registry's convolution samples).
+fn normal(shape: &[usize], seed: u64) -> Tensor<f64> {
+    Tensor::rand_normal(shape, 0.0, 1.0, seed)
+}
+
+/// `y ⊙ y`: the reference of a sample that squares the op's output.
+fn squared(y: Tensor<f64>) -> Tensor<f64> {
+    Tensor::from_vec(y.data().iter().map(|a| a * a).collect(), y.shape())
+}
+
+/// `max_pool2d` when `max`, else `avg_pool2d`.
+#[track_caller]
+fn pool<'t, T: Float>(x: Var<'t, T>, max: bool, k: impl Into<Hw>, s: impl Into<Hw>, p: impl Into<Hw>) -> Var<'t, T> {
+    if max {
+        x.max_pool2d(k, s, p)
+    } else {
+        x.avg_pool2d(k, s, p)
+    }
+}
+
+/// The samples of `max_pool2d` (`MAX`: tie-free inputs, seeds from 640) or `avg_pool2d` (normal
+/// inputs, seeds from 650): a 2×2 window, overlapping or strided windows with padding, and a
+/// rectangular window, squared.
+fn pool_samples<const MAX: bool>() -> Vec<Sample> {
+    let n: fn(&[usize], u64) -> Tensor<f64> = if MAX { tie_free } else { normal };
+    let seed = if MAX { 640 } else { 650 };
+    let padded = if MAX {
+        sample!(
+            "batch 2, [2,2,4,3] kernel 3 stride 1 padding 1 (overlapping)",
+            [n(&[2, 2, 4, 3], seed + 1)],
+            |v| v[0].max_pool2d(3, 1, 1)
+        )
+        .with_reference(|x| naive::pool(&x[0], [3, 3], [1, 1], [1, 1], true))
+    } else {
+        sample!(
+            "batch 2, [2,3,5,4] kernel 3 stride 2 padding 1",
+            [n(&[2, 3, 5, 4], seed + 1)],
+            |v| v[0].avg_pool2d(3, 2, 1)
+        )
+        .with_reference(|x| naive::pool(&x[0], [3, 3], [2, 2], [1, 1], false))
+    };
+    vec![
+        sample!("[1,1,4,4] kernel 2 stride 2", [n(&[1, 1, 4, 4], seed)], |v| pool(
+            v[0], MAX, 2, 2, 0
+        ))
+        .with_reference(|x| naive::pool(&x[0], [2, 2], [2, 2], [0, 0], MAX)),
+        padded,
+        sample!(
+            "[1,2,3,5] kernel [2,3] stride [1,2] padding [1,1], squared",
+            [n(&[1, 2, 3, 5], seed + 2)],
+            |v| {
+                let y = pool(v[0], MAX, [2, 3], [1, 2], [1, 1]);
+                y * y
+            }
+        )
+        .with_reference(|x| squared(naive::pool(&x[0], [2, 3], [1, 2], [1, 1], MAX))),
+    ]
+}
+
 pub(crate) fn register(r: &mut Registry) {
     r.register(
         OpInfo::new(
             "conv2d",
             "2-D convolution NCHW (also conv1d): stride, zero padding, dilation, groups",
             || {
-                let n = |s: &[usize], seed| Tensor::<f64>::rand_normal(s, 0.0, 1.0, seed);
+                let n = normal;
                 vec![
                     sample!(
                         "[1,1,4,4] * [1,1,3,3]",
@@ -1426,10 +1481,7 @@ pub(crate) fn register(r: &mut Registry) {
                             y * y
                         }
                     )
-                    .with_reference(|x| {
-                        let y = naive::conv2d(&x[0], &x[1], None, O_RECT);
-                        Tensor::from_vec(y.data().iter().map(|a| a * a).collect(), y.shape())
-                    }),
+                    .with_reference(|x| squared(naive::conv2d(&x[0], &x[1], None, O_RECT))),
                     sample!(
                         "conv1d batch 2, [2,2,7] * [3,2,3] stride 2 padding 1, bias",
                         [n(&[2, 2, 7], 611), n(&[3, 2, 3], 612), n(&[3], 613)],
@@ -1452,7 +1504,7 @@ pub(crate) fn register(r: &mut Registry) {
             "im2col",
             "the patches of an NCHW image as columns [n, groups, (c/groups)·kh·kw, oh·ow]",
             || {
-                let n = |s: &[usize], seed| Tensor::<f64>::rand_normal(s, 0.0, 1.0, seed);
+                let n = normal;
                 vec![
                     sample!("[1,1,3,4] kernel 2", [n(&[1, 1, 3, 4], 620)], |v| v[0]
                         .im2col(2, O_PLAIN))
@@ -1471,10 +1523,7 @@ pub(crate) fn register(r: &mut Registry) {
                             y * y
                         }
                     )
-                    .with_reference(|x| {
-                        let y = naive::im2col(&x[0], [3, 3], O_DIL);
-                        Tensor::from_vec(y.data().iter().map(|a| a * a).collect(), y.shape())
-                    }),
+                    .with_reference(|x| squared(naive::im2col(&x[0], [3, 3], O_DIL))),
                 ]
             },
         )
@@ -1485,7 +1534,7 @@ pub(crate) fn register(r: &mut Registry) {
             "col2im",
             "the adjoint of im2col: columns added back into an NCHW image",
             || {
-                let n = |s: &[usize], seed| Tensor::<f64>::rand_normal(s, 0.0, 1.0, seed);
+                let n = normal;
                 vec![
                     sample!("[1,1,4,6] into [3,4] kernel 2", [n(&[1, 1, 4, 6], 630)], |v| v[0]
                         .col2im(2, [3, 4], O_PLAIN))
@@ -1519,32 +1568,7 @@ pub(crate) fn register(r: &mut Registry) {
         OpInfo::new(
             "max_pool2d",
             "the maximum of each window (the first maximal element gets the gradient; NaN propagates)",
-            || {
-                let n = tie_free;
-                vec![
-                    sample!("[1,1,4,4] kernel 2 stride 2", [n(&[1, 1, 4, 4], 640)], |v| v[0]
-                        .max_pool2d(2, 2, 0))
-                    .with_reference(|x| naive::pool(&x[0], [2, 2], [2, 2], [0, 0], true)),
-                    sample!(
-                        "batch 2, [2,2,4,3] kernel 3 stride 1 padding 1 (overlapping)",
-                        [n(&[2, 2, 4, 3], 641)],
-                        |v| v[0].max_pool2d(3, 1, 1)
-                    )
-                    .with_reference(|x| naive::pool(&x[0], [3, 3], [1, 1], [1, 1], true)),
-                    sample!(
-                        "[1,2,3,5] kernel [2,3] stride [1,2] padding [1,1], squared",
-                        [n(&[1, 2, 3, 5], 642)],
-                        |v| {
-                            let y = v[0].max_pool2d([2, 3], [1, 2], [1, 1]);
-                            y * y
-                        }
-                    )
-                    .with_reference(|x| {
-                        let y = naive::pool(&x[0], [2, 3], [1, 2], [1, 1], true);
-                        Tensor::from_vec(y.data().iter().map(|a| a * a).collect(), y.shape())
-                    }),
-                ]
-            },
+            pool_samples::<true>,
         )
         .recipe(recipe!(|c, v| pool_recipe(c, v, true))),
     );
@@ -1552,32 +1576,7 @@ pub(crate) fn register(r: &mut Registry) {
         OpInfo::new(
             "avg_pool2d",
             "the mean of each window, padding zeros counted (count_include_pad)",
-            || {
-                let n = |s: &[usize], seed| Tensor::<f64>::rand_normal(s, 0.0, 1.0, seed);
-                vec![
-                    sample!("[1,1,4,4] kernel 2 stride 2", [n(&[1, 1, 4, 4], 650)], |v| v[0]
-                        .avg_pool2d(2, 2, 0))
-                    .with_reference(|x| naive::pool(&x[0], [2, 2], [2, 2], [0, 0], false)),
-                    sample!(
-                        "batch 2, [2,3,5,4] kernel 3 stride 2 padding 1",
-                        [n(&[2, 3, 5, 4], 651)],
-                        |v| v[0].avg_pool2d(3, 2, 1)
-                    )
-                    .with_reference(|x| naive::pool(&x[0], [3, 3], [2, 2], [1, 1], false)),
-                    sample!(
-                        "[1,2,3,5] kernel [2,3] stride [1,2] padding [1,1], squared",
-                        [n(&[1, 2, 3, 5], 652)],
-                        |v| {
-                            let y = v[0].avg_pool2d([2, 3], [1, 2], [1, 1]);
-                            y * y
-                        }
-                    )
-                    .with_reference(|x| {
-                        let y = naive::pool(&x[0], [2, 3], [1, 2], [1, 1], false);
-                        Tensor::from_vec(y.data().iter().map(|a| a * a).collect(), y.shape())
-                    }),
-                ]
-            },
+            pool_samples::<false>,
         )
         .recipe(recipe!(|c, v| pool_recipe(c, v, false))),
     );
@@ -1586,7 +1585,7 @@ pub(crate) fn register(r: &mut Registry) {
             "dropout",
             "inverted dropout with a mask drawn from a seed (p = 0: identity, p = 1: zeros)",
             || {
-                let n = |s: &[usize], seed| Tensor::<f64>::rand_normal(s, 0.0, 1.0, seed);
+                let n = normal;
                 vec![
                     sample!("[4,5] p 0.5 seed 3", [n(&[4, 5], 660)], |v| v[0].dropout(0.5, 3))
                         .with_reference(|x| naive::dropout(&x[0], 0.5, 3)),
@@ -1594,10 +1593,7 @@ pub(crate) fn register(r: &mut Registry) {
                         let y = v[0].dropout(0.25, 11);
                         y * y
                     })
-                    .with_reference(|x| {
-                        let y = naive::dropout(&x[0], 0.25, 11);
-                        Tensor::from_vec(y.data().iter().map(|a| a * a).collect(), y.shape())
-                    }),
+                    .with_reference(|x| squared(naive::dropout(&x[0], 0.25, 11))),
                     sample!("[3] p 0 (identity)", [n(&[3], 662)], |v| v[0].dropout(0.0, 5))
                         .with_reference(|x| naive::dropout(&x[0], 0.0, 5)),
                     sample!("[3] p 1 (zeros)", [n(&[3], 663)], |v| v[0].dropout(1.0, 5))
