@@ -438,32 +438,60 @@ impl<T: Float> Op<T> for Col2imOp {
 // Pooling.
 // ---------------------------------------------------------------------------------------------
 
-/// The geometry of a pooling window over `x` (4-D), checked: padding at most half the kernel.
-fn pool_geometry(op: &str, xs: &[usize], kernel: Hw, stride: Hw, padding: Hw) -> Result<ConvGeom> {
-    let (k, s, p) = (kernel.0, stride.0, padding.0);
-    let what = format!("input {}, kernel {k:?}, stride {s:?}, padding {p:?}", fmt_shape(xs));
-    if xs.len() != 4 {
-        return Err(Error::shape(
-            op,
-            format!("expects an input [batch, channels, height, width] ({what})"),
-        ));
+/// A pooling window: its size, how far it moves, and the padding of the input.
+#[derive(Clone, Copy, Debug)]
+struct Window {
+    kernel: Hw,
+    stride: Hw,
+    padding: Hw,
+}
+
+impl Window {
+    /// A window of `kernel`, moved by `stride`, over an input padded by `padding`.
+    fn new(kernel: impl Into<Hw>, stride: impl Into<Hw>, padding: impl Into<Hw>) -> Self {
+        Window {
+            kernel: kernel.into(),
+            stride: stride.into(),
+            padding: padding.into(),
+        }
     }
-    if (0..2).any(|a| p[a] > k[a] / 2) {
-        return Err(Error::new(
-            ErrorKind::Invalid,
-            op,
-            format!("padding must be at most half the kernel, so every window holds an input element ({what})"),
-        ));
+
+    /// The op parameters the window makes.
+    fn params(&self) -> String {
+        format!(
+            "kernel={:?}, stride={:?}, padding={:?}",
+            self.kernel.0, self.stride.0, self.padding.0
+        )
     }
-    let o = ConvOptions {
-        stride: s,
-        padding: p,
-        dilation: [1, 1],
-        groups: xs[1].max(1),
-    };
-    let g = geometry(op, &what, xs, k, &o, 2)?;
-    checked_numel::<f64>(op, &[g.n, g.c, g.oh, g.ow])?;
-    Ok(g)
+
+    /// The geometry of the window over an input of shape `xs` (4-D), checked: padding at most half
+    /// the kernel.
+    fn geometry(&self, op: &str, xs: &[usize]) -> Result<ConvGeom> {
+        let (k, s, p) = (self.kernel.0, self.stride.0, self.padding.0);
+        let what = format!("input {}, kernel {k:?}, stride {s:?}, padding {p:?}", fmt_shape(xs));
+        if xs.len() != 4 {
+            return Err(Error::shape(
+                op,
+                format!("expects an input [batch, channels, height, width] ({what})"),
+            ));
+        }
+        if (0..2).any(|a| p[a] > k[a] / 2) {
+            return Err(Error::new(
+                ErrorKind::Invalid,
+                op,
+                format!("padding must be at most half the kernel, so every window holds an input element ({what})"),
+            ));
+        }
+        let o = ConvOptions {
+            stride: s,
+            padding: p,
+            dilation: [1, 1],
+            groups: xs[1].max(1),
+        };
+        let g = geometry(op, &what, xs, k, &o, 2)?;
+        checked_numel::<f64>(op, &[g.n, g.c, g.oh, g.ow])?;
+        Ok(g)
+    }
 }
 
 /// For every output element of a max pool, the flat position within its `h·w` plane of the first
@@ -497,25 +525,18 @@ fn max_positions<T: Float>(x: &[T], g: &ConvGeom) -> Vec<usize> {
 
 /// The maximum of each window (see the module docs for ties and NaN).
 #[derive(Clone, Copy, Debug)]
-struct MaxPool2dOp {
-    kernel: Hw,
-    stride: Hw,
-    padding: Hw,
-}
+struct MaxPool2dOp(Window);
 
 impl<T: Float> Op<T> for MaxPool2dOp {
     fn name(&self) -> &'static str {
         "max_pool2d"
     }
     fn params(&self) -> String {
-        format!(
-            "kernel={:?}, stride={:?}, padding={:?}",
-            self.kernel.0, self.stride.0, self.padding.0
-        )
+        self.0.params()
     }
     fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
         arity("max_pool2d", x, 1)?;
-        let g = pool_geometry("max_pool2d", x[0].shape(), self.kernel, self.stride, self.padding)?;
+        let g = self.0.geometry("max_pool2d", x[0].shape())?;
         let (hw, l) = (g.h * g.w, g.positions());
         let d = x[0].data();
         let pos = max_positions(d, &g);
@@ -527,7 +548,7 @@ impl<T: Float> Op<T> for MaxPool2dOp {
     fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, g: &V) -> Result<Cotangents<V>> {
         let x = cx.input(0);
         let xv = x.value();
-        let geom = pool_geometry("max_pool2d", xv.shape(), self.kernel, self.stride, self.padding)?;
+        let geom = self.0.geometry("max_pool2d", xv.shape())?;
         let (planes, hw, l) = (geom.n * geom.c, geom.h * geom.w, geom.positions());
         let index = Indices::new(max_positions(xv.data(), &geom), [planes, l]);
         let back = ScatterAddOp {
@@ -542,25 +563,18 @@ impl<T: Float> Op<T> for MaxPool2dOp {
 
 /// The mean of each window, padding zeros included (`count_include_pad`).
 #[derive(Clone, Copy, Debug)]
-struct AvgPool2dOp {
-    kernel: Hw,
-    stride: Hw,
-    padding: Hw,
-}
+struct AvgPool2dOp(Window);
 
 impl<T: Float> Op<T> for AvgPool2dOp {
     fn name(&self) -> &'static str {
         "avg_pool2d"
     }
     fn params(&self) -> String {
-        format!(
-            "kernel={:?}, stride={:?}, padding={:?}, count_include_pad",
-            self.kernel.0, self.stride.0, self.padding.0
-        )
+        format!("{}, count_include_pad", self.0.params())
     }
     fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
         arity("avg_pool2d", x, 1)?;
-        let g = pool_geometry("avg_pool2d", x[0].shape(), self.kernel, self.stride, self.padding)?;
+        let g = self.0.geometry("avg_pool2d", x[0].shape())?;
         let hw = g.h * g.w;
         let scale = T::ONE / T::from_f64((g.kh * g.kw) as f64);
         let mut data = Vec::with_capacity(g.n * g.c * g.positions());
@@ -586,7 +600,7 @@ impl<T: Float> Op<T> for AvgPool2dOp {
     /// columns of a depthwise `im2col`, then `col2im` (padding positions dropped).
     fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, g: &V) -> Result<Cotangents<V>> {
         let xs = cx.input(0).shape();
-        let geom = pool_geometry("avg_pool2d", &xs, self.kernel, self.stride, self.padding)?;
+        let geom = self.0.geometry("avg_pool2d", &xs)?;
         if geom.c == 0 {
             // No channels, so no element, and no depthwise geometry to spread over.
             return Ok(cx.grads([Some(g.reshape(&[geom.n, 0, geom.h, geom.w]))]));
@@ -922,15 +936,8 @@ impl<'t, T: Float> Var<'t, T> {
     /// ```
     #[track_caller]
     pub fn max_pool2d(self, kernel: impl Into<Hw>, stride: impl Into<Hw>, padding: impl Into<Hw>) -> Var<'t, T> {
-        let loc = Location::caller();
-        let op = MaxPool2dOp {
-            kernel: kernel.into(),
-            stride: stride.into(),
-            padding: padding.into(),
-        };
-        pool_geometry("max_pool2d", &self.shape(), op.kernel, op.stride, op.padding)
-            .unwrap_or_else(|e| fail(e.at(loc)));
-        self.record_conv(op, &[self], loc)
+        let w = Window::new(kernel, stride, padding);
+        self.record_pool("max_pool2d", MaxPool2dOp(w), w, Location::caller())
     }
 
     /// 2-D average pooling (PyTorch's `avg_pool2d` with its default `count_include_pad=True`):
@@ -947,14 +954,14 @@ impl<'t, T: Float> Var<'t, T> {
     /// ```
     #[track_caller]
     pub fn avg_pool2d(self, kernel: impl Into<Hw>, stride: impl Into<Hw>, padding: impl Into<Hw>) -> Var<'t, T> {
-        let loc = Location::caller();
-        let op = AvgPool2dOp {
-            kernel: kernel.into(),
-            stride: stride.into(),
-            padding: padding.into(),
-        };
-        pool_geometry("avg_pool2d", &self.shape(), op.kernel, op.stride, op.padding)
-            .unwrap_or_else(|e| fail(e.at(loc)));
+        let w = Window::new(kernel, stride, padding);
+        self.record_pool("avg_pool2d", AvgPool2dOp(w), w, Location::caller())
+    }
+
+    /// Records the pooling `op` (named `name`) over the window `w`, after checking that `w` fits
+    /// this value.
+    fn record_pool(self, name: &str, op: impl Op<T>, w: Window, loc: &'static Location<'static>) -> Var<'t, T> {
+        w.geometry(name, &self.shape()).unwrap_or_else(|e| fail(e.at(loc)));
         self.record_conv(op, &[self], loc)
     }
 
