@@ -131,6 +131,36 @@ pub(crate) fn unravel(mut i: usize, shape: &[usize]) -> Vec<usize> {
     idx
 }
 
+/// `⟨a, b⟩`, accumulated in `f64`.
+fn dot<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> f64 {
+    a.data()
+        .iter()
+        .zip(b.data())
+        .map(|(x, y)| x.to_f64() * y.to_f64())
+        .sum()
+}
+
+/// `Σ_k ⟨a_k, b_k⟩`, accumulated in `f64`: a gradient `a` applied to a direction `b`.
+pub(crate) fn dot_all<T: Float>(a: &[Tensor<T>], b: &[Tensor<T>]) -> f64 {
+    a.iter().zip(b).map(|(a, b)| dot(a, b)).sum()
+}
+
+/// The largest `|x|` over all elements of `xs`, at least 1: what a step along a random direction
+/// is scaled by.
+pub(crate) fn step_scale<T: Float>(xs: &[Tensor<T>]) -> f64 {
+    xs.iter()
+        .flat_map(|x| x.data().iter())
+        .fold(1.0f64, |m, x| m.max(x.to_f64().abs()))
+}
+
+/// `x_k + t·u_k` for every `k`: the point a step `t` along the direction `u` from `x`.
+pub(crate) fn shifted<T: Float>(xs: &[Tensor<T>], us: &[Tensor<T>], t: f64) -> Vec<Tensor<T>> {
+    xs.iter()
+        .zip(us)
+        .map(|(x, u)| x.zip_map(u, |a, b| a + T::from_f64(t) * b))
+        .collect()
+}
+
 /// Evaluates `f` on fresh inputs without recording gradients.
 fn eval<T: Float, F>(f: &F, inputs: &[Tensor<T>]) -> Tensor<T>
 where
@@ -231,38 +261,11 @@ where
                     .map(|x| Tensor::from_fn(x.shape(), |_| T::from_f64(rng.normal())))
                     .collect();
                 let g = tape.grad_lenient(&[out], std::slice::from_ref(&v), &vars);
-                let analytic: f64 = g
-                    .iter()
-                    .zip(&us)
-                    .map(|(g, u)| {
-                        g.data()
-                            .iter()
-                            .zip(u.data())
-                            .map(|(a, b)| a.to_f64() * b.to_f64())
-                            .sum::<f64>()
-                    })
-                    .sum();
-                let scale = inputs
-                    .iter()
-                    .flat_map(|x| x.data().iter())
-                    .map(|x| x.to_f64().abs())
-                    .fold(1.0f64, f64::max);
-                let h = rel * scale;
-                let shifted = |sign: f64| -> Vec<Tensor<T>> {
-                    inputs
-                        .iter()
-                        .zip(&us)
-                        .map(|(x, u)| x.zip_map(u, |a, b| a + T::from_f64(sign * h) * b))
-                        .collect()
-                };
-                let dot = |y: &Tensor<T>| -> f64 {
-                    y.data()
-                        .iter()
-                        .zip(v.data())
-                        .map(|(a, b)| a.to_f64() * b.to_f64())
-                        .sum()
-                };
-                let numeric = (dot(&eval(&f, &shifted(1.0))) - dot(&eval(&f, &shifted(-1.0)))) / (2.0 * h);
+                let analytic = dot_all(&g, &us);
+                let h = rel * step_scale(inputs);
+                let numeric = (dot(&eval(&f, &shifted(inputs, &us, h)), &v)
+                    - dot(&eval(&f, &shifted(inputs, &us, -h)), &v))
+                    / (2.0 * h);
                 consider(Mismatch {
                     input: 0,
                     index: vec![d],

@@ -1,7 +1,7 @@
 //! `localize`: which node's rule is wrong — every node's rule checked on that node's own recorded
 //! inputs (see [`localize`]).
 
-use super::gradcheck::unravel;
+use super::gradcheck::{dot_all, shifted, step_scale, unravel};
 use crate::autodiff::checkpoint::CheckpointOp;
 use crate::autodiff::rule::FirstOrderGrad;
 use crate::autodiff::tape::{OpRef, Tape, Var};
@@ -615,17 +615,7 @@ fn descend<T: Float>(
             .unzip()
     };
     let inner = Tape::<T>::new();
-    let vars: Vec<Var<'_, T>> = inputs
-        .iter()
-        .zip(&needs)
-        .map(|(x, &n)| {
-            if n {
-                inner.var(x.clone())
-            } else {
-                inner.constant(x.clone())
-            }
-        })
-        .collect();
+    let vars = leaves(&inner, &inputs, &needs);
     let mut path = within.to_vec();
     path.push(Enclosing {
         node: i,
@@ -694,15 +684,9 @@ fn reproduces<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> Option<String> {
     ))
 }
 
-/// Records `op` on `tape` from `inputs` (variables where `needs`, constants elsewhere).
-fn record<'s, T: Float>(
-    tape: &'s Tape<T>,
-    op: &OpRef<T>,
-    inputs: &[Tensor<T>],
-    needs: &[bool],
-    loc: &'static Location<'static>,
-) -> Result<(Vec<Var<'s, T>>, Var<'s, T>)> {
-    let vars: Vec<Var<'s, T>> = inputs
+/// `inputs` as leaves of `tape`: variables where `needs`, constants elsewhere.
+fn leaves<'s, T: Float>(tape: &'s Tape<T>, inputs: &[Tensor<T>], needs: &[bool]) -> Vec<Var<'s, T>> {
+    inputs
         .iter()
         .zip(needs)
         .map(|(x, &n)| {
@@ -712,9 +696,52 @@ fn record<'s, T: Float>(
                 tape.constant(x.clone())
             }
         })
-        .collect();
-    let out = tape.record(op.clone(), &vars, loc)?;
-    Ok((vars, out))
+        .collect()
+}
+
+/// The node under check: its op, its recorded inputs, which of them carry a gradient, and the line
+/// that built it.
+struct Node<'a, T: Float> {
+    op: &'a OpRef<T>,
+    inputs: Vec<Tensor<T>>,
+    needs: Vec<bool>,
+    /// The inputs that carry a gradient (the checked ones), in order.
+    needed: Vec<usize>,
+    loc: &'static Location<'static>,
+}
+
+impl<T: Float> Node<'_, T> {
+    /// The checked inputs' values.
+    fn checked(&self) -> Vec<Tensor<T>> {
+        self.needed.iter().map(|&k| self.inputs[k].clone()).collect()
+    }
+
+    /// The checked inputs' slots.
+    fn slots(&self) -> Vec<Slot> {
+        self.needed.iter().map(|&k| Slot::Input(k)).collect()
+    }
+
+    /// The recorded inputs with the checked ones replaced by `b` (in the order of `needed`; extra
+    /// entries of `b` are ignored).
+    fn with(&self, b: &[Tensor<T>]) -> Vec<Tensor<T>> {
+        let mut xs = self.inputs.clone();
+        for (&k, x) in self.needed.iter().zip(b) {
+            xs[k] = x.clone();
+        }
+        xs
+    }
+
+    /// The checked inputs among `vars` (the node's inputs as leaves of a tape).
+    fn wrt<'s>(&self, vars: &[Var<'s, T>]) -> Vec<Var<'s, T>> {
+        self.needed.iter().map(|&k| vars[k]).collect()
+    }
+
+    /// Records the op on `tape` from `inputs` (variables where the node's inputs need a gradient).
+    fn record<'s>(&self, tape: &'s Tape<T>, inputs: &[Tensor<T>]) -> Result<(Vec<Var<'s, T>>, Var<'s, T>)> {
+        let vars = leaves(tape, inputs, &self.needs);
+        let out = tape.record(self.op.clone(), &vars, self.loc)?;
+        Ok((vars, out))
+    }
 }
 
 /// Random entries `±U(0.5, 1.5)`: a cotangent or direction with no entry near 0, so that no part of
@@ -742,8 +769,13 @@ fn check_node<T: Float>(
         let needs: Vec<bool> = n.inputs.iter().map(|&j| nodes[j].requires_grad).collect();
         (inputs, needs, n.value.clone())
     };
-    let loc = check.location;
-    let needed: Vec<usize> = check.checked_inputs.clone();
+    let node = Node {
+        op,
+        inputs,
+        needs,
+        needed: check.checked_inputs.clone(),
+        loc: check.location,
+    };
     let mut rng = Rng::new(opts.seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ ((within.len() as u64) << 56));
     let forward = |xs: &[Tensor<T>]| -> Result<Tensor<T>> {
         let refs: Vec<&Tensor<T>> = xs.iter().collect();
@@ -752,7 +784,7 @@ fn check_node<T: Float>(
 
     // The forward must reproduce the recorded value, or differences of it mean nothing.
     report.forward_runs += 1;
-    match forward(&inputs) {
+    match forward(&node.inputs) {
         Ok(y) => {
             if let Some(p) = reproduces(&y, &recorded) {
                 check.problem = Some(p);
@@ -768,10 +800,9 @@ fn check_node<T: Float>(
     // First order: the rule on a random cotangent against differences of ⟨v, f⟩.
     let v: Tensor<T> = signed(recorded.shape(), &mut rng);
     let mini = Tape::<T>::new();
-    let analytic = record(&mini, op, &inputs, &needs, loc).and_then(|(vars, out)| {
-        let wrt: Vec<Var<'_, T>> = needed.iter().map(|&k| vars[k]).collect();
-        mini.grad_impl(&[out], std::slice::from_ref(&v), &wrt, true, loc)
-    });
+    let analytic = node
+        .record(&mini, &node.inputs)
+        .and_then(|(vars, out)| mini.grad_impl(&[out], std::slice::from_ref(&v), &node.wrt(&vars), true, node.loc));
     report.rule_runs += 1;
     let analytic = match analytic {
         Ok(a) => a,
@@ -780,22 +811,16 @@ fn check_node<T: Float>(
             return check;
         }
     };
-    let base: Vec<Tensor<T>> = needed.iter().map(|&k| inputs[k].clone()).collect();
-    let slots: Vec<Slot> = needed.iter().map(|&k| Slot::Input(k)).collect();
     let weights: Vec<f64> = v.data().iter().map(|x| x.to_f64()).collect();
     let mut forward_runs = 0;
     let first = compare(
-        &base,
-        &slots,
+        &node.checked(),
+        &node.slots(),
         &analytic,
         &weights,
         &mut |b: &[Tensor<T>]| {
             forward_runs += 1;
-            let mut xs = inputs.clone();
-            for (&k, x) in needed.iter().zip(b) {
-                xs[k] = x.clone();
-            }
-            forward(&xs).map(|y| y.data().iter().map(|x| x.to_f64()).collect())
+            forward(&node.with(b)).map(|y| y.data().iter().map(|x| x.to_f64()).collect())
         },
         opts,
         &mut rng,
@@ -805,7 +830,7 @@ fn check_node<T: Float>(
     check.first_order = Some(first);
 
     // The composed twin, on the same cotangent.
-    check.twin = twin_check(op, &inputs, &needs, &needed, &recorded, &v, &analytic, opts, loc);
+    check.twin = twin_check(&node, &recorded, &v, &analytic, opts);
     if check.twin.is_some() {
         report.forward_runs += 1;
         report.rule_runs += 1;
@@ -823,32 +848,32 @@ fn check_node<T: Float>(
     {
         SecondOrder::FirstOrderOnly
     } else {
-        second_order(op, &inputs, &needs, &needed, &v, opts, loc, &mut rng, report)
+        second_order(&node, &v, opts, &mut rng, report)
     };
     check
 }
 
 /// The second-order check: `S(x, v) = Σ_k ⟨w_k, G_k(x, v)⟩`, `G` the recorded rule, differentiated
 /// by its own rules, against differences of the first-order rule.
-#[allow(clippy::too_many_arguments)]
 fn second_order<T: Float>(
-    op: &OpRef<T>,
-    inputs: &[Tensor<T>],
-    needs: &[bool],
-    needed: &[usize],
+    node: &Node<'_, T>,
     v: &Tensor<T>,
     opts: &LocalizeOptions<T>,
-    loc: &'static Location<'static>,
     rng: &mut Rng,
     report: &mut LocalizeReport,
 ) -> SecondOrder {
-    let ws: Vec<Tensor<T>> = needed.iter().map(|&k| signed(inputs[k].shape(), rng)).collect();
+    let loc = node.loc;
+    let ws: Vec<Tensor<T>> = node
+        .needed
+        .iter()
+        .map(|&k| signed(node.inputs[k].shape(), rng))
+        .collect();
     let mini = Tape::<T>::new();
     let analytic = (|| {
-        let (vars, out) = record(&mini, op, inputs, needs, loc)?;
+        let (vars, out) = node.record(&mini, &node.inputs)?;
         let forward_len = mini.len();
         let vv = mini.var(v.clone());
-        let mut wrt: Vec<Var<'_, T>> = needed.iter().map(|&k| vars[k]).collect();
+        let mut wrt = node.wrt(&vars);
         let gs = mini.grad_graph_impl(&[out], &[vv], &wrt, true, loc)?;
         let first_order_only = (forward_len..mini.len()).any(|j| {
             mini.node(j)
@@ -868,9 +893,9 @@ fn second_order<T: Float>(
         Ok(None) => return SecondOrder::FirstOrderOnly,
         Err(e) => return SecondOrder::Failed(e),
     };
-    let mut base: Vec<Tensor<T>> = needed.iter().map(|&k| inputs[k].clone()).collect();
+    let mut base = node.checked();
     base.push(v.clone());
-    let mut slots: Vec<Slot> = needed.iter().map(|&k| Slot::Input(k)).collect();
+    let mut slots = node.slots();
     slots.push(Slot::Cotangent);
     let weights: Vec<f64> = ws.iter().flat_map(|w| w.data().iter().map(|x| x.to_f64())).collect();
     let mut runs = 0;
@@ -881,14 +906,15 @@ fn second_order<T: Float>(
         &weights,
         &mut |b: &[Tensor<T>]| {
             runs += 1;
-            let mut xs = inputs.to_vec();
-            for (&k, x) in needed.iter().zip(b) {
-                xs[k] = x.clone();
-            }
             let t = Tape::<T>::new();
-            let (vars, out) = record(&t, op, &xs, needs, loc)?;
-            let wrt: Vec<Var<'_, T>> = needed.iter().map(|&k| vars[k]).collect();
-            let gs = t.grad_impl(&[out], std::slice::from_ref(&b[b.len() - 1]), &wrt, true, loc)?;
+            let (vars, out) = node.record(&t, &node.with(b))?;
+            let gs = t.grad_impl(
+                &[out],
+                std::slice::from_ref(&b[b.len() - 1]),
+                &node.wrt(&vars),
+                true,
+                loc,
+            )?;
             Ok(gs.iter().flat_map(|g| g.data().iter().map(|x| x.to_f64())).collect())
         },
         opts,
@@ -918,32 +944,17 @@ fn builtin_twin<'t, T: Float>(op: &dyn Any, v: &[Var<'t, T>]) -> Option<(&'stati
     None
 }
 
-#[allow(clippy::too_many_arguments)]
 fn twin_check<T: Float>(
-    op: &OpRef<T>,
-    inputs: &[Tensor<T>],
-    needs: &[bool],
-    needed: &[usize],
+    node: &Node<'_, T>,
     recorded: &Tensor<T>,
     v: &Tensor<T>,
     analytic: &[Tensor<T>],
     opts: &LocalizeOptions<T>,
-    loc: &'static Location<'static>,
 ) -> Option<TwinCheck> {
-    let any = op.get().as_any();
+    let any = node.op.get().as_any();
     let user = opts.twins.iter().find(|t| t.op == any.type_id());
     let tape = Tape::<T>::new();
-    let vars: Vec<Var<'_, T>> = inputs
-        .iter()
-        .zip(needs)
-        .map(|(x, &n)| {
-            if n {
-                tape.var(x.clone())
-            } else {
-                tape.constant(x.clone())
-            }
-        })
-        .collect();
+    let vars = leaves(&tape, &node.inputs, &node.needs);
     let built = crate::core::error::attempt(|| match user {
         Some(t) => (t.f)(any, &vars).map(|out| (t.name, out)),
         None => builtin_twin(any, &vars),
@@ -993,13 +1004,12 @@ fn twin_check<T: Float>(
     }
     // Rounding differences scale with the values computed from (the inputs, the cotangent), not
     // only with the result, so each side's tolerance has a floor at their scale.
-    let input_scale = inputs.iter().map(max_abs).fold(max_abs(&y), f64::max);
+    let input_scale = node.inputs.iter().map(max_abs).fold(max_abs(&y), f64::max);
     twin.forward_max_abs = diff(recorded, &y);
     if twin.forward_max_abs > rtol * input_scale.max(1e-300) {
         twin.passed = false;
     }
-    let wrt: Vec<Var<'_, T>> = needed.iter().map(|&k| vars[k]).collect();
-    let composed = match tape.grad_impl(&[out], std::slice::from_ref(v), &wrt, true, loc) {
+    let composed = match tape.grad_impl(&[out], std::slice::from_ref(v), &node.wrt(&vars), true, node.loc) {
         Ok(g) => g,
         Err(e) => {
             twin.passed = false;
@@ -1008,7 +1018,7 @@ fn twin_check<T: Float>(
         }
     };
     let mut worst = -1.0;
-    for ((&k, a), c) in needed.iter().zip(analytic).zip(&composed) {
+    for ((&k, a), c) in node.needed.iter().zip(analytic).zip(&composed) {
         twin.vjp_max_abs = twin.vjp_max_abs.max(diff(a, c));
         let floor = max_abs(c).max(max_abs(v));
         for (j, (x, y)) in a.data().iter().zip(c.data()).enumerate() {
@@ -1161,31 +1171,13 @@ fn compare<T: Float>(
             }
             element(k, j, &mut c, &mut entries);
         }
-        let scale = base
-            .iter()
-            .flat_map(|b| b.data().iter())
-            .fold(1.0f64, |m, x| m.max(x.to_f64().abs()));
+        let scale = step_scale(base);
         for d in 0..opts.projections {
             let us: Vec<Tensor<T>> = base.iter().map(|b| signed(b.shape(), rng)).collect();
-            let a: f64 = analytic
-                .iter()
-                .zip(&us)
-                .map(|(g, u)| {
-                    g.data()
-                        .iter()
-                        .zip(u.data())
-                        .map(|(x, y)| x.to_f64() * y.to_f64())
-                        .sum::<f64>()
-                })
-                .sum();
+            let a = dot_all(analytic, &us);
             let mut quotient = |h: f64| {
-                let shift = |s: f64| -> Vec<Tensor<T>> {
-                    base.iter()
-                        .zip(&us)
-                        .map(|(b, u)| b.zip_map(u, |x, u| x + T::from_f64(s * h) * u))
-                        .collect()
-                };
-                central(&shift(1.0), &shift(-1.0)).map(|(dot, round)| (dot / (2.0 * h), round / (2.0 * h)))
+                central(&shifted(base, &us, h), &shifted(base, &us, -h))
+                    .map(|(dot, round)| (dot / (2.0 * h), round / (2.0 * h)))
             };
             let got = estimate(a, rel * scale, &mut quotient);
             match got {

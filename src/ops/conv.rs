@@ -51,7 +51,7 @@
 
 use super::common::arity;
 use super::index::ScatterAddOp;
-use super::registry::{Choice, OpInfo, Registry};
+use super::registry::{Choice, OpInfo, Registry, Sample};
 use crate::autodiff::rule::{Cotangents, Op, Value, VjpCtx};
 use crate::autodiff::tape::{OpRef, TruncateGuard, Var};
 use crate::core::error::{Error, ErrorKind, Result, fail};
@@ -438,32 +438,60 @@ impl<T: Float> Op<T> for Col2imOp {
 // Pooling.
 // ---------------------------------------------------------------------------------------------
 
-/// The geometry of a pooling window over `x` (4-D), checked: padding at most half the kernel.
-fn pool_geometry(op: &str, xs: &[usize], kernel: Hw, stride: Hw, padding: Hw) -> Result<ConvGeom> {
-    let (k, s, p) = (kernel.0, stride.0, padding.0);
-    let what = format!("input {}, kernel {k:?}, stride {s:?}, padding {p:?}", fmt_shape(xs));
-    if xs.len() != 4 {
-        return Err(Error::shape(
-            op,
-            format!("expects an input [batch, channels, height, width] ({what})"),
-        ));
+/// A pooling window: its size, how far it moves, and the padding of the input.
+#[derive(Clone, Copy, Debug)]
+struct Window {
+    kernel: Hw,
+    stride: Hw,
+    padding: Hw,
+}
+
+impl Window {
+    /// A window of `kernel`, moved by `stride`, over an input padded by `padding`.
+    fn new(kernel: impl Into<Hw>, stride: impl Into<Hw>, padding: impl Into<Hw>) -> Self {
+        Window {
+            kernel: kernel.into(),
+            stride: stride.into(),
+            padding: padding.into(),
+        }
     }
-    if (0..2).any(|a| p[a] > k[a] / 2) {
-        return Err(Error::new(
-            ErrorKind::Invalid,
-            op,
-            format!("padding must be at most half the kernel, so every window holds an input element ({what})"),
-        ));
+
+    /// The op parameters the window makes.
+    fn params(&self) -> String {
+        format!(
+            "kernel={:?}, stride={:?}, padding={:?}",
+            self.kernel.0, self.stride.0, self.padding.0
+        )
     }
-    let o = ConvOptions {
-        stride: s,
-        padding: p,
-        dilation: [1, 1],
-        groups: xs[1].max(1),
-    };
-    let g = geometry(op, &what, xs, k, &o, 2)?;
-    checked_numel::<f64>(op, &[g.n, g.c, g.oh, g.ow])?;
-    Ok(g)
+
+    /// The geometry of the window over an input of shape `xs` (4-D), checked: padding at most half
+    /// the kernel.
+    fn geometry(&self, op: &str, xs: &[usize]) -> Result<ConvGeom> {
+        let (k, s, p) = (self.kernel.0, self.stride.0, self.padding.0);
+        let what = format!("input {}, kernel {k:?}, stride {s:?}, padding {p:?}", fmt_shape(xs));
+        if xs.len() != 4 {
+            return Err(Error::shape(
+                op,
+                format!("expects an input [batch, channels, height, width] ({what})"),
+            ));
+        }
+        if (0..2).any(|a| p[a] > k[a] / 2) {
+            return Err(Error::new(
+                ErrorKind::Invalid,
+                op,
+                format!("padding must be at most half the kernel, so every window holds an input element ({what})"),
+            ));
+        }
+        let o = ConvOptions {
+            stride: s,
+            padding: p,
+            dilation: [1, 1],
+            groups: xs[1].max(1),
+        };
+        let g = geometry(op, &what, xs, k, &o, 2)?;
+        checked_numel::<f64>(op, &[g.n, g.c, g.oh, g.ow])?;
+        Ok(g)
+    }
 }
 
 /// For every output element of a max pool, the flat position within its `h·w` plane of the first
@@ -536,25 +564,18 @@ fn max_positions<T: Float>(x: &[T], g: &ConvGeom) -> Vec<usize> {
 
 /// The maximum of each window (see the module docs for ties and NaN).
 #[derive(Clone, Copy, Debug)]
-struct MaxPool2dOp {
-    kernel: Hw,
-    stride: Hw,
-    padding: Hw,
-}
+struct MaxPool2dOp(Window);
 
 impl<T: Float> Op<T> for MaxPool2dOp {
     fn name(&self) -> &'static str {
         "max_pool2d"
     }
     fn params(&self) -> String {
-        format!(
-            "kernel={:?}, stride={:?}, padding={:?}",
-            self.kernel.0, self.stride.0, self.padding.0
-        )
+        self.0.params()
     }
     fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
         arity("max_pool2d", x, 1)?;
-        let g = pool_geometry("max_pool2d", x[0].shape(), self.kernel, self.stride, self.padding)?;
+        let g = self.0.geometry("max_pool2d", x[0].shape())?;
         let (hw, l) = (g.h * g.w, g.positions());
         let d = x[0].data();
         let pos = max_positions(d, &g);
@@ -566,7 +587,7 @@ impl<T: Float> Op<T> for MaxPool2dOp {
     fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, g: &V) -> Result<Cotangents<V>> {
         let x = cx.input(0);
         let xv = x.value();
-        let geom = pool_geometry("max_pool2d", xv.shape(), self.kernel, self.stride, self.padding)?;
+        let geom = self.0.geometry("max_pool2d", xv.shape())?;
         let (planes, hw, l) = (geom.n * geom.c, geom.h * geom.w, geom.positions());
         let index = Indices::new(max_positions(xv.data(), &geom), [planes, l]);
         let back = ScatterAddOp {
@@ -581,25 +602,18 @@ impl<T: Float> Op<T> for MaxPool2dOp {
 
 /// The mean of each window, padding zeros included (`count_include_pad`).
 #[derive(Clone, Copy, Debug)]
-struct AvgPool2dOp {
-    kernel: Hw,
-    stride: Hw,
-    padding: Hw,
-}
+struct AvgPool2dOp(Window);
 
 impl<T: Float> Op<T> for AvgPool2dOp {
     fn name(&self) -> &'static str {
         "avg_pool2d"
     }
     fn params(&self) -> String {
-        format!(
-            "kernel={:?}, stride={:?}, padding={:?}, count_include_pad",
-            self.kernel.0, self.stride.0, self.padding.0
-        )
+        format!("{}, count_include_pad", self.0.params())
     }
     fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
         arity("avg_pool2d", x, 1)?;
-        let g = pool_geometry("avg_pool2d", x[0].shape(), self.kernel, self.stride, self.padding)?;
+        let g = self.0.geometry("avg_pool2d", x[0].shape())?;
         let hw = g.h * g.w;
         let scale = T::ONE / T::from_f64((g.kh * g.kw) as f64);
         let mut data = Vec::with_capacity(g.n * g.c * g.positions());
@@ -625,7 +639,7 @@ impl<T: Float> Op<T> for AvgPool2dOp {
     /// columns of a depthwise `im2col`, then `col2im` (padding positions dropped).
     fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, g: &V) -> Result<Cotangents<V>> {
         let xs = cx.input(0).shape();
-        let geom = pool_geometry("avg_pool2d", &xs, self.kernel, self.stride, self.padding)?;
+        let geom = self.0.geometry("avg_pool2d", &xs)?;
         if geom.c == 0 {
             // No channels, so no element, and no depthwise geometry to spread over.
             return Ok(cx.grads([Some(g.reshape(&[geom.n, 0, geom.h, geom.w]))]));
@@ -961,15 +975,8 @@ impl<'t, T: Float> Var<'t, T> {
     /// ```
     #[track_caller]
     pub fn max_pool2d(self, kernel: impl Into<Hw>, stride: impl Into<Hw>, padding: impl Into<Hw>) -> Var<'t, T> {
-        let loc = Location::caller();
-        let op = MaxPool2dOp {
-            kernel: kernel.into(),
-            stride: stride.into(),
-            padding: padding.into(),
-        };
-        pool_geometry("max_pool2d", &self.shape(), op.kernel, op.stride, op.padding)
-            .unwrap_or_else(|e| fail(e.at(loc)));
-        self.record_conv(op, &[self], loc)
+        let w = Window::new(kernel, stride, padding);
+        self.record_pool("max_pool2d", MaxPool2dOp(w), w, Location::caller())
     }
 
     /// 2-D average pooling (PyTorch's `avg_pool2d` with its default `count_include_pad=True`):
@@ -986,14 +993,14 @@ impl<'t, T: Float> Var<'t, T> {
     /// ```
     #[track_caller]
     pub fn avg_pool2d(self, kernel: impl Into<Hw>, stride: impl Into<Hw>, padding: impl Into<Hw>) -> Var<'t, T> {
-        let loc = Location::caller();
-        let op = AvgPool2dOp {
-            kernel: kernel.into(),
-            stride: stride.into(),
-            padding: padding.into(),
-        };
-        pool_geometry("avg_pool2d", &self.shape(), op.kernel, op.stride, op.padding)
-            .unwrap_or_else(|e| fail(e.at(loc)));
+        let w = Window::new(kernel, stride, padding);
+        self.record_pool("avg_pool2d", AvgPool2dOp(w), w, Location::caller())
+    }
+
+    /// Records the pooling `op` (named `name`) over the window `w`, after checking that `w` fits
+    /// this value.
+    fn record_pool(self, name: &str, op: impl Op<T>, w: Window, loc: &'static Location<'static>) -> Var<'t, T> {
+        w.geometry(name, &self.shape()).unwrap_or_else(|e| fail(e.at(loc)));
         self.record_conv(op, &[self], loc)
     }
 
@@ -1358,11 +1365,7 @@ fn pool_recipe<'t, T: Float>(c: &mut Choice<'_>, v: &[Var<'t, T>], max: bool) ->
             [wild_size(c), wild_size(c)],
             [wild_size(c), wild_size(c)],
         );
-        return Some(if max {
-            x.max_pool2d(k, s, p)
-        } else {
-            x.avg_pool2d(k, s, p)
-        });
+        return Some(pool(x, max, k, s, p));
     }
     let (img, s) = as_image(x, c.flag())?;
     let k = [1 + c.below(s[2].min(2)), 1 + c.below(s[3].min(3))];
@@ -1425,13 +1428,72 @@ fn tie_free(shape: &[usize], seed: u64) -> Tensor<f64> {
     Tensor::from_fn(shape, |k| 4.8 * order[k] as f64 / n as f64 - 2.4)
 }
 
+/// Standard normal samples of `shape` (the registry's convolution samples).
+fn normal(shape: &[usize], seed: u64) -> Tensor<f64> {
+    Tensor::rand_normal(shape, 0.0, 1.0, seed)
+}
+
+/// `y ⊙ y`: the reference of a sample that squares the op's output.
+fn squared(y: Tensor<f64>) -> Tensor<f64> {
+    Tensor::from_vec(y.data().iter().map(|a| a * a).collect(), y.shape())
+}
+
+/// `max_pool2d` when `max`, else `avg_pool2d`.
+#[track_caller]
+fn pool<'t, T: Float>(x: Var<'t, T>, max: bool, k: impl Into<Hw>, s: impl Into<Hw>, p: impl Into<Hw>) -> Var<'t, T> {
+    if max {
+        x.max_pool2d(k, s, p)
+    } else {
+        x.avg_pool2d(k, s, p)
+    }
+}
+
+/// The samples of `max_pool2d` (`MAX`: tie-free inputs, seeds from 640) or `avg_pool2d` (normal
+/// inputs, seeds from 650): a 2×2 window, overlapping or strided windows with padding, and a
+/// rectangular window, squared.
+fn pool_samples<const MAX: bool>() -> Vec<Sample> {
+    let n: fn(&[usize], u64) -> Tensor<f64> = if MAX { tie_free } else { normal };
+    let seed = if MAX { 640 } else { 650 };
+    let padded = if MAX {
+        sample!(
+            "batch 2, [2,2,4,3] kernel 3 stride 1 padding 1 (overlapping)",
+            [n(&[2, 2, 4, 3], seed + 1)],
+            |v| v[0].max_pool2d(3, 1, 1)
+        )
+        .with_reference(|x| naive::pool(&x[0], [3, 3], [1, 1], [1, 1], true))
+    } else {
+        sample!(
+            "batch 2, [2,3,5,4] kernel 3 stride 2 padding 1",
+            [n(&[2, 3, 5, 4], seed + 1)],
+            |v| v[0].avg_pool2d(3, 2, 1)
+        )
+        .with_reference(|x| naive::pool(&x[0], [3, 3], [2, 2], [1, 1], false))
+    };
+    vec![
+        sample!("[1,1,4,4] kernel 2 stride 2", [n(&[1, 1, 4, 4], seed)], |v| pool(
+            v[0], MAX, 2, 2, 0
+        ))
+        .with_reference(|x| naive::pool(&x[0], [2, 2], [2, 2], [0, 0], MAX)),
+        padded,
+        sample!(
+            "[1,2,3,5] kernel [2,3] stride [1,2] padding [1,1], squared",
+            [n(&[1, 2, 3, 5], seed + 2)],
+            |v| {
+                let y = pool(v[0], MAX, [2, 3], [1, 2], [1, 1]);
+                y * y
+            }
+        )
+        .with_reference(|x| squared(naive::pool(&x[0], [2, 3], [1, 2], [1, 1], MAX))),
+    ]
+}
+
 pub(crate) fn register(r: &mut Registry) {
     r.register(
         OpInfo::new(
             "conv2d",
             "2-D convolution NCHW (also conv1d): stride, zero padding, dilation, groups",
             || {
-                let n = |s: &[usize], seed| Tensor::<f64>::rand_normal(s, 0.0, 1.0, seed);
+                let n = normal;
                 vec![
                     sample!(
                         "[1,1,4,4] * [1,1,3,3]",
@@ -1465,10 +1527,7 @@ pub(crate) fn register(r: &mut Registry) {
                             y * y
                         }
                     )
-                    .with_reference(|x| {
-                        let y = naive::conv2d(&x[0], &x[1], None, O_RECT);
-                        Tensor::from_vec(y.data().iter().map(|a| a * a).collect(), y.shape())
-                    }),
+                    .with_reference(|x| squared(naive::conv2d(&x[0], &x[1], None, O_RECT))),
                     sample!(
                         "conv1d batch 2, [2,2,7] * [3,2,3] stride 2 padding 1, bias",
                         [n(&[2, 2, 7], 611), n(&[3, 2, 3], 612), n(&[3], 613)],
@@ -1491,7 +1550,7 @@ pub(crate) fn register(r: &mut Registry) {
             "im2col",
             "the patches of an NCHW image as columns [n, groups, (c/groups)·kh·kw, oh·ow]",
             || {
-                let n = |s: &[usize], seed| Tensor::<f64>::rand_normal(s, 0.0, 1.0, seed);
+                let n = normal;
                 vec![
                     sample!("[1,1,3,4] kernel 2", [n(&[1, 1, 3, 4], 620)], |v| v[0]
                         .im2col(2, O_PLAIN))
@@ -1510,10 +1569,7 @@ pub(crate) fn register(r: &mut Registry) {
                             y * y
                         }
                     )
-                    .with_reference(|x| {
-                        let y = naive::im2col(&x[0], [3, 3], O_DIL);
-                        Tensor::from_vec(y.data().iter().map(|a| a * a).collect(), y.shape())
-                    }),
+                    .with_reference(|x| squared(naive::im2col(&x[0], [3, 3], O_DIL))),
                 ]
             },
         )
@@ -1524,7 +1580,7 @@ pub(crate) fn register(r: &mut Registry) {
             "col2im",
             "the adjoint of im2col: columns added back into an NCHW image",
             || {
-                let n = |s: &[usize], seed| Tensor::<f64>::rand_normal(s, 0.0, 1.0, seed);
+                let n = normal;
                 vec![
                     sample!("[1,1,4,6] into [3,4] kernel 2", [n(&[1, 1, 4, 6], 630)], |v| v[0]
                         .col2im(2, [3, 4], O_PLAIN))
@@ -1558,32 +1614,7 @@ pub(crate) fn register(r: &mut Registry) {
         OpInfo::new(
             "max_pool2d",
             "the maximum of each window (the first maximal element gets the gradient; NaN propagates)",
-            || {
-                let n = tie_free;
-                vec![
-                    sample!("[1,1,4,4] kernel 2 stride 2", [n(&[1, 1, 4, 4], 640)], |v| v[0]
-                        .max_pool2d(2, 2, 0))
-                    .with_reference(|x| naive::pool(&x[0], [2, 2], [2, 2], [0, 0], true)),
-                    sample!(
-                        "batch 2, [2,2,4,3] kernel 3 stride 1 padding 1 (overlapping)",
-                        [n(&[2, 2, 4, 3], 641)],
-                        |v| v[0].max_pool2d(3, 1, 1)
-                    )
-                    .with_reference(|x| naive::pool(&x[0], [3, 3], [1, 1], [1, 1], true)),
-                    sample!(
-                        "[1,2,3,5] kernel [2,3] stride [1,2] padding [1,1], squared",
-                        [n(&[1, 2, 3, 5], 642)],
-                        |v| {
-                            let y = v[0].max_pool2d([2, 3], [1, 2], [1, 1]);
-                            y * y
-                        }
-                    )
-                    .with_reference(|x| {
-                        let y = naive::pool(&x[0], [2, 3], [1, 2], [1, 1], true);
-                        Tensor::from_vec(y.data().iter().map(|a| a * a).collect(), y.shape())
-                    }),
-                ]
-            },
+            pool_samples::<true>,
         )
         .recipe(recipe!(|c, v| pool_recipe(c, v, true))),
     );
@@ -1591,32 +1622,7 @@ pub(crate) fn register(r: &mut Registry) {
         OpInfo::new(
             "avg_pool2d",
             "the mean of each window, padding zeros counted (count_include_pad)",
-            || {
-                let n = |s: &[usize], seed| Tensor::<f64>::rand_normal(s, 0.0, 1.0, seed);
-                vec![
-                    sample!("[1,1,4,4] kernel 2 stride 2", [n(&[1, 1, 4, 4], 650)], |v| v[0]
-                        .avg_pool2d(2, 2, 0))
-                    .with_reference(|x| naive::pool(&x[0], [2, 2], [2, 2], [0, 0], false)),
-                    sample!(
-                        "batch 2, [2,3,5,4] kernel 3 stride 2 padding 1",
-                        [n(&[2, 3, 5, 4], 651)],
-                        |v| v[0].avg_pool2d(3, 2, 1)
-                    )
-                    .with_reference(|x| naive::pool(&x[0], [3, 3], [2, 2], [1, 1], false)),
-                    sample!(
-                        "[1,2,3,5] kernel [2,3] stride [1,2] padding [1,1], squared",
-                        [n(&[1, 2, 3, 5], 652)],
-                        |v| {
-                            let y = v[0].avg_pool2d([2, 3], [1, 2], [1, 1]);
-                            y * y
-                        }
-                    )
-                    .with_reference(|x| {
-                        let y = naive::pool(&x[0], [2, 3], [1, 2], [1, 1], false);
-                        Tensor::from_vec(y.data().iter().map(|a| a * a).collect(), y.shape())
-                    }),
-                ]
-            },
+            pool_samples::<false>,
         )
         .recipe(recipe!(|c, v| pool_recipe(c, v, false))),
     );
@@ -1625,7 +1631,7 @@ pub(crate) fn register(r: &mut Registry) {
             "dropout",
             "inverted dropout with a mask drawn from a seed (p = 0: identity, p = 1: zeros)",
             || {
-                let n = |s: &[usize], seed| Tensor::<f64>::rand_normal(s, 0.0, 1.0, seed);
+                let n = normal;
                 vec![
                     sample!("[4,5] p 0.5 seed 3", [n(&[4, 5], 660)], |v| v[0].dropout(0.5, 3))
                         .with_reference(|x| naive::dropout(&x[0], 0.5, 3)),
@@ -1633,10 +1639,7 @@ pub(crate) fn register(r: &mut Registry) {
                         let y = v[0].dropout(0.25, 11);
                         y * y
                     })
-                    .with_reference(|x| {
-                        let y = naive::dropout(&x[0], 0.25, 11);
-                        Tensor::from_vec(y.data().iter().map(|a| a * a).collect(), y.shape())
-                    }),
+                    .with_reference(|x| squared(naive::dropout(&x[0], 0.25, 11))),
                     sample!("[3] p 0 (identity)", [n(&[3], 662)], |v| v[0].dropout(0.0, 5))
                         .with_reference(|x| naive::dropout(&x[0], 0.0, 5)),
                     sample!("[3] p 1 (zeros)", [n(&[3], 663)], |v| v[0].dropout(1.0, 5))
