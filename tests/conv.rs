@@ -246,6 +246,20 @@ fn max_pool_gives_the_gradient_to_the_first_maximum_of_each_window() {
     let rv = r.value().to_vec();
     assert!(rv[0].is_nan() && rv[1] == 7.0, "{rv:?}");
     assert_eq!(r.sum().backward()[q].to_vec(), vec![0.0, 1.0, 1.0, 0.0]);
+    // The same in 2×2 windows (their own unrolled scan): the first NaN gets the gradient, before
+    // and after a larger value; infinities are ordinary maxima.
+    let n = f64::NAN;
+    let w = tape.var(Tensor::from_vec(
+        vec![9.0, n, 5.0, 1.0, f64::INFINITY, 2.0, 3.0, n, n, 1.0, 0.0, f64::INFINITY],
+        [1, 1, 2, 6],
+    ));
+    let v = w.max_pool2d(2, 2, 0);
+    let vv = v.value().to_vec();
+    assert!(vv[0].is_nan() && vv[1].is_nan() && vv[2] == f64::INFINITY, "{vv:?}");
+    assert_eq!(
+        v.sum().backward()[w].to_vec(),
+        vec![0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0]
+    );
     // The layer form.
     assert_eq!(MaxPool2d::new(2).forward(x).value().to_vec(), vec![5.0, 2.0]);
 }

@@ -523,9 +523,22 @@ fn max_positions<T: Float>(x: &[T], g: &ConvGeom) -> Vec<usize> {
         (flat, start)
     }
     let (hw, l) = (g.h * g.w, g.positions());
+    let mut out = Vec::with_capacity(g.n * g.c * l);
+    if (g.kh, g.kw, g.ph, g.pw) == (2, 2, 0, 0) {
+        // The common 2×2 window without padding, unrolled: its four positions in scan order.
+        let (w, dy) = (g.w, g.dh * g.w);
+        for plane in x.chunks_exact(hw.max(1)).take(g.n * g.c) {
+            for oy in 0..g.oh {
+                for ox in 0..g.ow {
+                    let p = oy * g.sh * w + ox * g.sw;
+                    out.push(first_max(plane, [p, p + g.dw, p + dy, p + dy + g.dw]));
+                }
+            }
+        }
+        return out;
+    }
     let (ys, ystart) = taps(g.oh, g.kh, g.sh, g.dh, g.ph, g.h);
     let (xs, xstart) = taps(g.ow, g.kw, g.sw, g.dw, g.pw, g.w);
-    let mut out = Vec::with_capacity(g.n * g.c * l);
     for plane in x.chunks_exact(hw.max(1)).take(g.n * g.c) {
         for oy in 0..g.oh {
             let rows = &ys[ystart[oy]..ystart[oy + 1]];
@@ -560,6 +573,24 @@ fn max_positions<T: Float>(x: &[T], g: &ConvGeom) -> Vec<usize> {
         }
     }
     out
+}
+
+/// The first of the positions `ps` (in scan order) holding the maximum of `plane` over them, or
+/// the first holding a NaN: [`max_positions`]' scan of one window, for a window of fixed size.
+#[inline(always)]
+fn first_max<T: Float, const N: usize>(plane: &[T], ps: [usize; N]) -> usize {
+    let (mut bp, mut bv, mut nan) = (ps[0], plane[ps[0]], false);
+    for p in ps {
+        let v = plane[p];
+        let better = v > bv;
+        bp = if better { p } else { bp };
+        bv = if better { v } else { bv };
+        nan |= v.is_nan();
+    }
+    if nan {
+        bp = ps.into_iter().find(|&p| plane[p].is_nan()).unwrap_or(bp);
+    }
+    bp
 }
 
 /// The maximum of each window (see the module docs for ties and NaN).
