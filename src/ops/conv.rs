@@ -60,6 +60,7 @@ use crate::core::rng::Rng;
 use crate::core::shape::{fmt_shape, shape_of};
 use crate::ops::index::Indices;
 use crate::tensor::kernels::conv::{ConvGeom, col2im, im2col};
+use crate::tensor::pool;
 use crate::tensor::{Tensor, checked_numel};
 use crate::{recipe, sample};
 use std::panic::Location;
@@ -610,7 +611,8 @@ impl<T: Float> Op<T> for MaxPool2dOp {
         let (hw, l) = (g.h * g.w, g.positions());
         let d = x[0].data();
         let pos = max_positions(d, &g);
-        let data = pos.iter().enumerate().map(|(k, &p)| d[(k / l) * hw + p]).collect();
+        let mut data = pool::alloc(pos.len());
+        data.extend(pos.iter().enumerate().map(|(k, &p)| d[(k / l) * hw + p]));
         Ok(Tensor::from_parts(shape_of([g.n, g.c, g.oh, g.ow]), data))
     }
     /// The gradient of each window goes to its first maximum (positions read from the input's
@@ -647,7 +649,7 @@ impl<T: Float> Op<T> for AvgPool2dOp {
         let g = self.0.geometry("avg_pool2d", x[0].shape())?;
         let hw = g.h * g.w;
         let scale = T::ONE / T::from_f64((g.kh * g.kw) as f64);
-        let mut data = Vec::with_capacity(g.n * g.c * g.positions());
+        let mut data = pool::alloc(g.n * g.c * g.positions());
         for plane in x[0].data().chunks_exact(hw.max(1)).take(g.n * g.c) {
             for oy in 0..g.oh {
                 for ox in 0..g.ow {

@@ -46,6 +46,7 @@ use crate::core::error::{Error, ErrorKind, Result, fail};
 use crate::core::float::Float;
 use crate::core::shape::{Shape, fmt_shape, shape_of, strides, try_numel};
 use crate::tensor::kernels::split_axis;
+use crate::tensor::pool;
 use crate::tensor::{Tensor, checked_numel};
 use crate::{recipe, sample};
 use std::ops::{Range, RangeFrom, RangeFull, RangeInclusive, RangeTo, RangeToInclusive};
@@ -234,7 +235,7 @@ fn take_blocks<T: Float>(
     if outer == 0 || m == 0 || inner == 0 {
         return Vec::new();
     }
-    let mut out = Vec::with_capacity(outer * m * inner);
+    let mut out = pool::alloc(outer * m * inner);
     for row in x.chunks_exact(n * inner).take(outer) {
         for k in 0..m {
             let s = at(k) * inner;
@@ -254,7 +255,7 @@ fn put_blocks<T: Float>(
     at: impl Fn(usize) -> usize,
     add: bool,
 ) -> Vec<T> {
-    let mut out = vec![T::ZERO; outer * n * inner];
+    let mut out = pool::filled(outer * n * inner, T::ZERO);
     if outer == 0 || m == 0 || inner == 0 {
         return out;
     }
@@ -743,7 +744,7 @@ impl<T: Float> Op<T> for GatherOp {
         arity("gather", x, 1)?;
         let x = x[0];
         let a = check_index("gather", &self.index, x.shape(), self.axis, "input")?;
-        let mut data = Vec::with_capacity(self.index.numel());
+        let mut data = pool::alloc(self.index.numel());
         let xd = x.data();
         for_each_picked(&self.index, x.shape(), a, |_, off| data.push(xd[off]));
         Ok(Tensor::from_parts(shape_of(self.index.shape()), data))
@@ -795,7 +796,7 @@ impl<T: Float> Op<T> for ScatterAddOp {
             ));
         }
         let a = check_index("scatter_add", &self.index, &self.shape, self.axis, "output")?;
-        let mut out = vec![T::ZERO; checked_numel::<T>("scatter_add", &self.shape)?];
+        let mut out = pool::filled(checked_numel::<T>("scatter_add", &self.shape)?, T::ZERO);
         let sd = src.data();
         for_each_picked(&self.index, &self.shape, a, |p, off| out[off] += sd[p]);
         Ok(Tensor::from_parts(self.shape.clone(), out))
@@ -857,7 +858,7 @@ impl<T: Float> Op<T> for ConcatOp {
         let shape = with_extent(s0, a, total);
         let n = checked_numel::<T>("concat", &shape)?;
         let (outer, _, inner) = split_axis(s0, a);
-        let mut data = Vec::with_capacity(n);
+        let mut data = pool::alloc(n);
         if n > 0 {
             for o in 0..outer {
                 for p in x {

@@ -18,6 +18,7 @@ use crate::autodiff::tape::{OpRef, Var};
 use crate::core::error::{Error, Result};
 use crate::core::float::Float;
 use crate::core::shape::{Shape, broadcasts_to, fmt_shape, shape_of};
+use crate::tensor::pool;
 use crate::tensor::{Tensor, kernels};
 use crate::{recipe, sample};
 
@@ -157,7 +158,7 @@ impl<T: Float> Op<T> for MaxOp {
         let a = resolve_axis(MaxOp::name(self), self.axis, xv.ndim())?;
         let (idx, _) = self.extremes(&xv, a);
         let (outer, n, inner) = kernels::split_axis(xv.shape(), a);
-        let mut mask = vec![T::ZERO; xv.numel()];
+        let mut mask = pool::filled(xv.numel(), T::ZERO);
         for o in 0..outer {
             for i in 0..inner {
                 mask[(o * n + idx[o * inner + i]) * inner + i] = T::ONE;

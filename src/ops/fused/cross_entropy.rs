@@ -26,6 +26,7 @@ use crate::tensor::kernels::rows::{
     cross_entropy_backward_probs_rows, cross_entropy_backward_rows, cross_entropy_total, logsumexp, softmax_rows,
 };
 use crate::tensor::kernels::split_axis;
+use crate::tensor::pool;
 use crate::{recipe, sample};
 use std::panic::Location;
 use std::sync::Arc;
@@ -252,7 +253,7 @@ impl CeSpec {
         let t = self.classes.as_ref().expect("class targets");
         let (outer, n, inner) = split_axis(shape, axis);
         let eps = self.smoothing;
-        let mut d = vec![T::ZERO; shape.iter().product()];
+        let mut d = pool::filled(shape.iter().product(), T::ZERO);
         for o in 0..outer {
             for i in 0..inner {
                 let y = t[o * inner + i];

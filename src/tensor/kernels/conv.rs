@@ -8,6 +8,7 @@
 
 use crate::core::float::Float;
 use crate::tensor::parallel;
+use crate::tensor::pool;
 
 /// The geometry of a 2-D convolution (or pooling window) over `[n, c, h, w]` inputs: kernel
 /// `kh × kw`, strides, zero padding, dilations, `groups` channel groups, and the output size
@@ -70,7 +71,7 @@ fn rows_per_chunk(len: usize) -> usize {
 /// `[n, c, kh, kw, oh·ow]`.
 pub(crate) fn im2col<T: Float>(x: &[T], g: &ConvGeom) -> Vec<T> {
     let l = g.positions();
-    let mut out = vec![T::ZERO; g.cols_len()];
+    let mut out = pool::filled(g.cols_len(), T::ZERO);
     if out.is_empty() {
         return out;
     }
@@ -103,7 +104,7 @@ pub(crate) fn im2col<T: Float>(x: &[T], g: &ConvGeom) -> Vec<T> {
 /// summed by one chunk, kernel positions and output positions in order.
 pub(crate) fn col2im<T: Float>(cols: &[T], g: &ConvGeom) -> Vec<T> {
     let hw = g.h * g.w;
-    let mut out = vec![T::ZERO; g.n * g.c * hw];
+    let mut out = pool::filled(g.n * g.c * hw, T::ZERO);
     if out.is_empty() {
         return out;
     }
