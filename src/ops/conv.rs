@@ -737,12 +737,13 @@ impl<T: Float> Op<T> for DropoutOp {
             T::ZERO
         };
         let keep = keep_mask(x.numel(), self.p, self.seed);
-        let data = x
-            .data()
-            .iter()
-            .zip(&keep)
-            .map(|(&v, &k)| if k { v * scale } else { T::ZERO })
-            .collect();
+        let mut data = pool::alloc(x.numel());
+        data.extend(
+            x.data()
+                .iter()
+                .zip(&keep)
+                .map(|(&v, &k)| if k { v * scale } else { T::ZERO }),
+        );
         Ok(Tensor::from_parts(shape_of(x.shape()), data))
     }
     /// Linear, and its own adjoint: the same dropout (same seed, same mask) of the gradient; a
