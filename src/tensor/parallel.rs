@@ -43,9 +43,16 @@ pub const THREADS_ENV: &str = "TAPEGRAD_NUM_THREADS";
 /// additions never depends on the thread count).
 pub const REDUCE_CHUNK: usize = 1 << 14;
 
-/// Default for [`min_parallel_elements`]: below this many elements a kernel stays on the calling
-/// thread.
-pub const DEFAULT_MIN_PARALLEL: usize = 1 << 15;
+/// Default for [`min_parallel_elements`]: below this much work (elements read and written) a
+/// kernel stays on the calling thread.
+///
+/// Chosen by measurement (2 threads, the profiler's end-to-end step times, two runs each,
+/// 2026-12-02): waking the pool's sleeping workers costs more than splitting saves on kernels
+/// of a few hundred kilobytes. W7 (tensors of ≤ 131 072 elements): 2^15 → 1.42 / 1.20 ms, 2^18 →
+/// 1.16 / 1.15 ms, 2^20 → 1.04 / 1.06 ms (one thread: 1.02 ms); W8 (2^18–2^20-element
+/// tensors): 2^15 → 26.3 / 27.7 ms, 2^18 → 27.3 / 28.0 ms, 2^20 → 29.0 / 28.3 ms, 2^22 → 35.9 /
+/// 32.5 ms (one thread: 37.0 ms). 2^18 keeps nearly all of W8's gain and most of W7's loss.
+pub const DEFAULT_MIN_PARALLEL: usize = 1 << 18;
 
 /// 0 = not decided yet (read the environment at first use).
 static THREADS: AtomicUsize = AtomicUsize::new(0);
