@@ -87,7 +87,7 @@ pub trait Float:
     }
     /// `e^self`.
     fn exp(self) -> Self;
-    /// `e^self` by the branch-free polynomial of [`vmath`](crate::tensor::vmath) (within 1 ulp
+    /// `e^self` by the crate's branch-free polynomial (the vectorised `exp` kernel's; within 1 ulp
     /// of [`exp`](Self::exp); the same special values): `#[inline(always)]`, so a loop that calls
     /// it per element auto-vectorises, where `exp` calls the C library once per element.
     fn exp_vec(self) -> Self;

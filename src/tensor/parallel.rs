@@ -54,6 +54,13 @@ pub const REDUCE_CHUNK: usize = 1 << 14;
 /// 32.5 ms (one thread: 37.0 ms). 2^18 keeps nearly all of W8's gain and most of W7's loss.
 pub const DEFAULT_MIN_PARALLEL: usize = 1 << 18;
 
+/// How many elements of work one element of a kernel that evaluates an exponential or a
+/// logarithm counts for, against [`min_parallel_elements`] (which is sized for memory-bound
+/// kernels: a copy or an add of a few hundred kilobytes does not pay for waking the workers, a
+/// softmax row kernel over 256 × 1000 does: W1 there at 2 threads, 2^15 threshold: 431 µs; 2^18
+/// without this weight: 529 µs, one thread 511 µs).
+pub(crate) const EXP_WORK: usize = 8;
+
 /// 0 = not decided yet (read the environment at first use).
 static THREADS: AtomicUsize = AtomicUsize::new(0);
 static SPLITS: AtomicU64 = AtomicU64::new(0);

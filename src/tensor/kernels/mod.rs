@@ -320,7 +320,7 @@ pub(crate) fn map<T: Float>(a: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
 /// elements independently, as the vectorised `exp`/`ln` do).
 pub(crate) fn map_slices<T: Float>(a: &[T], f: impl Fn(&mut [T]) + Sync) -> Vec<T> {
     let mut out = crate::tensor::pool::buffer(a.len());
-    parallel::chunks_mut(&mut out, ELEM_CHUNK, 2 * a.len(), |i, c| {
+    parallel::chunks_mut(&mut out, ELEM_CHUNK, parallel::EXP_WORK * a.len(), |i, c| {
         let s = i * ELEM_CHUNK;
         c.copy_from_slice(&a[s..s + c.len()]);
         f(c);

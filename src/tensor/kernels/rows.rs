@@ -30,7 +30,7 @@ fn row_chunks<T: Float>(out: &mut [T], n: usize, work: usize, f: impl Fn(usize, 
 /// A NaN in a row makes that whole row NaN (through the sum), without a separate check.
 pub(crate) fn softmax_rows<T: Float>(x: &[T], n: usize) -> Vec<T> {
     let mut out = crate::tensor::pool::buffer(x.len());
-    row_chunks(&mut out, n, 2 * x.len(), |r0, c| {
+    row_chunks(&mut out, n, parallel::EXP_WORK * x.len(), |r0, c| {
         softmax_rows_into(&x[r0 * n..r0 * n + c.len()], n, c)
     });
     out
@@ -70,7 +70,7 @@ pub(crate) fn softmax_backward_rows<T: Float>(y: &[T], g: &[T], n: usize) -> Vec
 /// `x − m − log Σ exp(x − m)` row by row.
 pub(crate) fn log_softmax_rows<T: Float>(x: &[T], n: usize) -> Vec<T> {
     let mut out = crate::tensor::pool::buffer(x.len());
-    row_chunks(&mut out, n, 2 * x.len(), |r0, c| {
+    row_chunks(&mut out, n, parallel::EXP_WORK * x.len(), |r0, c| {
         let xc = &x[r0 * n..r0 * n + c.len()];
         for (row, xr) in c.chunks_exact_mut(n).zip(xc.chunks_exact(n)) {
             let lse = logsumexp(xr, row);
@@ -83,7 +83,7 @@ pub(crate) fn log_softmax_rows<T: Float>(x: &[T], n: usize) -> Vec<T> {
 /// `dx = g − exp(out) · Σg` row by row.
 pub(crate) fn log_softmax_backward_rows<T: Float>(out: &[T], g: &[T], n: usize) -> Vec<T> {
     let mut dx = crate::tensor::pool::buffer(out.len());
-    row_chunks(&mut dx, n, 3 * out.len(), |r0, c| {
+    row_chunks(&mut dx, n, parallel::EXP_WORK * out.len(), |r0, c| {
         let (oc, gc) = (&out[r0 * n..r0 * n + c.len()], &g[r0 * n..r0 * n + c.len()]);
         c.copy_from_slice(oc);
         for (d, gr) in c.chunks_exact_mut(n).zip(gc.chunks_exact(n)) {
@@ -112,7 +112,7 @@ pub(crate) fn logsumexp<T: Float>(x: &[T], scratch: &mut [T]) -> T {
 /// recomputing the softmax from the logits (the cross-entropy op keeps nothing).
 pub(crate) fn cross_entropy_backward_rows<T: Float>(x: &[T], classes: &[usize], k: T, n: usize) -> Vec<T> {
     let mut out = crate::tensor::pool::buffer(x.len());
-    row_chunks(&mut out, n, 2 * x.len(), |r0, c| {
+    row_chunks(&mut out, n, parallel::EXP_WORK * x.len(), |r0, c| {
         softmax_rows_into(&x[r0 * n..r0 * n + c.len()], n, c);
         for (row, &cl) in c.chunks_exact_mut(n).zip(&classes[r0..]) {
             row.iter_mut().for_each(|v| *v *= k);
@@ -125,7 +125,7 @@ pub(crate) fn cross_entropy_backward_rows<T: Float>(x: &[T], classes: &[usize], 
 /// `dx = (softmax(x)·Σt − t)·k` row by row for probability targets (rows of `t` need not sum to 1).
 pub(crate) fn cross_entropy_backward_probs_rows<T: Float>(x: &[T], t: &[T], k: T, n: usize) -> Vec<T> {
     let mut out = crate::tensor::pool::buffer(x.len());
-    row_chunks(&mut out, n, 3 * x.len(), |r0, c| {
+    row_chunks(&mut out, n, parallel::EXP_WORK * x.len(), |r0, c| {
         softmax_rows_into(&x[r0 * n..r0 * n + c.len()], n, c);
         let tc = &t[r0 * n..r0 * n + c.len()];
         for (row, tr) in c.chunks_exact_mut(n).zip(tc.chunks_exact(n)) {
@@ -145,7 +145,7 @@ pub(crate) fn cross_entropy_total<T: Float>(x: &[T], classes: Option<&[usize]>, 
     }
     let rows = x.len() / n;
     let per = (ROW_CHUNK / n).max(1);
-    let parts = parallel::map_collect(rows.div_ceil(per), x.len(), |i| {
+    let parts = parallel::map_collect(rows.div_ceil(per), parallel::EXP_WORK * x.len(), |i| {
         let (r0, r1) = (i * per, ((i + 1) * per).min(rows));
         cross_entropy_chunk(&x[r0 * n..r1 * n], r0, classes, t, n)
     });
