@@ -532,7 +532,7 @@ fn max_positions<T: Float>(x: &[T], g: &ConvGeom) -> Vec<usize> {
             for oy in 0..g.oh {
                 for ox in 0..g.ow {
                     let p = oy * g.sh * w + ox * g.sw;
-                    out.push(first_max(plane, [p, p + g.dw, p + dy, p + dy + g.dw]));
+                    out.push(first_max(plane, [p, p + g.dw, p + dy, p + dy + g.dw].into_iter()).unwrap_or(0));
                 }
             }
         }
@@ -545,31 +545,9 @@ fn max_positions<T: Float>(x: &[T], g: &ConvGeom) -> Vec<usize> {
             let rows = &ys[ystart[oy]..ystart[oy + 1]];
             for ox in 0..g.ow {
                 let cols = &xs[xstart[ox]..xstart[ox + 1]];
+                let window = rows.iter().flat_map(|&y| cols.iter().map(move |&xx| y * g.w + xx));
                 // Padding is at most half the kernel, so every window holds an element.
-                let (Some(&y0), Some(&x0)) = (rows.first(), cols.first()) else {
-                    out.push(0);
-                    continue;
-                };
-                // Without NaN the first maximum is the first `v > best`; a window holding a NaN
-                // (rare) is scanned again for its first NaN.
-                let (mut bp, mut bv, mut nan) = (y0 * g.w + x0, plane[y0 * g.w + x0], false);
-                for &y in rows {
-                    for &xx in cols {
-                        let v = plane[y * g.w + xx];
-                        let better = v > bv;
-                        bp = if better { y * g.w + xx } else { bp };
-                        bv = if better { v } else { bv };
-                        nan |= v.is_nan();
-                    }
-                }
-                if nan {
-                    bp = rows
-                        .iter()
-                        .flat_map(|&y| cols.iter().map(move |&xx| y * g.w + xx))
-                        .find(|&p| plane[p].is_nan())
-                        .unwrap_or(bp);
-                }
-                out.push(bp);
+                out.push(first_max(plane, window).unwrap_or(0));
             }
         }
     }
@@ -577,11 +555,14 @@ fn max_positions<T: Float>(x: &[T], g: &ConvGeom) -> Vec<usize> {
 }
 
 /// The first of the positions `ps` (in scan order) holding the maximum of `plane` over them, or
-/// the first holding a NaN: [`max_positions`]' scan of one window, for a window of fixed size.
+/// the first holding a NaN (`None` for no positions): [`max_positions`]' scan of one window.
+/// Without NaN the first maximum is the first `v > best`; a window holding a NaN (rare) is
+/// scanned again for its first NaN.
 #[inline(always)]
-fn first_max<T: Float, const N: usize>(plane: &[T], ps: [usize; N]) -> usize {
-    let (mut bp, mut bv, mut nan) = (ps[0], plane[ps[0]], false);
-    for p in ps {
+fn first_max<T: Float>(plane: &[T], ps: impl Iterator<Item = usize> + Clone) -> Option<usize> {
+    let first = ps.clone().next()?;
+    let (mut bp, mut bv, mut nan) = (first, plane[first], false);
+    for p in ps.clone() {
         let v = plane[p];
         let better = v > bv;
         bp = if better { p } else { bp };
@@ -591,7 +572,7 @@ fn first_max<T: Float, const N: usize>(plane: &[T], ps: [usize; N]) -> usize {
     if nan {
         bp = ps.into_iter().find(|&p| plane[p].is_nan()).unwrap_or(bp);
     }
-    bp
+    Some(bp)
 }
 
 /// The maximum of each window (see the module docs for ties and NaN).
