@@ -42,6 +42,7 @@
 // Layers, bottom to top; a module only uses the layers below it.
 pub mod autodiff;
 pub mod check;
+pub mod compile;
 pub mod core;
 pub mod debug;
 pub mod guide;

@@ -67,7 +67,7 @@ impl<'t, T: Float> Var<'t, T> {
     #[track_caller]
     pub fn softmax_composed(self, axis: isize) -> Var<'t, T> {
         let a = composed_axis("softmax_composed", self, axis, Location::caller());
-        let shifted = if self.value().shape()[a] == 0 {
+        let shifted = if self.peek().shape()[a] == 0 {
             self
         } else {
             self - self.max_keepdim(axis).detach()
@@ -90,7 +90,7 @@ impl<'t, T: Float> Var<'t, T> {
     #[track_caller]
     pub fn log_softmax_composed(self, axis: isize) -> Var<'t, T> {
         let a = composed_axis("log_softmax_composed", self, axis, Location::caller());
-        if self.value().shape()[a] == 0 {
+        if self.peek().shape()[a] == 0 {
             return self.softmax_composed(axis).log();
         }
         let s = self - self.max_keepdim(axis).detach();
@@ -101,7 +101,7 @@ impl<'t, T: Float> Var<'t, T> {
 /// Resolves the axis of a composed softmax-family function before anything is recorded, failing
 /// with the function's name, the shape and the caller's line.
 fn composed_axis<T: Float>(op: &str, x: Var<'_, T>, axis: isize, loc: &'static Location<'static>) -> usize {
-    softmax_axis(op, axis, &x.value()).unwrap_or_else(|e| fail(e.at(loc)))
+    softmax_axis(op, axis, &x.peek()).unwrap_or_else(|e| fail(e.at(loc)))
 }
 
 /// A fused op and its composed definition, for [`check::fused_vs_composed`](crate::check::fused_vs_composed).

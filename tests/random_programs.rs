@@ -332,6 +332,37 @@ fn check(p: &Program) -> Result<(), TestCaseError> {
             "input x{k}: f32 gradient differs by {d} (scale {scale})"
         );
     }
+    // 3. Compiled (traced once, replayed on other inputs) agrees with eager bit for bit.
+    let refs: Vec<&Tensor<f64>> = inputs.iter().collect();
+    let mut step = tapegrad::compile::Compiled::trace(&refs, &[], |_, v, _| loss(p, run(p, &kept, v, |r| r.f64)))
+        .map_err(|e| TestCaseError::fail(format!("compile: {e}")))?;
+    let moved: Vec<Tensor<f64>> = inputs.iter().map(|x| x.map(|v| v * 0.9 + 0.05)).collect();
+    let refs: Vec<&Tensor<f64>> = moved.iter().collect();
+    let out = step
+        .run(&refs, &[])
+        .map_err(|e| TestCaseError::fail(format!("compiled run: {e}")))?;
+    let te = Tape::<f64>::new();
+    let ve: Vec<Var<'_, f64>> = moved.iter().map(|x| te.var(x.clone())).collect();
+    let le = loss(p, run(p, &kept, &ve, |r| r.f64));
+    let same = |a: f64, b: f64| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan());
+    prop_assert!(
+        same(out.loss.item(), le.item()),
+        "compiled loss {} vs eager {}",
+        out.loss.item(),
+        le.item()
+    );
+    let ge: Vec<Tensor<f64>> = if le.requires_grad() {
+        te.grad(&[le], &[Tensor::scalar(1.0)], &ve)
+    } else {
+        moved.iter().map(|x| Tensor::zeros(x.shape())).collect()
+    };
+    for (k, (a, b)) in out.grads.iter().zip(&ge).enumerate() {
+        let bad = a.data().iter().zip(b.data()).position(|(x, y)| !same(*x, *y));
+        prop_assert!(
+            bad.is_none(),
+            "input x{k}: compiled gradient differs from eager at {bad:?}"
+        );
+    }
     Ok(())
 }
 

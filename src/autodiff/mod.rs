@@ -6,13 +6,15 @@
 //!   [`Observer`] hook tools watch it through;
 //! * [`sweep`] — the one backward sweep, generic over how rules are interpreted;
 //! * [`backward`] — `backward`, `grad`, `grad_graph` and [`Grads`](backward::Grads);
-//! * [`checkpoint`] — a segment recorded as one node whose rule replays it (memory for time).
+//! * [`checkpoint`] — a segment recorded as one node whose rule replays it (memory for time);
+//! * `trace` — what recording does differently while [`crate::compile`] traces a function.
 
 pub mod backward;
 pub mod checkpoint;
 pub mod rule;
 pub mod sweep;
 pub mod tape;
+pub(crate) mod trace;
 
 pub use rule::{Binary, Cotangents, Elem, Op, Pointwise, Scalar, Ternary, Unary, Value, VjpCtx, pointwise};
 pub use tape::Observer;

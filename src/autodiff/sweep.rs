@@ -101,7 +101,7 @@ impl<'t, T: Float> Interpretation<'t, T> for Recorded<'t, T> {
 
 /// Marks the nodes a gradient must flow through: those on a path from a requested input up to
 /// node `top` (only nodes that require a gradient pass it on).
-fn relevance<T: Float>(tape: &Tape<T>, top: usize, wrt: &[usize]) -> Vec<bool> {
+pub(crate) fn relevance<T: Float>(tape: &Tape<T>, top: usize, wrt: &[usize]) -> Vec<bool> {
     let mut relevant = vec![false; top + 1];
     for &w in wrt {
         if w <= top {

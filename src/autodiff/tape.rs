@@ -480,7 +480,19 @@ impl<'t, T: Float> Var<'t, T> {
     }
 
     /// The value (shares the buffer, no copy).
+    ///
+    /// Inside a function being compiled ([`crate::compile`]) reading a value is refused: the
+    /// compiled step replays the recorded ops on new inputs, so a value read while tracing would
+    /// be stale.
+    #[track_caller]
     pub fn value(&self) -> Tensor<T> {
+        crate::autodiff::trace::note_read(Location::caller());
+        self.peek()
+    }
+
+    /// The value, for the library's own checks of shapes and extents (which a compiled step may
+    /// read: they do not depend on the data).
+    pub(crate) fn peek(&self) -> Tensor<T> {
         self.tape.node(self.index).value.clone()
     }
 
@@ -497,6 +509,7 @@ impl<'t, T: Float> Var<'t, T> {
     /// The only element of a one-element value. Panics otherwise.
     #[track_caller]
     pub fn item(&self) -> T {
+        crate::autodiff::trace::note_read(Location::caller());
         self.tape.node(self.index).value.item()
     }
 
@@ -527,8 +540,18 @@ impl<'t, T: Float> Var<'t, T> {
     /// ```
     #[track_caller]
     pub fn detach(self) -> Var<'t, T> {
-        let v = self.value();
         let cut = self.requires_grad().then_some(Cut::Detached);
+        if crate::autodiff::trace::tracing() {
+            // While tracing, a detached value must follow new inputs on replay: it is recorded as
+            // an identity op through which no gradient flows, not as a leaf holding today's value.
+            let out = {
+                let _off = self.tape.no_grad_guard();
+                self.tape.op(OpRef::Static(&crate::autodiff::trace::Detach), &[self])
+            };
+            self.tape.nodes.borrow_mut()[out.index].cut = cut;
+            return out;
+        }
+        let v = self.peek();
         self.tape.leaf_with(v, false, cut, Location::caller())
     }
 }

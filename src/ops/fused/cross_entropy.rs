@@ -527,7 +527,7 @@ impl<'t, T: Float> Var<'t, T> {
     pub fn cross_entropy_composed(self, target: Target<'_, 't, T>, opts: CrossEntropy) -> Var<'t, T> {
         const OP: &str = "cross_entropy_composed";
         let loc = Location::caller();
-        let x = self.value();
+        let x = self.peek();
         let spec = CeSpec::new(
             &opts,
             match target {
@@ -537,7 +537,7 @@ impl<'t, T: Float> Var<'t, T> {
         );
         let checked = match target {
             Target::Classes(_) => spec.check(OP, &[&x]),
-            Target::Probs(t) => spec.check(OP, &[&x, &t.value()]),
+            Target::Probs(t) => spec.check(OP, &[&x, &t.peek()]),
         };
         let a = checked.unwrap_or_else(|e| fail(e.at(loc)));
         let lsm = self.log_softmax_composed(opts.axis);

@@ -274,10 +274,10 @@ impl<'t, T: Float> Var<'t, T> {
     #[track_caller]
     pub fn layer_norm_composed(self, weight: Option<Var<'t, T>>, bias: Option<Var<'t, T>>, eps: f64) -> Var<'t, T> {
         let loc = Location::caller();
-        let (wv, bv) = (weight.map(|w| w.value()), bias.map(|b| b.value()));
+        let (wv, bv) = (weight.map(|w| w.peek()), bias.map(|b| b.peek()));
         check(
             "layer_norm_composed",
-            &self.value(),
+            &self.peek(),
             &[("weight", wv.as_ref()), ("bias", bv.as_ref())],
         )
         .unwrap_or_else(|e| fail(e.at(loc)));

@@ -117,7 +117,7 @@ impl<'t, T: Float> Var<'t, T> {
     #[track_caller]
     pub fn logsumexp_composed(self, axis: isize, keepdim: bool) -> Var<'t, T> {
         let here = Location::caller();
-        softmax_axis("logsumexp_composed", axis, &self.value()).unwrap_or_else(|e| fail(e.at(here)));
+        softmax_axis("logsumexp_composed", axis, &self.peek()).unwrap_or_else(|e| fail(e.at(here)));
         let m = self.max_keepdim(axis).detach();
         let y = (self - m).exp().sum_keepdim(axis).log() + m;
         if keepdim { y } else { y.sum_axis(axis, false) }

@@ -1,0 +1,263 @@
+//! Compiled steps (`tapegrad::compile`) against the eager tape: every registry sample, traced on
+//! its inputs and replayed on *other* inputs, gives the eager loss and gradients at those inputs
+//! (bit for bit: the replay runs the same kernels and the same rules in the same order); what the
+//! trace fixes (shapes) and refuses (reading values) is refused with a clear error; a detached
+//! value follows new inputs; NaN propagates; anomaly checks name the op and line.
+
+use tapegrad::compile::Compiled;
+use tapegrad::{ErrorKind, Float, Registry, Tape, Tensor, Var};
+
+/// `Σ c ⊙ out` with a fixed cotangent-like weight, so every output element matters differently.
+fn weighted<'t, T: Float>(out: Var<'t, T>) -> Var<'t, T> {
+    let c = Tensor::<f64>::rand_uniform(out.shape(), 0.5, 1.5, 7);
+    (out * out.tape().constant(c.cast())).sum()
+}
+
+/// Both NaN, or the same bits.
+fn same(a: f64, b: f64) -> bool {
+    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
+}
+
+/// New inputs of the same shapes: a different point of each sample's domain (a smooth map
+/// keeps signs and keeps values inside (0, 1) where they were).
+fn moved(x: &Tensor<f64>) -> Tensor<f64> {
+    x.map(|v| v * 0.93 + 0.01 * v.signum())
+}
+
+#[test]
+fn every_registry_sample_replays_like_the_eager_tape_f64() {
+    let reg = Registry::builtin();
+    let (mut checked, mut refused) = (0, Vec::new());
+    for info in reg.iter() {
+        for s in (info.samples)() {
+            let refs: Vec<&Tensor<f64>> = s.inputs.iter().collect();
+            let f = s.f64;
+            let step = Compiled::trace(&refs, &[], |_, p, _| weighted(f(p)));
+            let mut step = match step {
+                Ok(step) => step,
+                Err(e) => {
+                    // The only refusal allowed: a sample whose function reads values.
+                    assert_eq!(e.kind(), ErrorKind::Invalid, "{} / {}: {e}", info.name, s.label);
+                    assert!(
+                        e.to_string().contains("read a value"),
+                        "{} / {}: {e}",
+                        info.name,
+                        s.label
+                    );
+                    refused.push(format!("{} / {}", info.name, s.label));
+                    continue;
+                }
+            };
+            for inputs in [s.inputs.clone(), s.inputs.iter().map(moved).collect::<Vec<_>>()] {
+                let refs: Vec<&Tensor<f64>> = inputs.iter().collect();
+                let out = step
+                    .run(&refs, &[])
+                    .unwrap_or_else(|e| panic!("{} / {}: {e}", info.name, s.label));
+                let tape = Tape::<f64>::new();
+                let vars: Vec<Var<'_, f64>> = inputs.iter().map(|x| tape.var(x.clone())).collect();
+                let loss = weighted(f(&vars));
+                assert!(same(out.loss.item(), loss.item()), "{} / {}: loss", info.name, s.label);
+                if !loss.requires_grad() {
+                    continue;
+                }
+                let grads = tape.grad(&[loss], &[Tensor::scalar(1.0)], &vars);
+                for (k, (a, b)) in out.grads.iter().zip(&grads).enumerate() {
+                    assert_eq!(a.shape(), b.shape());
+                    for (e, (x, y)) in a.data().iter().zip(b.data()).enumerate() {
+                        assert!(
+                            same(*x, *y),
+                            "{} / {}: input {k}[{e}] compiled {x} eager {y}",
+                            info.name,
+                            s.label
+                        );
+                    }
+                }
+            }
+            checked += 1;
+        }
+    }
+    eprintln!("{checked} samples compiled, refused: {refused:?}");
+    assert!(checked > 200, "only {checked} samples compiled");
+    // Reading values is what argmax-like samples do; nothing else may be refused.
+    assert!(refused.len() <= 4, "refused: {refused:?}");
+}
+
+#[test]
+fn every_registry_sample_replays_like_the_eager_tape_f32() {
+    let reg = Registry::builtin();
+    for info in reg.iter() {
+        for s in (info.samples)() {
+            let inputs: Vec<Tensor<f32>> = s.inputs.iter().map(|x| moved(x).cast()).collect();
+            let refs: Vec<&Tensor<f32>> = inputs.iter().collect();
+            let f = s.f32;
+            let Ok(mut step) = Compiled::trace(&refs, &[], |_, p, _| weighted(f(p))) else {
+                continue;
+            };
+            let out = step.run(&refs, &[]).unwrap();
+            let tape = Tape::<f32>::new();
+            let vars: Vec<Var<'_, f32>> = inputs.iter().map(|x| tape.var(x.clone())).collect();
+            let loss = weighted(f(&vars));
+            assert!(
+                same(out.loss.item() as f64, loss.item() as f64),
+                "{} / {}",
+                info.name,
+                s.label
+            );
+            if loss.requires_grad() {
+                let grads = tape.grad(&[loss], &[Tensor::scalar(1.0)], &vars);
+                for (a, b) in out.grads.iter().zip(&grads) {
+                    for (x, y) in a.data().iter().zip(b.data()) {
+                        assert!(same(*x as f64, *y as f64), "{} / {}", info.name, s.label);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The composed stable softmax, with a detached maximum: traced on small logits, replayed on
+/// logits near 1000 (where a stale maximum would overflow `exp` to infinity and give NaN).
+#[test]
+fn a_detached_maximum_follows_new_inputs() {
+    let x0 = Tensor::<f64>::rand_uniform([3, 5], -1.0, 1.0, 1);
+    let g = Tensor::<f64>::rand_uniform([3, 5], -1.0, 1.0, 2);
+    let mut step = Compiled::trace(&[&x0], &[&g], |_, p, d| (p[0].softmax_composed(-1) * d[0]).sum()).unwrap();
+    let x1 = x0.map(|v| v + 1000.0);
+    let out = step.run(&[&x1], &[&g]).unwrap();
+    assert!(out.grads[0].all_finite(), "{:?}", out.grads[0]);
+    let tape = Tape::<f64>::new();
+    let x = tape.var(x1.clone());
+    let loss = (x.softmax(-1) * tape.constant(g.clone())).sum();
+    let expect = loss.backward()[x].clone();
+    assert!(out.grads[0].max_abs_diff(&expect) < 1e-12);
+    assert!((out.loss.item() - loss.item()).abs() < 1e-12);
+}
+
+#[test]
+fn a_two_layer_network_trains_the_same_compiled_and_eager() {
+    let mut w1 = Tensor::<f64>::rand_uniform([4, 8], -0.5, 0.5, 3);
+    let mut w2 = Tensor::<f64>::rand_uniform([8, 3], -0.5, 0.5, 4);
+    let (mut e1, mut e2) = (w1.clone(), w2.clone());
+    let x = Tensor::<f64>::rand_uniform([16, 4], -1.0, 1.0, 5);
+    let y = Tensor::<f64>::rand_uniform([16, 3], 0.0, 1.0, 6);
+    fn net<'t>(p: &[Var<'t, f64>], d: &[Var<'t, f64>]) -> Var<'t, f64> {
+        let h = d[0].matmul(p[0]).tanh();
+        let o = h.matmul(p[1]).log_softmax_composed(-1);
+        -(o * d[1]).sum() / 16.0
+    }
+    let mut step = Compiled::trace(&[&w1, &w2], &[&x, &y], |_, p, d| net(p, d)).unwrap();
+    for _ in 0..20 {
+        let out = step.run(&[&w1, &w2], &[&x, &y]).unwrap();
+        w1 = &w1 - &(&out.grads[0] * 0.5);
+        w2 = &w2 - &(&out.grads[1] * 0.5);
+        let tape = Tape::<f64>::new();
+        let (a, b) = (tape.var(e1.clone()), tape.var(e2.clone()));
+        let (xc, yc) = (tape.constant(x.clone()), tape.constant(y.clone()));
+        let loss = net(&[a, b], &[xc, yc]);
+        assert_eq!(loss.item().to_bits(), out.loss.item().to_bits());
+        let g = loss.backward();
+        e1 = &e1 - &(&g[a] * 0.5);
+        e2 = &e2 - &(&g[b] * 0.5);
+    }
+    assert_eq!(w1.to_vec(), e1.to_vec());
+    assert_eq!(w2.to_vec(), e2.to_vec());
+}
+
+#[test]
+fn reading_a_value_while_tracing_is_refused_with_the_line() {
+    let x = Tensor::<f64>::from_vec(vec![1.0, 2.0], [2]);
+    let e = Compiled::trace(&[&x], &[], |tape, p, _| {
+        let m = p[0].value().data()[0]; // a value read: stale on replay
+        (p[0] * tape.scalar(m)).sum()
+    })
+    .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Invalid);
+    assert!(e.to_string().contains("read a value"), "{e}");
+    assert_eq!(e.location().unwrap().file(), file!());
+    let e = Compiled::trace(&[&x], &[], |_, p, _| {
+        let _ = p[0].sum().item();
+        p[0].sum()
+    })
+    .unwrap_err();
+    assert!(e.to_string().contains("read a value"), "{e}");
+}
+
+#[test]
+fn other_shapes_and_counts_are_refused() {
+    let x = Tensor::<f64>::from_vec(vec![1.0, 2.0], [2]);
+    let mut step = Compiled::trace(&[&x], &[], |_, p, _| (p[0] * p[0]).sum()).unwrap();
+    let y = Tensor::<f64>::from_vec(vec![1.0, 2.0, 3.0], [3]);
+    let e = step.run(&[&y], &[]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Shape);
+    assert!(e.to_string().contains("[3]") && e.to_string().contains("[2]"), "{e}");
+    let e = step.run(&[&x, &x], &[]).unwrap_err();
+    assert!(e.to_string().contains("2 parameters given"), "{e}");
+    // And it still runs afterwards.
+    assert_eq!(step.run(&[&x], &[]).unwrap().grads[0].to_vec(), vec![2.0, 4.0]);
+}
+
+#[test]
+fn a_loss_with_several_elements_or_a_failing_op_is_an_error_at_trace() {
+    let x = Tensor::<f64>::from_vec(vec![1.0, 2.0], [2]);
+    let e = Compiled::trace(&[&x], &[], |_, p, _| p[0] * p[0]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NonScalar);
+    let m = Tensor::<f64>::zeros([3, 3]);
+    let e = Compiled::trace(&[&x], &[&m], |_, p, d| d[0].matmul(p[0]).sum()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Shape);
+    assert!(e.to_string().contains("matmul"), "{e}");
+    assert_eq!(e.location().unwrap().file(), file!());
+}
+
+#[test]
+fn nan_propagates_and_anomaly_mode_names_the_op() {
+    let x = Tensor::<f64>::from_vec(vec![1.0, 2.0, 3.0], [3]);
+    let mut step = Compiled::trace(&[&x], &[], |_, p, _| (p[0].log() * p[0]).sum()).unwrap();
+    let bad = Tensor::<f64>::from_vec(vec![1.0, f64::NAN, 3.0], [3]);
+    let out = step.run(&[&bad], &[]).unwrap();
+    assert!(out.loss.item().is_nan());
+    assert!(out.grads[0].data()[1].is_nan() && out.grads[0].data()[0].is_finite());
+    // Anomaly: a NaN input is reported as the input; log(-1) is reported at the log.
+    step.set_anomaly(true);
+    let e = step.run(&[&bad], &[]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NonFinite);
+    assert!(e.to_string().contains("parameter 0"), "{e}");
+    let neg = Tensor::<f64>::from_vec(vec![1.0, -1.0, 3.0], [3]);
+    let e = step.run(&[&neg], &[]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NonFinite);
+    assert!(e.to_string().contains("log"), "{e}");
+    assert_eq!(e.location().unwrap().file(), file!());
+    step.set_anomaly(false);
+    assert!(step.run(&[&x], &[]).unwrap().loss.item().is_finite());
+}
+
+#[test]
+fn the_summary_the_dot_graph_and_the_profile_list_every_step() {
+    let x = Tensor::<f64>::rand_uniform([4, 6], -1.0, 1.0, 9);
+    let mut step = Compiled::trace(&[&x], &[], |_, p, _| p[0].softmax_naive(-1).sum()).unwrap();
+    let s = step.summary();
+    assert!(s.contains("forward exp") && s.contains("backward of exp"), "{s}");
+    assert_eq!(
+        s.lines().filter(|l| l.trim_start().starts_with('#')).count(),
+        step.len()
+    );
+    let dot = step.to_dot();
+    assert!(
+        dot.starts_with("digraph") && dot.matches("shape=box").count() == step.len(),
+        "{dot}"
+    );
+    let (out, times) = step.profile(&[&x], &[]).unwrap();
+    assert_eq!(times.len(), step.len());
+    assert_eq!(out.grads[0].shape(), &[4, 6]);
+    // softmax sums to one per row: the gradient of its sum is zero.
+    assert!(out.grads[0].data().iter().all(|g| g.abs() < 1e-12));
+}
+
+#[test]
+fn a_parameter_the_loss_ignores_gets_zeros() {
+    let a = Tensor::<f64>::from_vec(vec![1.0, 2.0], [2]);
+    let b = Tensor::<f64>::from_vec(vec![5.0, 6.0, 7.0], [3]);
+    let mut step = Compiled::trace(&[&a, &b], &[], |_, p, _| (p[0] * p[0]).sum()).unwrap();
+    let out = step.run(&[&a, &b], &[]).unwrap();
+    assert_eq!(out.grads[1].to_vec(), vec![0.0; 3]);
+    assert_eq!(out.grads[0].to_vec(), vec![2.0, 4.0]);
+}
