@@ -16,7 +16,10 @@ pub mod sweep;
 pub mod tape;
 pub(crate) mod trace;
 
-pub use rule::{Binary, Cotangents, Elem, Op, Pointwise, Scalar, Ternary, Unary, Value, VjpCtx, pointwise};
+pub use rule::{
+    Binary, BinaryKernel, Cotangents, Elem, Elementwise, Op, Pointwise, Scalar, Ternary, TernaryKernel, Unary,
+    UnaryKernel, Value, VjpCtx, pointwise,
+};
 pub use tape::Observer;
 
 /// The `Op` trait and what its rule sees, at the path of the first version (see [`rule`]).

@@ -107,6 +107,15 @@ pub trait Op<T: Float>: Send + Sync + 'static {
              (use detach() on its inputs if no gradient is wanted)",
         ))
     }
+
+    /// For an elementwise op: the op as a kernel over slices of one length, so a compiled step
+    /// can run it inside the loop of its neighbours ([`crate::compile`] fuses chains of them).
+    /// The kernel must compute exactly what [`forward`](Self::forward) computes on inputs of one
+    /// shape, each output element from the input elements at the same position (broadcasting is
+    /// the compiler's job). `None`, the default: the op runs as its own step.
+    fn elementwise(&self) -> Option<Elementwise<'_, T>> {
+        None
+    }
 }
 
 /// What a rule may look at: the op's input and output values, and which inputs need a gradient.
@@ -306,6 +315,80 @@ pub trait Ternary<T: Float>: Op<T> + Clone {
     /// The op as a static, when it has no parameters.
     fn as_static(&self) -> Option<&'static Self> {
         None
+    }
+}
+
+/// An elementwise op as a kernel over slices (see [`Op::elementwise`]): what a compiled step's
+/// fused loops call, one tile of elements at a time.
+#[derive(Clone, Copy)]
+pub enum Elementwise<'a, T: Float> {
+    /// `out[i] = f(x[i])`.
+    Unary(&'a dyn UnaryKernel<T>),
+    /// `out[i] = f(a[i], b[i])`.
+    Binary(&'a dyn BinaryKernel<T>),
+    /// `out[i] = f(a[i], b[i], c[i])`.
+    Ternary(&'a dyn TernaryKernel<T>),
+}
+
+impl<T: Float> std::fmt::Debug for Elementwise<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self {
+            Elementwise::Unary(_) => "Unary",
+            Elementwise::Binary(_) => "Binary",
+            Elementwise::Ternary(_) => "Ternary",
+        };
+        write!(f, "Elementwise::{kind}")
+    }
+}
+
+impl<T: Float> Elementwise<'_, T> {
+    /// The number of inputs.
+    pub fn arity(&self) -> usize {
+        match self {
+            Elementwise::Unary(_) => 1,
+            Elementwise::Binary(_) => 2,
+            Elementwise::Ternary(_) => 3,
+        }
+    }
+}
+
+/// A function of one argument over a slice (`x` and `out` have one length).
+pub trait UnaryKernel<T: Float>: Sync {
+    /// `out[i] = f(x[i])` for every `i`.
+    fn apply(&self, x: &[T], out: &mut [T]);
+}
+
+/// A function of two arguments over slices of one length.
+pub trait BinaryKernel<T: Float>: Sync {
+    /// `out[i] = f(a[i], b[i])` for every `i`.
+    fn apply(&self, a: &[T], b: &[T], out: &mut [T]);
+}
+
+/// A function of three arguments over slices of one length.
+pub trait TernaryKernel<T: Float>: Sync {
+    /// `out[i] = f(a[i], b[i], c[i])` for every `i`.
+    fn apply(&self, a: &[T], b: &[T], c: &[T], out: &mut [T]);
+}
+
+/// The element-at-a-time kernel of a [`Unary`] function (the default for table rows without a
+/// vectorised slice kernel).
+pub(crate) fn unary_loop<T: Float, F: Unary<T>>(f: &F, x: &[T], out: &mut [T]) {
+    out.iter_mut().zip(x).for_each(|(o, &v)| *o = f.f(v));
+}
+
+impl<T: Float, F: Binary<T>> BinaryKernel<T> for F {
+    fn apply(&self, a: &[T], b: &[T], out: &mut [T]) {
+        for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+            *o = self.f(x, y);
+        }
+    }
+}
+
+impl<T: Float, F: Ternary<T>> TernaryKernel<T> for F {
+    fn apply(&self, a: &[T], b: &[T], c: &[T], out: &mut [T]) {
+        for (((o, &x), &y), &z) in out.iter_mut().zip(a).zip(b).zip(c) {
+            *o = self.f(x, y, z);
+        }
     }
 }
 

@@ -575,6 +575,8 @@ pub(crate) trait DynOp<T: Float>: Send + Sync {
     fn as_any(&self) -> &dyn std::any::Any;
     /// The op's Rust type name (`tapegrad::…` for the library's own ops).
     fn type_name(&self) -> &'static str;
+    /// The op as a slice kernel, when it is elementwise (see [`Op::elementwise`]).
+    fn elementwise(&self) -> Option<crate::autodiff::rule::Elementwise<'_, T>>;
 }
 
 impl<T: Float, O: Op<T>> DynOp<T> for O {
@@ -598,6 +600,9 @@ impl<T: Float, O: Op<T>> DynOp<T> for O {
     }
     fn type_name(&self) -> &'static str {
         std::any::type_name::<O>()
+    }
+    fn elementwise(&self) -> Option<crate::autodiff::rule::Elementwise<'_, T>> {
+        Op::elementwise(self)
     }
 }
 

@@ -77,6 +77,9 @@ impl<T: Float> Op<T> for Detach {
     fn name(&self) -> &'static str {
         "detach"
     }
+    fn elementwise(&self) -> Option<crate::autodiff::rule::Elementwise<'_, T>> {
+        Some(crate::autodiff::rule::Elementwise::Unary(self))
+    }
     fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
         match x {
             [x] => Ok((*x).clone()),
@@ -86,5 +89,11 @@ impl<T: Float> Op<T> for Detach {
                 format!("takes 1 input, got {}", x.len()),
             )),
         }
+    }
+}
+
+impl<T: Float> crate::autodiff::rule::UnaryKernel<T> for Detach {
+    fn apply(&self, x: &[T], out: &mut [T]) {
+        out.copy_from_slice(x);
     }
 }

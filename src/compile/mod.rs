@@ -67,6 +67,7 @@
 //! each step frees); [`Compiled::to_dot`] draws it for Graphviz; [`Compiled::profile`] times each
 //! step.
 
+mod fuse;
 mod plan;
 
 use crate::core::error::{Error, ErrorKind, Result, attempt};
@@ -162,7 +163,6 @@ impl<T: Float> Compiled<T> {
             )
             .at(at));
         }
-        drop(guard);
         tape.check_own(&loss, "compile").map_err(|e| e.at(here))?;
         if loss.numel() != 1 {
             return Err(Error::new(
@@ -177,7 +177,24 @@ impl<T: Float> Compiled<T> {
         }
         let pi: Vec<usize> = pv.iter().map(|v| v.index()).collect();
         let di: Vec<usize> = dv.iter().map(|v| v.index()).collect();
-        let plan = Plan::lower(&tape, loss.index(), &pi, &di).map_err(|e| e.at(here))?;
+        // The backward, recorded from the same rules as primitive ops when it can be (so the
+        // fuser sees forward and backward as one program); else planned rule by rule.
+        let seed = tape.constant(Tensor::ones(loss.shape()));
+        let recorded = tape.grad_graph_impl(&[loss], &[seed], &pv, true, here);
+        let read = guard.first_read();
+        drop(guard);
+        let rules = |why: String| Plan::lower(&tape, loss.index(), &pi, &di, why).map_err(|e| e.at(here));
+        let plan = match (recorded, read) {
+            (Ok(gs), None) => {
+                let gi: Vec<usize> = gs.iter().map(|g| g.index()).collect();
+                match Plan::lower_recorded(&tape, loss.index(), &gi, &pi, &di) {
+                    Ok(p) => p,
+                    Err(e) => rules(e.message().to_string())?,
+                }
+            }
+            (Ok(_), Some(at)) => rules(format!("a rule of the backward reads values (at {at})"))?,
+            (Err(e), _) => rules(format!("the backward could not be recorded: {}", e.message()))?,
+        };
         drop(tape);
         let mut step = Compiled {
             slots: (0..plan.n_slots()).map(|_| None).collect(),
@@ -226,13 +243,24 @@ impl<T: Float> Compiled<T> {
         self.plan.steps.len()
     }
 
+    /// The number of fused loops in the program (steps that each run several recorded ops as
+    /// one loop over the elements; see [`summary`](Self::summary)).
+    pub fn fused_loops(&self) -> usize {
+        self.plan
+            .steps
+            .iter()
+            .filter(|s| matches!(s, Step::Fused { .. }))
+            .count()
+    }
+
     /// True when the program has no step (a loss that is an input).
     pub fn is_empty(&self) -> bool {
         self.plan.steps.is_empty()
     }
 
-    /// Bytes of intermediate values that were alive when the backward started, in the last run:
-    /// what the step keeps for its backward (inputs and constants not counted).
+    /// Bytes of forward values still alive once the loss was computed, in the last run: what the
+    /// step keeps for its backward (inputs and constants not counted; values a fused loop
+    /// recomputes or never writes out cost nothing here).
     pub fn kept_for_backward_bytes(&self) -> usize {
         self.kept_bytes
     }
@@ -241,12 +269,15 @@ impl<T: Float> Compiled<T> {
     /// function that recorded the op, and the slots it frees.
     pub fn summary(&self) -> String {
         let p = &self.plan;
+        let fused = self.fused_loops();
+        let mode = match &p.mode {
+            plan::Mode::Recorded => "backward recorded from the rules and fused with the forward".to_string(),
+            plan::Mode::Rules(why) => format!("backward rule by rule, not fused ({why})"),
+        };
         let mut s = format!(
-            "compiled step (traced at {}): {} steps, {} forward, {} backward\n",
+            "compiled step (traced at {}): {} steps ({fused} fused loops), {mode}\n",
             self.traced_at,
             p.steps.len(),
-            p.first_backward,
-            p.steps.len() - p.first_backward
         );
         for (i, step) in p.steps.iter().enumerate() {
             let (what, shape, loc) = self.describe(step);
@@ -290,22 +321,7 @@ impl<T: Float> Compiled<T> {
                 fmt_shape(&shape),
                 loc
             );
-            let (reads, writes): (SmallVec<[Slot; 6]>, SmallVec<[Slot; 4]>) = match step {
-                Step::Forward { inputs, out, .. } => (inputs.iter().copied().collect(), [*out].into_iter().collect()),
-                Step::Rule {
-                    inputs,
-                    output,
-                    g,
-                    outs,
-                    ..
-                } => {
-                    let mut r: SmallVec<[Slot; 6]> = inputs.iter().copied().collect();
-                    r.push(*output);
-                    r.push(*g);
-                    (r, outs.iter().flatten().copied().collect())
-                }
-                Step::Accumulate { dst, src } => ([*dst, *src].into_iter().collect(), [*dst].into_iter().collect()),
-            };
+            let (reads, writes) = (step.reads(), step.writes());
             for r in reads {
                 if let Some(m) = &maker[r as usize] {
                     let _ = writeln!(s, "  {m} -> n{i};");
@@ -348,6 +364,28 @@ impl<T: Float> Compiled<T> {
             Step::Accumulate { dst, .. } => {
                 let shape = self.slot_shape(*dst);
                 ("accumulate".to_string(), shape, self.traced_at)
+            }
+            Step::Fused { group, .. } => {
+                let names: Vec<String> = group
+                    .members
+                    .iter()
+                    .map(|m| {
+                        let n = &meta[m.node];
+                        let w = if m.out.is_some() { "*" } else { "" };
+                        if n.params.is_empty() {
+                            format!("{}{w}", n.name)
+                        } else {
+                            format!("{}({}){w}", n.name, n.params)
+                        }
+                    })
+                    .collect();
+                let what = format!(
+                    "fused loop of {} ops [{}], moves {}",
+                    names.len(),
+                    names.join(" "),
+                    fmt_bytes(group.bytes_moved())
+                );
+                (what, group.shape.clone(), meta[group.members[0].node].location)
             }
         }
     }
@@ -436,27 +474,31 @@ impl<T: Float> Compiled<T> {
         }
         let mut kept_bytes = 0;
         for (i, step) in self.plan.steps.iter().enumerate() {
-            if i == self.plan.first_backward {
-                kept_bytes = self.live_intermediate_bytes();
-            }
             let t0 = times.is_some().then(Instant::now);
             match step {
                 Step::Forward { op, inputs, out, node } => {
-                    let value = {
-                        let mut vals: SmallVec<[&Tensor<T>; 4]> = SmallVec::new();
-                        for &x in inputs {
-                            vals.push(self.slots[x as usize].as_ref().expect("planned: input computed"));
+                    forward_step(&mut self.slots, &self.plan.meta, op, inputs, *out, *node, anomaly)?;
+                }
+                Step::Fused { group, steps } => {
+                    if anomaly {
+                        // Every value checked: the ops one by one, then only what the loop writes kept.
+                        for st in steps {
+                            if let Step::Forward { op, inputs, out, node } = st {
+                                forward_step(&mut self.slots, &self.plan.meta, op, inputs, *out, *node, anomaly)?;
+                            }
                         }
-                        let v = op
-                            .get()
-                            .forward(&vals)
-                            .map_err(|e| e.at(self.plan.meta[*node].location))?;
-                        if anomaly && !v.all_finite() && vals.iter().all(|t| t.all_finite()) {
-                            return Err(self.non_finite(*node, "its forward"));
+                        for m in &group.members {
+                            if m.out.is_none() {
+                                self.slots[m.node] = None;
+                            }
                         }
-                        v
-                    };
-                    self.slots[*out as usize] = Some(value);
+                    } else {
+                        let slots = &self.slots;
+                        let made = group.run(|x| slots[x as usize].as_ref().expect("planned: input computed"));
+                        for (x, t) in made {
+                            self.slots[x as usize] = Some(t);
+                        }
+                    }
                 }
                 Step::Rule {
                     op,
@@ -529,6 +571,9 @@ impl<T: Float> Compiled<T> {
             for &x in &self.plan.free[i] {
                 self.slots[x as usize] = None;
             }
+            if step.writes().contains(&self.plan.loss) {
+                kept_bytes = self.live_intermediate_bytes();
+            }
             if let (Some(ts), Some(t0)) = (times.as_deref_mut(), t0) {
                 let (what, shape, location) = self.describe(step);
                 ts.push(StepTime {
@@ -539,25 +584,28 @@ impl<T: Float> Compiled<T> {
                 });
             }
         }
-        if self.plan.first_backward == self.plan.steps.len() {
-            kept_bytes = self.live_intermediate_bytes();
-        }
         self.kept_bytes = kept_bytes;
-        let loss = self.slots[self.plan.loss as usize].take().expect("planned: loss kept");
+        // (Two results may be one value: a gradient that is the seed, or shared by two inputs.)
+        let loss = self.slots[self.plan.loss as usize].clone().expect("planned: loss kept");
         let grads = self
             .plan
             .grads
             .iter()
             .zip(&self.param_shapes)
             .map(|(g, shape)| match g {
-                Some(x) => self.slots[*x as usize].take().expect("planned: gradient kept"),
+                Some(x) => self.slots[*x as usize].clone().expect("planned: gradient kept"),
                 None => Tensor::zeros(shape),
             })
             .collect();
+        self.slots[self.plan.loss as usize] = None;
+        for x in self.plan.grads.iter().flatten() {
+            self.slots[*x as usize] = None;
+        }
         Ok(StepOutput { loss, grads })
     }
 
-    /// Bytes of the live slots that hold values computed by the program (not inputs or constants).
+    /// Bytes of the live slots that hold forward values computed by the program (not inputs or
+    /// constants): measured once the loss is computed, what the step keeps for its backward.
     fn live_intermediate_bytes(&self) -> usize {
         let mut seen = std::collections::HashSet::new();
         let mut inputs = std::collections::HashSet::new();
@@ -569,7 +617,8 @@ impl<T: Float> Compiled<T> {
                 inputs.insert(addr);
             }
         }
-        self.slots
+        // Forward values only: the slots below the loss's are the recorded forward nodes.
+        self.slots[..self.plan.loss as usize]
             .iter()
             .flatten()
             .filter_map(|t| t.heap_buffer())
@@ -598,17 +647,46 @@ impl<T: Float> Compiled<T> {
     }
 
     fn non_finite(&self, node: usize, part: &str) -> Error {
-        let m = &self.plan.meta[node];
-        let shapes = |n: usize| fmt_shape(&self.plan.meta[n].shape);
-        Error::new(
-            ErrorKind::NonFinite,
-            m.name,
-            format!(
-                "anomaly in a compiled step: {part} made a NaN or an infinity from finite values (node #{node}: {} -> {})",
-                m.name,
-                shapes(node)
-            ),
-        )
-        .at(m.location)
+        non_finite(&self.plan.meta, node, part)
     }
+}
+
+/// The anomaly error of node `node`: `part` of it made a non-finite value from finite ones.
+fn non_finite(meta: &[plan::NodeMeta], node: usize, part: &str) -> Error {
+    let m = &meta[node];
+    Error::new(
+        ErrorKind::NonFinite,
+        m.name,
+        format!(
+            "anomaly in a compiled step: {part} made a NaN or an infinity from finite values (node #{node}: {} -> {})",
+            m.name,
+            fmt_shape(&m.shape)
+        ),
+    )
+    .at(m.location)
+}
+
+/// Runs one recorded op's forward on its input slots, into slot `out`.
+fn forward_step<T: Float>(
+    slots: &mut [Option<Tensor<T>>],
+    meta: &[plan::NodeMeta],
+    op: &crate::autodiff::tape::OpRef<T>,
+    inputs: &[Slot],
+    out: Slot,
+    node: usize,
+    anomaly: bool,
+) -> Result<()> {
+    let value = {
+        let mut vals: SmallVec<[&Tensor<T>; 4]> = SmallVec::new();
+        for &x in inputs {
+            vals.push(slots[x as usize].as_ref().expect("planned: input computed"));
+        }
+        let v = op.get().forward(&vals).map_err(|e| e.at(meta[node].location))?;
+        if anomaly && !v.all_finite() && vals.iter().all(|t| t.all_finite()) {
+            return Err(non_finite(meta, node, "its forward"));
+        }
+        v
+    };
+    slots[out as usize] = Some(value);
+    Ok(())
 }

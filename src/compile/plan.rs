@@ -5,6 +5,7 @@
 //! The backward is planned here, once: which nodes a gradient reaches, which inputs each rule is
 //! asked for, where two gradients meet. A replay only executes the list.
 
+use super::fuse::Group;
 use crate::autodiff::rule::FirstOrderGrad;
 use crate::autodiff::sweep::relevance;
 use crate::autodiff::tape::{OpRef, Tape};
@@ -51,6 +52,36 @@ pub(crate) enum Step<T: Float> {
     },
     /// `dst += src` (two gradients of one value meeting).
     Accumulate { dst: Slot, src: Slot },
+    /// A fused loop (see [`super::fuse`]), with the forward steps it replaces (run instead, one
+    /// by one, when every value is checked in anomaly mode).
+    Fused { group: Box<Group<T>>, steps: Vec<Step<T>> },
+}
+
+impl<T: Float> Step<T> {
+    /// The slots the step reads.
+    pub(crate) fn reads(&self) -> SmallVec<[Slot; 6]> {
+        match self {
+            Step::Forward { inputs, .. } => inputs.iter().copied().collect(),
+            Step::Rule { inputs, output, g, .. } => {
+                let mut r: SmallVec<[Slot; 6]> = inputs.iter().copied().collect();
+                r.push(*output);
+                r.push(*g);
+                r
+            }
+            Step::Accumulate { dst, src } => [*dst, *src].into_iter().collect(),
+            Step::Fused { group, .. } => group.inputs.iter().map(|(x, _, _)| *x).collect(),
+        }
+    }
+
+    /// The slots the step writes.
+    pub(crate) fn writes(&self) -> SmallVec<[Slot; 4]> {
+        match self {
+            Step::Forward { out, .. } => [*out].into_iter().collect(),
+            Step::Rule { outs, .. } => outs.iter().flatten().copied().collect(),
+            Step::Accumulate { dst, .. } => [*dst].into_iter().collect(),
+            Step::Fused { group, .. } => group.members.iter().filter_map(|m| m.out).collect(),
+        }
+    }
 }
 
 /// What the tracer knew about a recorded node, for messages, the summary and the DOT export.
@@ -60,6 +91,17 @@ pub(crate) struct NodeMeta {
     pub(crate) params: String,
     pub(crate) shape: Vec<usize>,
     pub(crate) location: &'static Location<'static>,
+}
+
+/// How a program's backward was made.
+#[derive(Clone, Debug)]
+pub(crate) enum Mode {
+    /// Recorded from the rules as primitive ops (`grad_graph`) and lowered with the forward, so
+    /// the fuser sees both.
+    Recorded,
+    /// One step per rule on tensors, because recording the backward was not possible (the
+    /// reason).
+    Rules(String),
 }
 
 /// A lowered program.
@@ -78,6 +120,8 @@ pub(crate) struct Plan<T: Float> {
     pub(crate) grads: Vec<Option<Slot>>,
     /// The index of the first backward step (`steps.len()` when there is none).
     pub(crate) first_backward: usize,
+    /// How the backward was planned (for the summary).
+    pub(crate) mode: Mode,
     /// Per recorded node (indexed by node): what it was.
     pub(crate) meta: Vec<NodeMeta>,
     /// The node each forward slot holds (slots below `meta.len()` are node values).
@@ -87,71 +131,13 @@ pub(crate) struct Plan<T: Float> {
 impl<T: Float> Plan<T> {
     /// Lowers the tape of a finished trace: `loss` is the loss node, `params` and `data` the
     /// leaves made for the step's inputs, in order.
-    pub(crate) fn lower(tape: &Tape<T>, loss: usize, params: &[usize], data: &[usize]) -> Result<Self> {
+    /// Lowers the tape of a finished trace, the backward one step per rule: `loss` is the loss
+    /// node, `params` and `data` the leaves made for the step's inputs, in order.
+    pub(crate) fn lower(tape: &Tape<T>, loss: usize, params: &[usize], data: &[usize], why: String) -> Result<Self> {
         let nodes = tape.nodes.borrow();
         let top = loss;
-        let meta: Vec<NodeMeta> = nodes[..=top]
-            .iter()
-            .map(|n| NodeMeta {
-                name: n
-                    .op
-                    .as_ref()
-                    .map_or(if n.is_var { "param" } else { "constant" }, |o| o.get().name()),
-                params: n.op.as_ref().map_or(String::new(), |o| o.get().params()),
-                shape: n.value.shape().to_vec(),
-                location: n.location,
-            })
-            .collect();
-
-        // The nodes the loss depends on.
-        let mut needed = vec![false; top + 1];
-        needed[top] = true;
-        for i in (0..=top).rev() {
-            if needed[i] {
-                for &j in &nodes[i].inputs {
-                    needed[j] = true;
-                }
-            }
-        }
-        let mut sources: Vec<Option<Source<T>>> = vec![None; top + 1];
-        let mut steps = Vec::new();
-        for i in 0..=top {
-            if !needed[i] {
-                continue;
-            }
-            let n = &nodes[i];
-            match &n.op {
-                None => {
-                    sources[i] = Some(if let Some(k) = params.iter().position(|&p| p == i) {
-                        Source::Param(k)
-                    } else if let Some(k) = data.iter().position(|&d| d == i) {
-                        Source::Data(k)
-                    } else {
-                        Source::Const(n.value.clone())
-                    });
-                }
-                Some(op) => {
-                    if op.get().as_any().is::<FirstOrderGrad<T>>() {
-                        return Err(Error::new(
-                            ErrorKind::Invalid,
-                            "compile",
-                            format!(
-                                "the traced function took a recorded gradient through {:?}, whose rule is first \
-                                 order only (its value was computed while tracing and would be stale on replay)",
-                                op.get().name()
-                            ),
-                        )
-                        .at(n.location));
-                    }
-                    steps.push(Step::Forward {
-                        op: op.clone(),
-                        inputs: n.inputs.iter().map(|&j| j as Slot).collect(),
-                        out: i as Slot,
-                        node: i,
-                    });
-                }
-            }
-        }
+        let meta = node_meta(&nodes[..=top]);
+        let (mut sources, mut steps) = forward_steps(&nodes[..=top], &[loss], params, data)?;
         let first_backward = steps.len();
 
         // The backward, planned as the sweep runs it.
@@ -199,22 +185,76 @@ impl<T: Float> Plan<T> {
             }
         }
         let grads: Vec<Option<Slot>> = params.iter().map(|&p| grad[p]).collect();
+        Ok(Plan::finish(
+            sources,
+            steps,
+            loss,
+            grads,
+            first_backward,
+            meta,
+            top + 1,
+            Mode::Rules(why),
+        ))
+    }
 
-        // Liveness: each slot is dropped after the last step that reads it.
+    /// Lowers a trace whose backward was recorded (`grads[k]`: the node holding parameter `k`'s
+    /// gradient): one program of forward ops from the inputs to the loss and the gradients,
+    /// then fused. Fails (and the caller plans the rules instead) when the recorded backward holds
+    /// a value computed while tracing.
+    pub(crate) fn lower_recorded(
+        tape: &Tape<T>,
+        loss: usize,
+        grads: &[usize],
+        params: &[usize],
+        data: &[usize],
+    ) -> Result<Self> {
+        let nodes = tape.nodes.borrow();
+        let top = grads.iter().copied().chain([loss]).max().unwrap_or(loss);
+        let meta = node_meta(&nodes[..=top]);
+        let mut roots = vec![loss];
+        roots.extend_from_slice(grads);
+        let (sources, steps) = forward_steps(&nodes[..=top], &roots, params, data)?;
+        let first_backward = steps
+            .iter()
+            .position(|s| matches!(s, Step::Forward { node, .. } if *node > loss))
+            .unwrap_or(steps.len());
+        let steps = super::fuse::fuse(steps, &meta, &roots);
+        let first_backward = first_backward.min(steps.len());
+        let grads = grads.iter().map(|&g| Some(g as Slot)).collect();
+        Ok(Plan::finish(
+            sources,
+            steps,
+            loss,
+            grads,
+            first_backward,
+            meta,
+            top + 1,
+            Mode::Recorded,
+        ))
+    }
+
+    /// Liveness: each slot is dropped after the last step that reads it.
+    #[allow(clippy::too_many_arguments)]
+    fn finish(
+        sources: Vec<Option<Source<T>>>,
+        steps: Vec<Step<T>>,
+        loss: usize,
+        grads: Vec<Option<Slot>>,
+        first_backward: usize,
+        meta: Vec<NodeMeta>,
+        n_nodes: usize,
+        mode: Mode,
+    ) -> Self {
         let n_slots = sources.len();
         let mut last: Vec<Option<usize>> = vec![None; n_slots];
+        let mut written: Vec<Option<usize>> = vec![None; n_slots];
         for (s, step) in steps.iter().enumerate() {
-            let mut read = |x: Slot| last[x as usize] = Some(s);
-            match step {
-                Step::Forward { inputs, .. } => inputs.iter().for_each(|&x| read(x)),
-                Step::Rule { inputs, output, g, .. } => {
-                    inputs.iter().for_each(|&x| read(x));
-                    read(*output);
-                    read(*g);
-                }
-                Step::Accumulate { dst, src } => {
-                    read(*dst);
-                    read(*src);
+            for x in step.reads() {
+                last[x as usize] = Some(s);
+            }
+            if !matches!(step, Step::Accumulate { .. }) {
+                for x in step.writes() {
+                    written[x as usize] = Some(s);
                 }
             }
         }
@@ -225,27 +265,19 @@ impl<T: Float> Plan<T> {
         }
         let mut free: Vec<SmallVec<[Slot; 4]>> = steps.iter().map(|_| SmallVec::new()).collect();
         let mut free_at_start = Vec::new();
-        // Where each slot is written (a slot written and never read is dropped right away).
-        let mut written: Vec<Option<usize>> = vec![None; n_slots];
-        for (s, step) in steps.iter().enumerate() {
-            match step {
-                Step::Forward { out, .. } => written[*out as usize] = Some(s),
-                Step::Rule { outs, .. } => outs.iter().flatten().for_each(|&o| written[o as usize] = Some(s)),
-                Step::Accumulate { .. } => {}
-            }
-        }
         for x in 0..n_slots {
             if kept[x] {
                 continue;
             }
             match (last[x], written[x]) {
-                (Some(s), _) => free[s].push(x as Slot),
-                (None, Some(s)) => free[s].push(x as Slot),
+                (Some(s), Some(w)) => free[s.max(w)].push(x as Slot),
+                (Some(s), None) => free[s].push(x as Slot),
+                (None, Some(w)) => free[w].push(x as Slot),
                 (None, None) if sources[x].is_some() => free_at_start.push(x as Slot),
                 (None, None) => {}
             }
         }
-        Ok(Plan {
+        Plan {
             sources,
             steps,
             free,
@@ -253,13 +285,94 @@ impl<T: Float> Plan<T> {
             loss: loss as Slot,
             grads,
             first_backward,
+            mode,
             meta,
-            n_nodes: top + 1,
-        })
+            n_nodes,
+        }
     }
 
     /// The number of value slots.
     pub(crate) fn n_slots(&self) -> usize {
         self.sources.len()
     }
+}
+
+/// What the tracer knew about each node.
+fn node_meta<T: Float>(nodes: &[crate::autodiff::tape::Node<T>]) -> Vec<NodeMeta> {
+    nodes
+        .iter()
+        .map(|n| NodeMeta {
+            name: n
+                .op
+                .as_ref()
+                .map_or(if n.is_var { "param" } else { "constant" }, |o| o.get().name()),
+            params: n.op.as_ref().map_or(String::new(), |o| o.get().params()),
+            shape: n.value.shape().to_vec(),
+            location: n.location,
+        })
+        .collect()
+}
+
+/// How each slot is filled, and the steps.
+type Lowered<T> = (Vec<Option<Source<T>>>, Vec<Step<T>>);
+
+/// The sources and forward steps of the nodes `roots` depend on, in recorded order.
+fn forward_steps<T: Float>(
+    nodes: &[crate::autodiff::tape::Node<T>],
+    roots: &[usize],
+    params: &[usize],
+    data: &[usize],
+) -> Result<Lowered<T>> {
+    let top = nodes.len() - 1;
+    let mut needed = vec![false; top + 1];
+    for &r in roots {
+        needed[r] = true;
+    }
+    for i in (0..=top).rev() {
+        if needed[i] {
+            for &j in &nodes[i].inputs {
+                needed[j] = true;
+            }
+        }
+    }
+    let mut sources: Vec<Option<Source<T>>> = vec![None; top + 1];
+    let mut steps = Vec::new();
+    for i in 0..=top {
+        if !needed[i] {
+            continue;
+        }
+        let n = &nodes[i];
+        match &n.op {
+            None => {
+                sources[i] = Some(if let Some(k) = params.iter().position(|&p| p == i) {
+                    Source::Param(k)
+                } else if let Some(k) = data.iter().position(|&d| d == i) {
+                    Source::Data(k)
+                } else {
+                    Source::Const(n.value.clone())
+                });
+            }
+            Some(op) => {
+                if op.get().as_any().is::<FirstOrderGrad<T>>() {
+                    return Err(Error::new(
+                        ErrorKind::Invalid,
+                        "compile",
+                        format!(
+                            "the traced function took a recorded gradient through {:?}, whose rule is first \
+                             order only (its value was computed while tracing and would be stale on replay)",
+                            op.get().name()
+                        ),
+                    )
+                    .at(n.location));
+                }
+                steps.push(Step::Forward {
+                    op: op.clone(),
+                    inputs: n.inputs.iter().map(|&j| j as Slot).collect(),
+                    out: i as Slot,
+                    node: i,
+                });
+            }
+        }
+    }
+    Ok((sources, steps))
 }

@@ -10,7 +10,7 @@ use super::elementwise::Math;
 use super::reference;
 use super::registry::{Choice, Domain, OpInfo, Reference, Registry, Sample};
 use super::select::{ByD, Logic, MinusHy, MinusHyOverD, OverD};
-use crate::autodiff::rule::{Binary, Elem, Pointwise, Unary, Value};
+use crate::autodiff::rule::{Binary, Elem, Elementwise, Pointwise, Unary, UnaryKernel, Value, unary_loop};
 use crate::autodiff::rule::{Cotangents, Op, VjpCtx};
 use crate::autodiff::tape::{OpRef, Var};
 use crate::core::error::{Result, fail};
@@ -280,6 +280,14 @@ impl<T: Float> Op<T> for NegOp {
     fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, g: &V) -> Result<Cotangents<V>> {
         Ok(cx.grads([Some(g.neg())]))
     }
+    fn elementwise(&self) -> Option<Elementwise<'_, T>> {
+        Some(Elementwise::Unary(self))
+    }
+}
+impl<T: Float> UnaryKernel<T> for NegOp {
+    fn apply(&self, x: &[T], out: &mut [T]) {
+        out.iter_mut().zip(x).for_each(|(o, &a)| *o = -a);
+    }
 }
 
 /// Declares the ops with one constant parameter `c`: the forward at one element and the rule.
@@ -314,6 +322,15 @@ macro_rules! scalar_ops {
             fn vjp<V: Value<T>>(&self, $cx: &VjpCtx<'_, V>, $g: &V) -> Result<Cotangents<V>> {
                 let $rc = T::from_f64(self.0);
                 Ok($cx.grads([Some($rule)]))
+            }
+            fn elementwise(&self) -> Option<Elementwise<'_, T>> {
+                Some(Elementwise::Unary(self))
+            }
+        }
+        impl<T: Float> UnaryKernel<T> for $ty {
+            fn apply(&self, x: &[T], out: &mut [T]) {
+                let $c = T::from_f64(self.0);
+                out.iter_mut().zip(x).for_each(|(o, &$x)| *o = $fwd);
             }
         }
     )*};
@@ -361,6 +378,14 @@ impl<T: Float> Op<T> for PowfOp {
     }
     fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, g: &V) -> Result<Cotangents<V>> {
         Ok(cx.grads([Some(V::pointwise(self, [g, cx.input(0)]))]))
+    }
+    fn elementwise(&self) -> Option<Elementwise<'_, T>> {
+        Some(Elementwise::Unary(self))
+    }
+}
+impl<T: Float> UnaryKernel<T> for PowfOp {
+    fn apply(&self, x: &[T], out: &mut [T]) {
+        unary_loop(self, x, out)
     }
 }
 

@@ -80,6 +80,9 @@ macro_rules! binary_ops {
                 let ($a, $b, $y) = ($cx.input(0), $cx.input(1), $cx.output());
                 Ok($cx.grads([$cx.needs_grad(0).then(|| $da), $cx.needs_grad(1).then(|| $db)]))
             }
+            fn elementwise(&self) -> Option<$crate::autodiff::rule::Elementwise<'_, T>> {
+                Some($crate::autodiff::rule::Elementwise::Binary(self))
+            }
         }
     )*};
 }

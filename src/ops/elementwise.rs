@@ -25,7 +25,7 @@ use super::reference;
 use super::registry::{Domain, OpInfo, Registry};
 use super::select::Logic;
 use crate::autodiff::rule::{Cotangents, Op, VjpCtx};
-use crate::autodiff::rule::{Elem, Pointwise, Unary, Value};
+use crate::autodiff::rule::{Elem, Elementwise, Pointwise, Unary, UnaryKernel, Value, unary_loop};
 use crate::autodiff::tape::{OpRef, Var};
 use crate::core::error::{Error, ErrorKind, Result, fail};
 use crate::core::float::Float;
@@ -76,6 +76,17 @@ macro_rules! unary_table {
                 }
                 fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, g: &V) -> Result<Cotangents<V>> {
                     Ok(cx.grads([Some(V::pointwise(self, [g, cx.input(0), cx.output()]))]))
+                }
+                fn elementwise(&self) -> Option<Elementwise<'_, T>> {
+                    Some(Elementwise::Unary(self))
+                }
+            }
+
+            impl<T: Float> UnaryKernel<T> for $ty {
+                fn apply(&self, x: &[T], out: &mut [T]) {
+                    $( out.copy_from_slice(x); return $slice(out); )?
+                    #[allow(unreachable_code)]
+                    unary_loop(self, x, out)
                 }
             }
         )*
@@ -416,6 +427,15 @@ macro_rules! param_table {
             }
             fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, g: &V) -> Result<Cotangents<V>> {
                 Ok(cx.grads([Some(V::pointwise(self, [g, cx.input(0), cx.output()]))]))
+            }
+            fn elementwise(&self) -> Option<Elementwise<'_, T>> {
+                Some(Elementwise::Unary(self))
+            }
+        }
+
+        impl<T: Float> UnaryKernel<T> for $ty {
+            fn apply(&self, x: &[T], out: &mut [T]) {
+                unary_loop(self, x, out)
             }
         }
 

@@ -183,7 +183,7 @@ impl<T: Float> Op<T> for PermuteOp {
     }
 }
 
-struct BroadcastToOp(Shape);
+pub(crate) struct BroadcastToOp(pub(crate) Shape);
 impl<T: Float> Op<T> for BroadcastToOp {
     fn name(&self) -> &'static str {
         "broadcast_to"

@@ -42,10 +42,10 @@ fn keep_axis<T: Float, V: Value<T>>(g: &V, input_shape: &[usize], axis: Option<u
 }
 
 /// Sum (or mean) over all axes (`axis = None`, giving a 0-d result) or over one axis.
-struct SumOp {
-    axis: Option<isize>,
-    keepdim: bool,
-    mean: bool,
+pub(crate) struct SumOp {
+    pub(crate) axis: Option<isize>,
+    pub(crate) keepdim: bool,
+    pub(crate) mean: bool,
 }
 
 impl SumOp {
@@ -171,7 +171,7 @@ impl<T: Float> Op<T> for MaxOp {
 }
 
 /// Sums a tensor down to a shape it was broadcast from.
-struct SumToOp(Shape);
+pub(crate) struct SumToOp(pub(crate) Shape);
 
 impl<T: Float> Op<T> for SumToOp {
     fn name(&self) -> &'static str {

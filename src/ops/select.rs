@@ -192,6 +192,9 @@ impl<T: Float> Op<T> for Select {
                 .then(|| V::pointwise(&TakeUnless, [c, g]).sum_to_like(b)),
         ]))
     }
+    fn elementwise(&self) -> Option<crate::autodiff::rule::Elementwise<'_, T>> {
+        Some(crate::autodiff::rule::Elementwise::Ternary(self))
+    }
 }
 
 binary_ops! {
