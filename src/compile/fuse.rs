@@ -27,8 +27,8 @@ use super::plan::{NodeMeta, Slot, Step};
 use crate::autodiff::rule::Elementwise;
 use crate::autodiff::tape::OpRef;
 use crate::core::float::Float;
-use crate::ops::layout::BroadcastToOp;
-use crate::ops::reduce::{SumOp, SumToOp};
+use crate::ops::layout::{BroadcastToOp, ReshapeOp};
+use crate::ops::reduce::{MaxOp, SumOp, SumToOp};
 use crate::tensor::kernels::sum_slice;
 use crate::tensor::{Tensor, pool};
 use smallvec::SmallVec;
@@ -93,43 +93,74 @@ pub(crate) enum Arg {
 pub(crate) enum Kind<T: Float> {
     /// An elementwise op.
     Elem(OpRef<T>),
-    /// The argument itself (a `broadcast_to`: the broadcast happens when the input is read).
+    /// The argument itself (a `broadcast_to` or a `reshape`: the broadcast happens when the input
+    /// is read).
     Copy,
+    /// A per-row value spread along the rows (a row value read by a full-shape member).
+    Expand,
     /// A sum of the argument down to a smaller shape (`map`: how the result is indexed from `S`;
-    /// `all`: down to one element), times `scale` for a mean.
+    /// `all`: down to one element), times `scale` for a mean; complete only when the loop ends.
     Sum { map: Map, all: bool, scale: Option<T> },
+    /// The sum over each row (the last axis), times `scale` for a mean: complete at the end of
+    /// the tile, so later members of the tile read it.
+    RowSum { scale: Option<T> },
+    /// The maximum (`min`: minimum) over each row; NaN where a row holds one.
+    RowMax { min: bool },
 }
 
 /// One member of a group.
 pub(crate) struct Member<T: Float> {
     pub(crate) kind: Kind<T>,
     pub(crate) args: SmallVec<[Arg; 3]>,
-    /// The recorded node it computes.
+    /// The recorded node it computes (for an `Expand`: the row value it spreads).
     pub(crate) node: usize,
-    /// Where its value goes when something after the group reads it (always, for a sink).
+    /// Where its value goes when something after the group reads it (always, for a sum that
+    /// completes with the loop).
     pub(crate) out: Option<Slot>,
     /// The shape of its value.
     pub(crate) shape: Vec<usize>,
+    /// One value per row of the iteration shape (a row sum, a row maximum, an op on them),
+    /// rather than one per element.
+    pub(crate) rowwise: bool,
+}
+
+impl<T: Float> Member<T> {
+    /// True when the member reads its arguments one value per row (a row sum or maximum reads
+    /// whole rows, though it makes one value per row).
+    fn reads_rows(&self) -> bool {
+        self.rowwise && !matches!(self.kind, Kind::RowSum { .. } | Kind::RowMax { .. })
+    }
 }
 
 /// A fused loop.
 pub(crate) struct Group<T: Float> {
     /// The iteration shape.
     pub(crate) shape: Vec<usize>,
+    /// Whole rows in every tile (rows up to [`ROW_MAX`] elements): row sums are complete within
+    /// a tile, so the members after them in the tile may read them.
+    pub(crate) rows_whole: bool,
     /// The values read from outside, with how each is indexed.
     pub(crate) inputs: Vec<(Slot, Map, Vec<usize>)>,
     pub(crate) members: Vec<Member<T>>,
 }
 
+/// Rows up to this many elements are kept whole in a tile (one row of 32 768 `f32` is 128 KiB).
+pub(crate) const ROW_MAX: usize = 1 << 15;
+
 /// What the fuser knows about a recorded op.
 pub(crate) enum Class<T: Float> {
     Elem(OpRef<T>),
     Broadcast,
+    Reshape,
     /// A sum of the input to the output: the kept shape (rank of the input, 1 where summed) and
     /// the mean's divisor.
     Sum {
         keep: Vec<usize>,
         mean: Option<usize>,
+    },
+    /// A maximum (minimum) over the last axis.
+    RowMax {
+        min: bool,
     },
     Other,
 }
@@ -151,6 +182,17 @@ pub(crate) fn classify<T: Float>(op: &OpRef<T>, inputs: &[&[usize]], out: &[usiz
     if let Some(b) = any.downcast_ref::<BroadcastToOp>() {
         if &b.0[..] == out && broadcasts(x, out) {
             return Class::Broadcast;
+        }
+    } else if any.is::<ReshapeOp>() {
+        if x.iter().product::<usize>() == out.iter().product::<usize>() {
+            return Class::Reshape;
+        }
+    } else if let Some(m) = any.downcast_ref::<MaxOp>() {
+        let Ok(a) = crate::ops::common::resolve_axis("max", m.axis, x.len()) else {
+            return Class::Other;
+        };
+        if a + 1 == x.len() && x[a] > 0 {
+            return Class::RowMax { min: m.min };
         }
     } else if let Some(s) = any.downcast_ref::<SumOp>() {
         let keep: Vec<usize> = match s.axis {
@@ -185,34 +227,58 @@ fn broadcasts(a: &[usize], s: &[usize]) -> bool {
     a.len() <= s.len() && a.iter().rev().zip(s.iter().rev()).all(|(&x, &y)| x == y || x == 1)
 }
 
+/// What a node's value is to the group being built.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Role {
+    /// One value per element of the iteration shape.
+    Full,
+    /// One value per row.
+    Row,
+    /// A sum that completes with the loop: nothing in the group may read it.
+    Sink,
+}
+
 /// A group being built: members and inputs so far.
 pub(crate) struct Builder<T: Float> {
     pub(crate) group: Group<T>,
-    /// For each recorded node in the group: its member index, and whether it is a sink.
-    pub(crate) index: std::collections::HashMap<usize, (u32, bool)>,
+    /// For each recorded node in the group: its member index and role.
+    index: std::collections::HashMap<usize, (u32, Role)>,
+    /// The `Expand` member made for a row value, by its member index.
+    expanded: std::collections::HashMap<u32, u32>,
+    /// The shape of a row value: the iteration shape with a last extent of 1.
+    row_shape: Vec<usize>,
 }
 
 impl<T: Float> Builder<T> {
     pub(crate) fn new(shape: &[usize]) -> Self {
+        let n = shape.last().copied().unwrap_or(1);
+        let mut row_shape = shape.to_vec();
+        if let Some(l) = row_shape.last_mut() {
+            *l = 1;
+        }
         Builder {
             group: Group {
                 shape: shape.to_vec(),
+                rows_whole: n <= ROW_MAX,
                 inputs: Vec::new(),
                 members: Vec::new(),
             },
             index: Default::default(),
+            expanded: Default::default(),
+            row_shape,
         }
     }
 
-    /// Whether node `j` can be read by a new member: a non-sink member or an outside value.
-    pub(crate) fn readable(&self, j: usize) -> bool {
-        self.index.get(&j).is_none_or(|&(_, sink)| !sink)
+    /// The recorded nodes the group computes.
+    pub(crate) fn contains(&self, node: usize) -> bool {
+        self.index.contains_key(&node)
     }
 
-    fn arg(&mut self, j: usize, shape: &[usize]) -> Arg {
-        if let Some(&(m, _)) = self.index.get(&j) {
-            return Arg::Member(m);
-        }
+    fn role(&self, j: usize) -> Option<Role> {
+        self.index.get(&j).map(|&(_, r)| r)
+    }
+
+    fn input(&mut self, j: usize, shape: &[usize]) -> Arg {
         if let Some(k) = self.group.inputs.iter().position(|(s, _, _)| *s as usize == j) {
             return Arg::In(k as u32);
         }
@@ -221,28 +287,177 @@ impl<T: Float> Builder<T> {
         Arg::In((self.group.inputs.len() - 1) as u32)
     }
 
-    /// Adds node `node` (inputs `ins` with shapes `shapes`) as a member of kind `kind`.
-    pub(crate) fn push(&mut self, node: usize, kind: Kind<T>, ins: &[usize], shapes: &[&[usize]], out_shape: &[usize]) {
-        let sink = matches!(kind, Kind::Sum { .. });
-        let args = ins.iter().zip(shapes).map(|(&j, s)| self.arg(j, s)).collect();
-        self.index.insert(node, (self.group.members.len() as u32, sink));
+    /// Tries to add the node: `class` with inputs `ins` of shapes `shapes`, output shape `out`.
+    /// False (and nothing added) when it cannot join this group.
+    pub(crate) fn try_push(
+        &mut self,
+        node: usize,
+        class: &Class<T>,
+        ins: &[usize],
+        shapes: &[&[usize]],
+        out: &[usize],
+    ) -> bool {
+        let s = self.group.shape.clone();
+        let whole = self.group.rows_whole;
+        let row_distinct = self.row_shape != s;
+        let roles: SmallVec<[Option<Role>; 3]> = ins.iter().map(|&j| self.role(j)).collect();
+        if roles.contains(&Some(Role::Sink)) {
+            return false;
+        }
+        // (role of the new member, kind, whether its args are read per row)
+        let (role, kind): (Role, Kind<T>) = match class {
+            Class::Elem(_) | Class::Broadcast if out == &s[..] => {
+                // Row values read here must be spread along the rows.
+                if roles
+                    .iter()
+                    .zip(shapes)
+                    .any(|(r, sh)| *r == Some(Role::Row) && *sh != &self.row_shape[..])
+                {
+                    return false;
+                }
+                let kind = match class {
+                    Class::Elem(op) => Kind::Elem(op.clone()),
+                    _ => Kind::Copy,
+                };
+                (Role::Full, kind)
+            }
+            Class::Elem(op) if whole && row_distinct && out == &self.row_shape[..] => {
+                if roles.contains(&Some(Role::Full))
+                    || roles
+                        .iter()
+                        .zip(shapes)
+                        .any(|(r, sh)| *r == Some(Role::Row) && *sh != &self.row_shape[..])
+                {
+                    return false;
+                }
+                (Role::Row, Kind::Elem(op.clone()))
+            }
+            Class::Broadcast if whole && row_distinct && out == &self.row_shape[..] && roles[0].is_none() => {
+                (Role::Row, Kind::Copy)
+            }
+            Class::Reshape if whole && roles[0] == Some(Role::Row) && out.iter().product::<usize>() == self.rows() => {
+                (Role::Row, Kind::Copy)
+            }
+            Class::RowMax { min } if whole && shapes[0] == &s[..] && roles[0] != Some(Role::Row) => {
+                (Role::Row, Kind::RowMax { min: *min })
+            }
+            Class::Sum { keep, mean } if shapes[0] == &s[..] && roles[0] != Some(Role::Row) => {
+                let row_sum =
+                    whole && (keep[..] == self.row_shape[..] || (s.len() <= 1 && keep.iter().all(|&k| k == 1)));
+                if row_sum {
+                    (
+                        Role::Row,
+                        Kind::RowSum {
+                            scale: mean.map(|n| T::ONE / T::from_usize(n)),
+                        },
+                    )
+                } else {
+                    (Role::Sink, self.sum_kind(keep, *mean))
+                }
+            }
+            // The sum of row values down to one element (a mean of per-row losses).
+            Class::Sum { keep, mean }
+                if whole
+                    && roles[0] == Some(Role::Row)
+                    && shapes[0] == &self.row_shape[..]
+                    && keep.iter().all(|&k| k == 1) =>
+            {
+                (Role::Sink, self.sum_kind(keep, *mean))
+            }
+            _ => return false,
+        };
+        // Arguments: members as they are (a row value spread for a full member), outside values
+        // by index.
+        let mut args: SmallVec<[Arg; 3]> = SmallVec::new();
+        for (k, &j) in ins.iter().enumerate() {
+            let a = match self.index.get(&j) {
+                Some(&(m, Role::Row)) if role == Role::Full => Arg::Member(self.expand(m)),
+                Some(&(m, _)) => Arg::Member(m),
+                None => self.input(j, shapes[k]),
+            };
+            args.push(a);
+        }
+        let m = self.group.members.len() as u32;
+        self.index.insert(node, (m, role));
         self.group.members.push(Member {
             kind,
             args,
             node,
-            out: sink.then_some(node as Slot),
-            shape: out_shape.to_vec(),
+            out: (role == Role::Sink).then_some(node as Slot),
+            shape: out.to_vec(),
+            rowwise: role == Role::Row || (role == Role::Sink && roles[0] == Some(Role::Row)),
         });
+        // (A sink over row values is marked rowwise: its argument is read per row.)
+        true
+    }
+
+    /// The `Expand` member spreading row value `m` along the rows (made once).
+    fn expand(&mut self, m: u32) -> u32 {
+        if let Some(&e) = self.expanded.get(&m) {
+            return e;
+        }
+        let e = self.group.members.len() as u32;
+        let node = self.group.members[m as usize].node;
+        self.group.members.push(Member {
+            kind: Kind::Expand,
+            args: [Arg::Member(m)].into_iter().collect(),
+            node,
+            out: None,
+            shape: self.group.shape.clone(),
+            rowwise: false,
+        });
+        self.expanded.insert(m, e);
+        e
+    }
+
+    /// The number of rows of the iteration shape.
+    fn rows(&self) -> usize {
+        let n = self.group.shape.last().copied().unwrap_or(1);
+        self.group.shape.iter().product::<usize>() / n.max(1)
     }
 
     /// The kind of a sum member of the group's shape down to `keep`.
-    pub(crate) fn sum_kind(&self, keep: &[usize], mean: Option<usize>) -> Kind<T> {
+    fn sum_kind(&self, keep: &[usize], mean: Option<usize>) -> Kind<T> {
         Kind::Sum {
             map: Map::new(keep, &self.group.shape),
             all: keep.iter().all(|&k| k == 1),
             scale: mean.map(|n| T::ONE / T::from_usize(n)),
         }
     }
+
+    /// The number of members that compute a recorded node (not counting spreads).
+    pub(crate) fn ops(&self) -> usize {
+        self.group
+            .members
+            .iter()
+            .filter(|m| !matches!(m.kind, Kind::Expand))
+            .count()
+    }
+}
+
+/// The maximum (`min`: minimum) of a non-empty row; NaN when the row holds one. Lane-wise
+/// selects, so the loop vectorises.
+fn row_max<T: Float>(x: &[T], min: bool) -> T {
+    const L: usize = 16;
+    let mut acc = [x[0]; L];
+    let mut nan = false;
+    let chunks = x.chunks_exact(L);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for k in 0..L {
+            let v = c[k];
+            nan |= v.is_nan();
+            let take = if min { v < acc[k] } else { v > acc[k] };
+            acc[k] = if take { v } else { acc[k] };
+        }
+    }
+    let mut m = acc[0];
+    for &v in acc[1..].iter().chain(rest) {
+        nan |= v.is_nan();
+        let take = if min { v < m } else { v > m };
+        m = if take { v } else { m };
+    }
+    if nan { T::NAN } else { m }
 }
 
 impl<T: Float> Group<T> {
@@ -256,17 +471,41 @@ impl<T: Float> Group<T> {
         let r = s.len();
         let n = if r == 0 { 1 } else { s[r - 1] };
         let total: usize = s.iter().product();
+        let rows_total = total.checked_div(n).unwrap_or(0);
         let outer_dims: &[usize] = if r == 0 { &[] } else { &s[..r - 1] };
         let ins: Vec<&[T]> = self.inputs.iter().map(|(x, _, _)| read(*x).data()).collect();
+        // Rows per tile (whole rows), or pieces of one row.
+        let per = if self.rows_whole { (TILE / n.max(1)).max(1) } else { 1 };
+        let tl = if self.rows_whole {
+            (per * n).min(total)
+        } else {
+            TILE.min(total)
+        };
+        let rl = per.min(rows_total.max(1));
 
-        // Outputs: full buffers for written elementwise members, accumulators for sinks.
+        // Which inputs are read per element, which per row.
+        let mut full_read = vec![false; self.inputs.len()];
+        let mut row_read = vec![false; self.inputs.len()];
+        for m in &self.members {
+            for a in &m.args {
+                if let Arg::In(k) = *a {
+                    if m.reads_rows() {
+                        row_read[k as usize] = true;
+                    } else {
+                        full_read[k as usize] = true;
+                    }
+                }
+            }
+        }
+
+        // Outputs: full buffers for written members, accumulators for sums.
         let mut outs: Vec<Option<Vec<T>>> = self
             .members
             .iter()
             .map(|m| match (&m.kind, m.out) {
                 (Kind::Sum { all: true, .. }, _) => Some(Vec::with_capacity(total.div_ceil(TILE) + 1)),
                 (Kind::Sum { .. }, _) => Some(vec![-T::ZERO; m.shape.iter().product()]),
-                (_, Some(_)) => Some(pool::buffer(total)),
+                (_, Some(_)) => Some(pool::buffer(m.shape.iter().product())),
                 (_, None) => None,
             })
             .collect();
@@ -275,58 +514,80 @@ impl<T: Float> Group<T> {
             .iter()
             .map(|m| match m.kind {
                 Kind::Sum { .. } => Vec::new(),
-                _ => vec![T::ZERO; TILE.min(total)],
+                _ if m.rowwise => vec![T::ZERO; rl],
+                _ => vec![T::ZERO; tl],
             })
             .collect();
         let mut in_bufs: Vec<Vec<T>> = self
             .inputs
             .iter()
-            .map(|(_, map, _)| {
-                if map.full {
+            .enumerate()
+            .map(|(k, (_, map, _))| {
+                if map.full || !full_read[k] {
                     Vec::new()
                 } else {
-                    vec![T::ZERO; TILE.min(total)]
+                    vec![T::ZERO; tl]
                 }
             })
             .collect();
+        let mut in_rows: Vec<Vec<T>> = row_read
+            .iter()
+            .map(|&r| if r { vec![T::ZERO; rl] } else { Vec::new() })
+            .collect();
 
         let mut tile = |start: usize, len: usize, row0: usize, c0: usize, c1: usize, rows: usize| {
-            // Broadcast inputs: filled row segment by row segment.
+            let w = c1 - c0;
+            // Broadcast inputs: filled row segment by row segment; inputs read per row, a value
+            // per row.
             for (k, (_, map, _)) in self.inputs.iter().enumerate() {
-                if map.full {
-                    continue;
-                }
-                let buf = &mut in_bufs[k][..len];
                 let src = ins[k];
-                let w = c1 - c0;
-                for i in 0..rows {
-                    let base = map.row_offset(row0 + i, outer_dims);
-                    let dst = &mut buf[i * w..(i + 1) * w];
-                    if map.last == 1 {
-                        dst.copy_from_slice(&src[base + c0..base + c1]);
-                    } else {
-                        dst.fill(src[base]);
+                if full_read[k] && !map.full {
+                    let buf = &mut in_bufs[k][..len];
+                    for i in 0..rows {
+                        let base = map.row_offset(row0 + i, outer_dims);
+                        let dst = &mut buf[i * w..(i + 1) * w];
+                        if map.last == 1 {
+                            dst.copy_from_slice(&src[base + c0..base + c1]);
+                        } else {
+                            dst.fill(src[base]);
+                        }
+                    }
+                }
+                if row_read[k] {
+                    for i in 0..rows {
+                        in_rows[k][i] = src[map.row_offset(row0 + i, outer_dims)];
                     }
                 }
             }
             for (m, member) in self.members.iter().enumerate() {
                 let (before, rest) = bufs.split_at_mut(m);
+                let rw = member.reads_rows();
                 let arg = |a: Arg| -> &[T] {
                     match a {
                         Arg::In(k) => {
                             let k = k as usize;
-                            if self.inputs[k].1.full {
+                            if rw {
+                                &in_rows[k][..rows]
+                            } else if self.inputs[k].1.full {
                                 &ins[k][start..start + len]
                             } else {
                                 &in_bufs[k][..len]
                             }
                         }
-                        Arg::Member(j) => &before[j as usize][..len],
+                        Arg::Member(j) => {
+                            let j = j as usize;
+                            if self.members[j].rowwise {
+                                &before[j][..rows]
+                            } else {
+                                &before[j][..len]
+                            }
+                        }
                     }
                 };
+                let cnt = if member.rowwise { rows } else { len };
                 match &member.kind {
                     Kind::Elem(op) => {
-                        let dst = &mut rest[0][..len];
+                        let dst = &mut rest[0][..cnt];
                         match op.get().elementwise().expect("fused: an elementwise op") {
                             Elementwise::Unary(f) => f.apply(arg(member.args[0]), dst),
                             Elementwise::Binary(f) => f.apply(arg(member.args[0]), arg(member.args[1]), dst),
@@ -335,7 +596,32 @@ impl<T: Float> Group<T> {
                             }
                         }
                     }
-                    Kind::Copy => rest[0][..len].copy_from_slice(arg(member.args[0])),
+                    Kind::Copy => rest[0][..cnt].copy_from_slice(arg(member.args[0])),
+                    Kind::Expand => {
+                        let src = arg(member.args[0]);
+                        let dst = &mut rest[0][..len];
+                        for i in 0..rows {
+                            dst[i * w..(i + 1) * w].fill(src[i]);
+                        }
+                    }
+                    Kind::RowSum { scale } => {
+                        let src = arg(member.args[0]);
+                        let dst = &mut rest[0][..rows];
+                        for i in 0..rows {
+                            let v = -T::ZERO + sum_slice(&src[i * w..(i + 1) * w]);
+                            dst[i] = match scale {
+                                Some(c) => v * *c,
+                                None => v,
+                            };
+                        }
+                    }
+                    Kind::RowMax { min } => {
+                        let src = arg(member.args[0]);
+                        let dst = &mut rest[0][..rows];
+                        for i in 0..rows {
+                            dst[i] = row_max(&src[i * w..(i + 1) * w], *min);
+                        }
+                    }
                     Kind::Sum { map, all, .. } => {
                         let src = arg(member.args[0]);
                         let acc = outs[m].as_mut().expect("fused: a sink's accumulator");
@@ -343,7 +629,6 @@ impl<T: Float> Group<T> {
                             acc.push(sum_slice(src));
                             continue;
                         }
-                        let w = c1 - c0;
                         for i in 0..rows {
                             let seg = &src[i * w..(i + 1) * w];
                             let base = map.row_offset(row0 + i, outer_dims);
@@ -361,14 +646,17 @@ impl<T: Float> Group<T> {
                 }
                 if member.out.is_some() {
                     let o = outs[m].as_mut().expect("fused: an output buffer");
-                    o[start..start + len].copy_from_slice(&rest[0][..len]);
+                    if member.rowwise {
+                        o[row0..row0 + rows].copy_from_slice(&rest[0][..rows]);
+                    } else {
+                        o[start..start + len].copy_from_slice(&rest[0][..len]);
+                    }
                 }
             }
         };
 
         if total > 0 {
-            let rows_total = total / n;
-            if n >= TILE {
+            if !self.rows_whole {
                 for row in 0..rows_total {
                     let mut c0 = 0;
                     while c0 < n {
@@ -378,7 +666,6 @@ impl<T: Float> Group<T> {
                     }
                 }
             } else {
-                let per = TILE / n;
                 let mut r0 = 0;
                 while r0 < rows_total {
                     let r1 = (r0 + per).min(rows_total);
@@ -430,7 +717,7 @@ impl<T: Float> Group<T> {
 }
 
 /// Groups the forward steps of a recorded program (in order) into fused loops; `roots` are the
-/// program's results (always written out). A group of one member stays the op's own step.
+/// program's results (always written out). A group of one op stays the op's own step.
 pub(crate) fn fuse<T: Float>(steps: Vec<Step<T>>, meta: &[NodeMeta], roots: &[usize]) -> Vec<Step<T>> {
     // Who reads each node, and which nodes are results.
     let mut readers: Vec<SmallVec<[usize; 2]>> = vec![SmallVec::new(); meta.len()];
@@ -450,12 +737,19 @@ pub(crate) fn fuse<T: Float>(steps: Vec<Step<T>>, meta: &[NodeMeta], roots: &[us
     let mut cur: Option<(Builder<T>, Vec<Step<T>>)> = None;
     let flush = |cur: &mut Option<(Builder<T>, Vec<Step<T>>)>, out: &mut Vec<Step<T>>| {
         let Some((mut b, orig)) = cur.take() else { return };
-        if b.group.members.len() < 2 {
+        if b.ops() < 2 {
             out.extend(orig);
             return;
         }
-        for m in &mut b.group.members {
-            if m.out.is_none() && (result[m.node] || readers[m.node].iter().any(|r| !b.index.contains_key(r))) {
+        let inside = |r: &usize| b.contains(*r);
+        let written: Vec<bool> = b
+            .group
+            .members
+            .iter()
+            .map(|m| !matches!(m.kind, Kind::Expand) && (result[m.node] || readers[m.node].iter().any(|r| !inside(r))))
+            .collect();
+        for (m, w) in b.group.members.iter_mut().zip(written) {
+            if w && m.out.is_none() {
                 m.out = Some(m.node as Slot);
             }
         }
@@ -473,32 +767,38 @@ pub(crate) fn fuse<T: Float>(steps: Vec<Step<T>>, meta: &[NodeMeta], roots: &[us
         let ins: SmallVec<[usize; 4]> = inputs.iter().map(|&j| j as usize).collect();
         let shapes: SmallVec<[&[usize]; 4]> = ins.iter().map(|&j| &meta[j].shape[..]).collect();
         let oshape = &meta[*node].shape[..];
-        let (kind, iter_shape): (Option<Class<T>>, &[usize]) = match classify(op, &shapes, oshape) {
-            c @ (Class::Elem(_) | Class::Broadcast) => (Some(c), oshape),
-            c @ Class::Sum { .. } => (Some(c), shapes[0]),
-            Class::Other => (None, oshape),
+        let class = classify(op, &shapes, oshape);
+        // The shape a new group would iterate over.
+        let iter_shape: Option<&[usize]> = match class {
+            Class::Elem(_) | Class::Broadcast => Some(oshape),
+            Class::Sum { .. } | Class::RowMax { .. } => Some(shapes[0]),
+            Class::Reshape | Class::Other => None,
         };
-        let Some(class) = kind.filter(|_| iter_shape.iter().product::<usize>() > 0) else {
+        let Some(iter_shape) = iter_shape.filter(|s| s.iter().product::<usize>() > 0) else {
+            if let Some((b, orig)) = cur.as_mut()
+                && matches!(class, Class::Reshape)
+                && b.try_push(*node, &class, &ins, &shapes, oshape)
+            {
+                orig.push(step);
+                continue;
+            }
             flush(&mut cur, &mut out);
             out.push(step);
             continue;
         };
-        let fits = cur
-            .as_ref()
-            .is_some_and(|(b, _)| b.group.shape == iter_shape && ins.iter().all(|&j| b.readable(j)));
-        if !fits {
-            flush(&mut cur, &mut out);
-            cur = Some((Builder::new(iter_shape), Vec::new()));
+        if let Some((b, orig)) = cur.as_mut()
+            && b.try_push(*node, &class, &ins, &shapes, oshape)
+        {
+            orig.push(step);
+            continue;
         }
-        let (b, orig) = cur.as_mut().expect("a group is open");
-        let kind = match class {
-            Class::Elem(op) => Kind::Elem(op),
-            Class::Broadcast => Kind::Copy,
-            Class::Sum { keep, mean } => b.sum_kind(&keep, mean),
-            Class::Other => unreachable!("not fusable"),
-        };
-        b.push(*node, kind, &ins, &shapes, oshape);
-        orig.push(step);
+        flush(&mut cur, &mut out);
+        let mut b = Builder::new(iter_shape);
+        if b.try_push(*node, &class, &ins, &shapes, oshape) {
+            cur = Some((b, vec![step]));
+        } else {
+            out.push(step);
+        }
     }
     flush(&mut cur, &mut out);
     out

@@ -369,6 +369,7 @@ impl<T: Float> Compiled<T> {
                 let names: Vec<String> = group
                     .members
                     .iter()
+                    .filter(|m| !matches!(m.kind, fuse::Kind::Expand))
                     .map(|m| {
                         let n = &meta[m.node];
                         let w = if m.out.is_some() { "*" } else { "" };

@@ -138,7 +138,7 @@ fn resolve_perm(axes: &[isize], shape: &[usize]) -> Result<Vec<usize>> {
     ))
 }
 
-struct ReshapeOp(Shape);
+pub(crate) struct ReshapeOp(pub(crate) Shape);
 impl<T: Float> Op<T> for ReshapeOp {
     fn name(&self) -> &'static str {
         "reshape"

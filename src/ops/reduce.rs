@@ -102,10 +102,10 @@ impl<T: Float> Op<T> for SumOp {
 }
 
 /// Maximum (or minimum) along one axis; the gradient goes to the first maximal (minimal) element.
-struct MaxOp {
-    axis: isize,
-    keepdim: bool,
-    min: bool,
+pub(crate) struct MaxOp {
+    pub(crate) axis: isize,
+    pub(crate) keepdim: bool,
+    pub(crate) min: bool,
 }
 
 impl MaxOp {
