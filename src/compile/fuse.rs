@@ -142,6 +142,68 @@ pub(crate) struct Group<T: Float> {
     /// The values read from outside, with how each is indexed.
     pub(crate) inputs: Vec<(Slot, Map, Vec<usize>)>,
     pub(crate) members: Vec<Member<T>>,
+    /// The tile buffer each member writes ([`NO_BUF`] for a sum that completes with the loop):
+    /// buffers are reused once their value's last reader in the tile has run.
+    pub(crate) buf_of: Vec<u32>,
+    /// Per buffer: true for a buffer of row values.
+    pub(crate) buf_rowwise: Vec<bool>,
+}
+
+/// No tile buffer.
+const NO_BUF: u32 = u32::MAX;
+
+impl<T: Float> Group<T> {
+    /// Assigns tile buffers by liveness within the tile: a member's buffer is free again after
+    /// its last reader (never the buffer of one of its own arguments).
+    fn plan_buffers(&mut self) {
+        let n = self.members.len();
+        let mut last = vec![0usize; n];
+        for (m, member) in self.members.iter().enumerate() {
+            last[m] = m;
+            for a in &member.args {
+                if let Arg::Member(j) = *a {
+                    last[j as usize] = m;
+                }
+            }
+        }
+        let (mut free_full, mut free_row): (Vec<u32>, Vec<u32>) = (Vec::new(), Vec::new());
+        self.buf_of = vec![NO_BUF; n];
+        self.buf_rowwise.clear();
+        for m in 0..n {
+            let member = &self.members[m];
+            if !matches!(member.kind, Kind::Sum { .. }) {
+                let free = if member.rowwise { &mut free_row } else { &mut free_full };
+                self.buf_of[m] = free.pop().unwrap_or_else(|| {
+                    self.buf_rowwise.push(member.rowwise);
+                    (self.buf_rowwise.len() - 1) as u32
+                });
+            }
+            // Buffers whose last reader is this member, and its own when nothing reads it.
+            let mut done: SmallVec<[usize; 4]> = member
+                .args
+                .iter()
+                .filter_map(|a| match *a {
+                    Arg::Member(j) if last[j as usize] == m => Some(j as usize),
+                    _ => None,
+                })
+                .collect();
+            if last[m] == m {
+                done.push(m);
+            }
+            done.sort_unstable();
+            done.dedup();
+            for j in done {
+                let b = self.buf_of[j];
+                if b != NO_BUF {
+                    if self.members[j].rowwise {
+                        free_row.push(b);
+                    } else {
+                        free_full.push(b);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Rows up to this many elements are kept whole in a tile (one row of 32 768 `f32` is 128 KiB).
@@ -262,6 +324,8 @@ impl<T: Float> Builder<T> {
                 rows_whole: n <= ROW_MAX,
                 inputs: Vec::new(),
                 members: Vec::new(),
+                buf_of: Vec::new(),
+                buf_rowwise: Vec::new(),
             },
             index: Default::default(),
             expanded: Default::default(),
@@ -510,13 +574,9 @@ impl<T: Float> Group<T> {
             })
             .collect();
         let mut bufs: Vec<Vec<T>> = self
-            .members
+            .buf_rowwise
             .iter()
-            .map(|m| match m.kind {
-                Kind::Sum { .. } => Vec::new(),
-                _ if m.rowwise => vec![T::ZERO; rl],
-                _ => vec![T::ZERO; tl],
-            })
+            .map(|&r| vec![T::ZERO; if r { rl } else { tl }])
             .collect();
         let mut in_bufs: Vec<Vec<T>> = self
             .inputs
@@ -560,7 +620,14 @@ impl<T: Float> Group<T> {
                 }
             }
             for (m, member) in self.members.iter().enumerate() {
-                let (before, rest) = bufs.split_at_mut(m);
+                let id = self.buf_of[m];
+                let mut dst_buf = if id == NO_BUF {
+                    Vec::new()
+                } else {
+                    std::mem::take(&mut bufs[id as usize])
+                };
+                let rest = std::slice::from_mut(&mut dst_buf);
+                let before = &bufs;
                 let rw = member.reads_rows();
                 let arg = |a: Arg| -> &[T] {
                     match a {
@@ -576,11 +643,8 @@ impl<T: Float> Group<T> {
                         }
                         Arg::Member(j) => {
                             let j = j as usize;
-                            if self.members[j].rowwise {
-                                &before[j][..rows]
-                            } else {
-                                &before[j][..len]
-                            }
+                            let b = &before[self.buf_of[j] as usize];
+                            if self.members[j].rowwise { &b[..rows] } else { &b[..len] }
                         }
                     }
                 };
@@ -652,6 +716,7 @@ impl<T: Float> Group<T> {
                         o[start..start + len].copy_from_slice(&rest[0][..len]);
                     }
                 }
+                bufs[id as usize] = dst_buf;
             }
         };
 
@@ -753,6 +818,7 @@ pub(crate) fn fuse<T: Float>(steps: Vec<Step<T>>, meta: &[NodeMeta], roots: &[us
                 m.out = Some(m.node as Slot);
             }
         }
+        b.group.plan_buffers();
         out.push(Step::Fused {
             group: Box::new(b.group),
             steps: orig,
