@@ -14,6 +14,7 @@ mod common;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use std::time::Duration;
+use tapegrad::compile::Compiled;
 use tapegrad::rng::Rng;
 use tapegrad::softmax::Target;
 use tapegrad::{Tape, Tensor, Var};
@@ -101,6 +102,25 @@ fn w5_chain(c: &mut Criterion) {
             tape.grad(&[x], &[Tensor::scalar(1.0)], &[x0])
         })
     });
+    // The same chain as a compiled step: traced once, replayed (forward + backward).
+    let x0 = Tensor::scalar(p.x0);
+    let mut step = Compiled::trace(&[&x0], &[], |tape, v, _| {
+        let (a, b) = (tape.constant(Tensor::scalar(p.a)), tape.constant(Tensor::scalar(p.b)));
+        let mut x = v[0];
+        for i in 0..p.ops {
+            x = match i & 3 {
+                0 => x * a,
+                1 => x + b,
+                2 => x.tanh(),
+                _ => x.exp(),
+            };
+        }
+        x
+    })
+    .expect("the chain compiles");
+    group.bench_function("compiled_fwd_bwd", |bench| {
+        bench.iter(|| step.run(&[&x0], &[]).expect("the step runs"))
+    });
     group.bench_function("forward_nograd", |bench| {
         bench.iter(|| {
             let tape = Tape::<f32>::new();
@@ -170,6 +190,29 @@ fn w6_mlp(c: &mut Criterion) {
     let lr = common::workload("W6")["params"]["lr"].as_f64().expect("W6: params.lr") as f32;
     let mut mlp = Mlp::new();
     group.bench_function("step_sgd", |bench| bench.iter(|| mlp.step(lr)));
+    // The step compiled: traced once, each call replays forward + backward, then the same update.
+    let mut mlp = Mlp::new();
+    let (x, t) = (mlp.x.clone(), mlp.t.clone());
+    let refs: Vec<&Tensor<f32>> = mlp.params.iter().collect();
+    let mut step = Compiled::trace(&refs, &[&x], |_, p, d| {
+        let h = (d[0].matmul(p[0]) + p[1]).relu();
+        (h.matmul(p[2]) + p[3]).cross_entropy(Target::Classes(&t))
+    })
+    .expect("the MLP step compiles");
+    group.bench_function("step_sgd_compiled", |bench| {
+        bench.iter(|| {
+            let out = {
+                let refs: Vec<&Tensor<f32>> = mlp.params.iter().collect();
+                step.run(&refs, &[&x]).expect("the step runs")
+            };
+            for (w, g) in mlp.params.iter_mut().zip(&out.grads) {
+                for (a, &b) in w.data_mut().iter_mut().zip(g.data()) {
+                    *a -= lr * b;
+                }
+            }
+            out.loss.item()
+        })
+    });
     let mlp = Mlp::new();
     group.bench_function("forward", |bench| {
         bench.iter(|| {

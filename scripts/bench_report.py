@@ -434,6 +434,8 @@ def target_rows(wl: list[dict], data: list[dict], threads: list[int]) -> list[tu
                 show = lambda x: f"{x:.0f} ns/op"
             else:
                 sys.exit(f"{WORKLOADS_JSON}: {w['id']}: unknown target kind {kind!r}")
+            if target.get("issue"):
+                desc = f"[issue {target['issue']}] {desc}"
             shown, oks = [], []
             for t in threads:
                 vs = values[t]
@@ -533,7 +535,7 @@ def write_markdown(run_dir: Path, out: Path, svg_rel: str, threads: list[int], w
 
     # ---- targets summary
     tcol = " / ".join(f"{t}t" for t in threads)
-    L.append("## Targets (speed issue)\n")
+    L.append("## Targets (speed issue 13; the compiled-tape issue 14 where marked)\n")
     L.append(f"| target | measured ({tcol}) | met ({tcol}) |")
     L.append("|---|---|---|")
     for desc, shown, oks in target_rows(wl, data, threads):

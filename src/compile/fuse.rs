@@ -50,6 +50,9 @@ pub(crate) struct Map {
 impl Map {
     /// The map of a value of shape `a` broadcast to `s` (`a` broadcasts to `s`).
     fn new(a: &[usize], s: &[usize]) -> Map {
+        // (A value read per row may have more axes than `S`, all of extent 1 there, or be read
+        // by row number; its leading axes play no part in the map.)
+        let a = &a[a.len().saturating_sub(s.len())..];
         let r = s.len();
         let mut strides = vec![0usize; r];
         let mut acc = 1;
@@ -385,19 +388,26 @@ impl<T: Float> Builder<T> {
                 };
                 (Role::Full, kind)
             }
-            Class::Elem(op) if whole && row_distinct && out == &self.row_shape[..] => {
-                if roles.contains(&Some(Role::Full))
-                    || roles
-                        .iter()
-                        .zip(shapes)
-                        .any(|(r, sh)| *r == Some(Role::Row) && *sh != &self.row_shape[..])
-                {
+            Class::Elem(_) | Class::Broadcast if whole && row_distinct && self.row_like(out) => {
+                // An op on row values: its arguments are row values of its own shape, values
+                // the same for every row (one element), or outside values broadcast to rows.
+                let ok = roles.iter().zip(shapes).all(|(r, sh)| match r {
+                    Some(Role::Row) => *sh == out || sh.iter().product::<usize>() == 1,
+                    Some(_) => false,
+                    None => {
+                        *sh == out
+                            || sh.iter().product::<usize>() == 1
+                            || (out == &self.row_shape[..] && broadcasts(sh, out))
+                    }
+                });
+                if !ok {
                     return false;
                 }
-                (Role::Row, Kind::Elem(op.clone()))
-            }
-            Class::Broadcast if whole && row_distinct && out == &self.row_shape[..] && roles[0].is_none() => {
-                (Role::Row, Kind::Copy)
+                let kind = match class {
+                    Class::Elem(op) => Kind::Elem(op.clone()),
+                    _ => Kind::Copy,
+                };
+                (Role::Row, kind)
             }
             Class::Reshape if whole && roles[0] == Some(Role::Row) && out.iter().product::<usize>() == self.rows() => {
                 (Role::Row, Kind::Copy)
@@ -421,10 +431,7 @@ impl<T: Float> Builder<T> {
             }
             // The sum of row values down to one element (a mean of per-row losses).
             Class::Sum { keep, mean }
-                if whole
-                    && roles[0] == Some(Role::Row)
-                    && shapes[0] == &self.row_shape[..]
-                    && keep.iter().all(|&k| k == 1) =>
+                if whole && roles[0] == Some(Role::Row) && self.row_like(shapes[0]) && keep.iter().all(|&k| k == 1) =>
             {
                 (Role::Sink, self.sum_kind(keep, *mean))
             }
@@ -472,6 +479,13 @@ impl<T: Float> Builder<T> {
         });
         self.expanded.insert(m, e);
         e
+    }
+
+    /// True for the shape of a row value: one value per row (the iteration shape with a last
+    /// extent of 1, or without its last axis), or one value for every row.
+    fn row_like(&self, sh: &[usize]) -> bool {
+        let s = &self.group.shape;
+        sh == &self.row_shape[..] || (!s.is_empty() && sh == &s[..s.len() - 1]) || sh.iter().product::<usize>() == 1
     }
 
     /// The number of rows of the iteration shape.
@@ -562,6 +576,18 @@ impl<T: Float> Group<T> {
             }
         }
 
+        // An input read per row with one value per row in row order (a row sum without its
+        // kept axis) is read by row number, not broadcast.
+        let mut row_shape = s.clone();
+        if let Some(l) = row_shape.last_mut() {
+            *l = 1;
+        }
+        let row_direct: Vec<bool> = self
+            .inputs
+            .iter()
+            .map(|(_, _, sh)| sh.iter().product::<usize>() == rows_total && !broadcasts(sh, &row_shape))
+            .collect();
+
         // Outputs: full buffers for written members, accumulators for sums.
         let mut outs: Vec<Option<Vec<T>>> = self
             .members
@@ -614,8 +640,12 @@ impl<T: Float> Group<T> {
                     }
                 }
                 if row_read[k] {
-                    for i in 0..rows {
-                        in_rows[k][i] = src[map.row_offset(row0 + i, outer_dims)];
+                    if row_direct[k] {
+                        in_rows[k][..rows].copy_from_slice(&src[row0..row0 + rows]);
+                    } else {
+                        for i in 0..rows {
+                            in_rows[k][i] = src[map.row_offset(row0 + i, outer_dims)];
+                        }
                     }
                 }
             }
@@ -710,7 +740,9 @@ impl<T: Float> Group<T> {
                 }
                 if member.out.is_some() {
                     let o = outs[m].as_mut().expect("fused: an output buffer");
-                    if member.rowwise {
+                    if member.rowwise && o.len() == 1 {
+                        o[0] = rest[0][0]; // one value for every row
+                    } else if member.rowwise {
                         o[row0..row0 + rows].copy_from_slice(&rest[0][..rows]);
                     } else {
                         o[start..start + len].copy_from_slice(&rest[0][..len]);
