@@ -7,6 +7,7 @@
 //! The thread count is process-wide, so everything runs in one test under a lock.
 
 use std::sync::Mutex;
+use tapegrad::compile::Compiled;
 use tapegrad::ops::Registry;
 use tapegrad::softmax::{CrossEntropy, Target};
 use tapegrad::tensor::parallel::{min_parallel_elements, set_min_parallel_elements, split_count};
@@ -211,11 +212,60 @@ fn workload_cases() -> Vec<(String, Bits)> {
     cases
 }
 
+/// A compiled step (`tapegrad::compile`): traced and run once on `inputs` (all parameters); the
+/// loss and the gradients. Its fused loops split into fixed chunks of tiles on the pool.
+fn compiled<T: Float>(inputs: &[Tensor<T>], f: impl for<'t> Fn(&[Var<'t, T>]) -> Var<'t, T>) -> Bits {
+    let refs: Vec<&Tensor<T>> = inputs.iter().collect();
+    let mut step = Compiled::trace(&refs, &[], |_, p, _| f(p)).expect("the case compiles");
+    let out = step.run(&refs, &[]).expect("the case runs");
+    let mut bits = Bits::new();
+    push(&mut bits, &out.loss);
+    out.grads.iter().for_each(|g| push(&mut bits, g));
+    bits
+}
+
+/// Compiled W1–W3 (one fused loop each for the composed forms), and sums that span chunks: a
+/// bias's gradient (a column sum), a full sum and the MLP step.
+fn compiled_cases() -> Vec<(String, Bits)> {
+    let x = normal::<f32>(&[256, 1000], 21);
+    let wide = normal::<f32>(&[32, 32768], 22);
+    let g = normal::<f32>(&[256, 1000], 23);
+    let labels: Vec<usize> = (0..256).map(|i| (i * 131) % 1000).collect();
+    let bias = normal::<f64>(&[1000], 24);
+    vec![
+        (
+            "compiled W1 256x1000".into(),
+            compiled(&[x.clone(), g.clone()], |v| (v[0].softmax(-1) * v[1]).sum()),
+        ),
+        (
+            "compiled W2 composed 256x1000".into(),
+            compiled(&[x.clone(), g.clone()], |v| (v[0].softmax_composed(-1) * v[1]).sum()),
+        ),
+        (
+            "compiled W2 naive 32x32768".into(),
+            compiled(std::slice::from_ref(&wide), |v| v[0].softmax_naive(-1).sum()),
+        ),
+        (
+            "compiled W3 composed 256x1000".into(),
+            compiled(std::slice::from_ref(&x), |v| {
+                v[0].cross_entropy_composed(Target::Classes(&labels), CrossEntropy::default())
+            }),
+        ),
+        (
+            "compiled bias column sum f64".into(),
+            compiled(&[normal::<f64>(&[512, 1000], 25), bias], |v| {
+                (v[0] + v[1]).tanh().square().mean()
+            }),
+        ),
+    ]
+}
+
 fn all_cases() -> Vec<(String, Bits)> {
     let mut cases = registry_cases();
     cases.extend(large_cases::<f64>());
     cases.extend(large_cases::<f32>());
     cases.extend(workload_cases());
+    cases.extend(compiled_cases());
     cases
 }
 

@@ -20,8 +20,9 @@
 //! same elements as the eager kernel, so it rounds the same; sums whose rows span tiles, or over
 //! other axes, add in another order (compiled and eager agree to rounding, not bit for bit).
 //!
-//! The loop runs on one thread (the eager kernels it replaces use the pool: splitting the tile
-//! loop across threads deterministically is the next step).
+//! The tiles are grouped into fixed chunks of about 64 K elements (fixed by the shape, never by the
+//! thread count), which run on the pool; each chunk keeps its own partial sums, combined in chunk
+//! order, so a compiled step gives the same bits at any thread count (`tests/determinism.rs`).
 
 use super::plan::{NodeMeta, Slot, Step};
 use crate::autodiff::rule::Elementwise;
@@ -208,6 +209,9 @@ impl<T: Float> Group<T> {
         }
     }
 }
+
+/// Elements per chunk of tiles (the unit split across threads; fixed by the shape).
+const CHUNK: usize = 1 << 16;
 
 /// Rows up to this many elements are kept whole in a tile (one row of 32 768 `f32` is 128 KiB).
 pub(crate) const ROW_MAX: usize = 1 << 15;
@@ -588,207 +592,289 @@ impl<T: Float> Group<T> {
             .map(|(_, _, sh)| sh.iter().product::<usize>() == rows_total && !broadcasts(sh, &row_shape))
             .collect();
 
-        // Outputs: full buffers for written members, accumulators for sums.
-        let mut outs: Vec<Option<Vec<T>>> = self
+        // The tiles, and fixed chunks of them (by shape only, never by the thread count: the
+        // chunks' sums combine in chunk order, so any number of threads gives the same bits).
+        let segs = n.div_ceil(TILE).max(1);
+        let n_tiles = if total == 0 {
+            0
+        } else if self.rows_whole {
+            rows_total.div_ceil(per)
+        } else {
+            rows_total * segs
+        };
+        let tile_at = |t: usize| -> (usize, usize, usize, usize, usize, usize) {
+            if self.rows_whole {
+                let r0 = t * per;
+                let r1 = (r0 + per).min(rows_total);
+                (r0 * n, (r1 - r0) * n, r0, 0, n, r1 - r0)
+            } else {
+                let (row, k) = (t / segs, t % segs);
+                let (c0, c1) = (k * TILE, ((k + 1) * TILE).min(n));
+                (row * n + c0, c1 - c0, row, c0, c1, 1)
+            }
+        };
+        let tile_elems = if self.rows_whole { per * n } else { TILE.min(n) }.max(1);
+        let mut chunk_tiles = CHUNK.div_ceil(tile_elems).max(1);
+        // A sum into a large result keeps one accumulator per chunk: fewer chunks then.
+        for m in &self.members {
+            if let Kind::Sum { all: false, .. } = m.kind {
+                let numel: usize = m.shape.iter().product();
+                let max_chunks = (total / numel.max(1)).max(1);
+                chunk_tiles = chunk_tiles.max(n_tiles.div_ceil(max_chunks));
+            }
+        }
+        let n_chunks = n_tiles.div_ceil(chunk_tiles);
+
+        // Outputs of written members, each split into the chunks' pieces.
+        let mut full_outs: Vec<Option<Vec<T>>> = self
             .members
             .iter()
             .map(|m| match (&m.kind, m.out) {
-                (Kind::Sum { all: true, .. }, _) => Some(Vec::with_capacity(total.div_ceil(TILE) + 1)),
-                (Kind::Sum { .. }, _) => Some(vec![-T::ZERO; m.shape.iter().product()]),
+                (Kind::Sum { .. }, _) | (_, None) => None,
                 (_, Some(_)) => Some(pool::buffer(m.shape.iter().product())),
-                (_, None) => None,
             })
             .collect();
-        let mut bufs: Vec<Vec<T>> = self
-            .buf_rowwise
-            .iter()
-            .map(|&r| vec![T::ZERO; if r { rl } else { tl }])
-            .collect();
-        let mut in_bufs: Vec<Vec<T>> = self
-            .inputs
-            .iter()
-            .enumerate()
-            .map(|(k, (_, map, _))| {
-                if map.full || !full_read[k] {
-                    Vec::new()
-                } else {
-                    vec![T::ZERO; tl]
-                }
-            })
-            .collect();
-        let mut in_rows: Vec<Vec<T>> = row_read
-            .iter()
-            .map(|&r| if r { vec![T::ZERO; rl] } else { Vec::new() })
-            .collect();
-
-        let mut tile = |start: usize, len: usize, row0: usize, c0: usize, c1: usize, rows: usize| {
-            let w = c1 - c0;
-            // Broadcast inputs: filled row segment by row segment; inputs read per row, a value
-            // per row.
-            for (k, (_, map, _)) in self.inputs.iter().enumerate() {
-                let src = ins[k];
-                if full_read[k] && !map.full {
-                    let buf = &mut in_bufs[k][..len];
-                    for i in 0..rows {
-                        let base = map.row_offset(row0 + i, outer_dims);
-                        let dst = &mut buf[i * w..(i + 1) * w];
-                        if map.last == 1 {
-                            dst.copy_from_slice(&src[base + c0..base + c1]);
-                        } else {
-                            dst.fill(src[base]);
-                        }
-                    }
-                }
-                if row_read[k] {
-                    if row_direct[k] {
-                        in_rows[k][..rows].copy_from_slice(&src[row0..row0 + rows]);
-                    } else {
-                        for i in 0..rows {
-                            in_rows[k][i] = src[map.row_offset(row0 + i, outer_dims)];
-                        }
-                    }
-                }
-            }
-            for (m, member) in self.members.iter().enumerate() {
-                let id = self.buf_of[m];
-                let mut dst_buf = if id == NO_BUF {
-                    Vec::new()
-                } else {
-                    std::mem::take(&mut bufs[id as usize])
+        let mut pieces: Vec<Vec<Option<&mut [T]>>> = (0..n_chunks).map(|_| Vec::new()).collect();
+        for (m, o) in full_outs.iter_mut().enumerate() {
+            let member = &self.members[m];
+            let mut rest: Option<&mut [T]> = o.as_deref_mut();
+            for (c, piece) in pieces.iter_mut().enumerate() {
+                let Some(buf) = rest.take() else {
+                    piece.push(None);
+                    continue;
                 };
-                let rest = std::slice::from_mut(&mut dst_buf);
-                let before = &bufs;
-                let rw = member.reads_rows();
-                let arg = |a: Arg| -> &[T] {
-                    match a {
-                        Arg::In(k) => {
-                            let k = k as usize;
-                            if rw {
-                                &in_rows[k][..rows]
-                            } else if self.inputs[k].1.full {
-                                &ins[k][start..start + len]
-                            } else {
-                                &in_bufs[k][..len]
-                            }
-                        }
-                        Arg::Member(j) => {
-                            let j = j as usize;
-                            let b = &before[self.buf_of[j] as usize];
-                            if self.members[j].rowwise { &b[..rows] } else { &b[..len] }
-                        }
-                    }
+                if member.rowwise && buf.len() == 1 {
+                    // One value for every row: written by the first chunk.
+                    piece.push((c == 0).then_some(buf));
+                    continue;
+                }
+                let (first, last) = (
+                    tile_at(c * chunk_tiles),
+                    tile_at(((c + 1) * chunk_tiles).min(n_tiles) - 1),
+                );
+                let size = if member.rowwise {
+                    last.2 + last.5 - first.2
+                } else {
+                    last.0 + last.1 - first.0
                 };
-                let cnt = if member.rowwise { rows } else { len };
-                match &member.kind {
-                    Kind::Elem(op) => {
-                        let dst = &mut rest[0][..cnt];
-                        match op.get().elementwise().expect("fused: an elementwise op") {
-                            Elementwise::Unary(f) => f.apply(arg(member.args[0]), dst),
-                            Elementwise::Binary(f) => f.apply(arg(member.args[0]), arg(member.args[1]), dst),
-                            Elementwise::Ternary(f) => {
-                                f.apply(arg(member.args[0]), arg(member.args[1]), arg(member.args[2]), dst)
-                            }
-                        }
-                    }
-                    Kind::Copy => rest[0][..cnt].copy_from_slice(arg(member.args[0])),
-                    Kind::Expand => {
-                        let src = arg(member.args[0]);
-                        let dst = &mut rest[0][..len];
-                        for i in 0..rows {
-                            dst[i * w..(i + 1) * w].fill(src[i]);
-                        }
-                    }
-                    Kind::RowSum { scale } => {
-                        let src = arg(member.args[0]);
-                        let dst = &mut rest[0][..rows];
-                        for i in 0..rows {
-                            let v = -T::ZERO + sum_slice(&src[i * w..(i + 1) * w]);
-                            dst[i] = match scale {
-                                Some(c) => v * *c,
-                                None => v,
-                            };
-                        }
-                    }
-                    Kind::RowMax { min } => {
-                        let src = arg(member.args[0]);
-                        let dst = &mut rest[0][..rows];
-                        for i in 0..rows {
-                            dst[i] = row_max(&src[i * w..(i + 1) * w], *min);
-                        }
-                    }
-                    Kind::Sum { map, all, .. } => {
-                        let src = arg(member.args[0]);
-                        let acc = outs[m].as_mut().expect("fused: a sink's accumulator");
-                        if *all {
-                            acc.push(sum_slice(src));
-                            continue;
-                        }
-                        for i in 0..rows {
-                            let seg = &src[i * w..(i + 1) * w];
-                            let base = map.row_offset(row0 + i, outer_dims);
-                            if map.last == 1 {
-                                acc[base + c0..base + c1]
-                                    .iter_mut()
-                                    .zip(seg)
-                                    .for_each(|(a, &v)| *a += v);
-                            } else {
-                                acc[base] += sum_slice(seg);
-                            }
-                        }
-                        continue;
-                    }
-                }
-                if member.out.is_some() {
-                    let o = outs[m].as_mut().expect("fused: an output buffer");
-                    if member.rowwise && o.len() == 1 {
-                        o[0] = rest[0][0]; // one value for every row
-                    } else if member.rowwise {
-                        o[row0..row0 + rows].copy_from_slice(&rest[0][..rows]);
-                    } else {
-                        o[start..start + len].copy_from_slice(&rest[0][..len]);
-                    }
-                }
-                bufs[id as usize] = dst_buf;
-            }
-        };
-
-        if total > 0 {
-            if !self.rows_whole {
-                for row in 0..rows_total {
-                    let mut c0 = 0;
-                    while c0 < n {
-                        let c1 = (c0 + TILE).min(n);
-                        tile(row * n + c0, c1 - c0, row, c0, c1, 1);
-                        c0 = c1;
-                    }
-                }
-            } else {
-                let mut r0 = 0;
-                while r0 < rows_total {
-                    let r1 = (r0 + per).min(rows_total);
-                    tile(r0 * n, (r1 - r0) * n, r0, 0, n, r1 - r0);
-                    r0 = r1;
-                }
+                let (here, after) = buf.split_at_mut(size);
+                piece.push(Some(here));
+                rest = Some(after);
             }
         }
+
+        let chunk = |c: usize, mut outs: Vec<Option<&mut [T]>>| -> Vec<Option<Vec<T>>> {
+            let (e0, r0_chunk) = {
+                let f = tile_at(c * chunk_tiles);
+                (f.0, f.2)
+            };
+            let mut sinks: Vec<Option<Vec<T>>> = self
+                .members
+                .iter()
+                .map(|m| match &m.kind {
+                    Kind::Sum { all: true, .. } => Some(Vec::with_capacity(chunk_tiles)),
+                    Kind::Sum { .. } => Some(vec![-T::ZERO; m.shape.iter().product()]),
+                    _ => None,
+                })
+                .collect();
+            let mut bufs: Vec<Vec<T>> = self
+                .buf_rowwise
+                .iter()
+                .map(|&r| vec![T::ZERO; if r { rl } else { tl }])
+                .collect();
+            let mut in_bufs: Vec<Vec<T>> = self
+                .inputs
+                .iter()
+                .enumerate()
+                .map(|(k, (_, map, _))| {
+                    if map.full || !full_read[k] {
+                        Vec::new()
+                    } else {
+                        vec![T::ZERO; tl]
+                    }
+                })
+                .collect();
+            let mut in_rows: Vec<Vec<T>> = row_read
+                .iter()
+                .map(|&r| if r { vec![T::ZERO; rl] } else { Vec::new() })
+                .collect();
+            let mut tile = |start: usize, len: usize, row0: usize, c0: usize, c1: usize, rows: usize| {
+                let w = c1 - c0;
+                // Broadcast inputs: filled row segment by row segment; inputs read per row, a value
+                // per row.
+                for (k, (_, map, _)) in self.inputs.iter().enumerate() {
+                    let src = ins[k];
+                    if full_read[k] && !map.full {
+                        let buf = &mut in_bufs[k][..len];
+                        for i in 0..rows {
+                            let base = map.row_offset(row0 + i, outer_dims);
+                            let dst = &mut buf[i * w..(i + 1) * w];
+                            if map.last == 1 {
+                                dst.copy_from_slice(&src[base + c0..base + c1]);
+                            } else {
+                                dst.fill(src[base]);
+                            }
+                        }
+                    }
+                    if row_read[k] {
+                        if row_direct[k] {
+                            in_rows[k][..rows].copy_from_slice(&src[row0..row0 + rows]);
+                        } else {
+                            for i in 0..rows {
+                                in_rows[k][i] = src[map.row_offset(row0 + i, outer_dims)];
+                            }
+                        }
+                    }
+                }
+                for (m, member) in self.members.iter().enumerate() {
+                    let id = self.buf_of[m];
+                    let mut dst_buf = if id == NO_BUF {
+                        Vec::new()
+                    } else {
+                        std::mem::take(&mut bufs[id as usize])
+                    };
+                    let rest = std::slice::from_mut(&mut dst_buf);
+                    let before = &bufs;
+                    let rw = member.reads_rows();
+                    let arg = |a: Arg| -> &[T] {
+                        match a {
+                            Arg::In(k) => {
+                                let k = k as usize;
+                                if rw {
+                                    &in_rows[k][..rows]
+                                } else if self.inputs[k].1.full {
+                                    &ins[k][start..start + len]
+                                } else {
+                                    &in_bufs[k][..len]
+                                }
+                            }
+                            Arg::Member(j) => {
+                                let j = j as usize;
+                                let b = &before[self.buf_of[j] as usize];
+                                if self.members[j].rowwise { &b[..rows] } else { &b[..len] }
+                            }
+                        }
+                    };
+                    let cnt = if member.rowwise { rows } else { len };
+                    match &member.kind {
+                        Kind::Elem(op) => {
+                            let dst = &mut rest[0][..cnt];
+                            match op.get().elementwise().expect("fused: an elementwise op") {
+                                Elementwise::Unary(f) => f.apply(arg(member.args[0]), dst),
+                                Elementwise::Binary(f) => f.apply(arg(member.args[0]), arg(member.args[1]), dst),
+                                Elementwise::Ternary(f) => {
+                                    f.apply(arg(member.args[0]), arg(member.args[1]), arg(member.args[2]), dst)
+                                }
+                            }
+                        }
+                        Kind::Copy => rest[0][..cnt].copy_from_slice(arg(member.args[0])),
+                        Kind::Expand => {
+                            let src = arg(member.args[0]);
+                            let dst = &mut rest[0][..len];
+                            for i in 0..rows {
+                                dst[i * w..(i + 1) * w].fill(src[i]);
+                            }
+                        }
+                        Kind::RowSum { scale } => {
+                            let src = arg(member.args[0]);
+                            let dst = &mut rest[0][..rows];
+                            for i in 0..rows {
+                                let v = -T::ZERO + sum_slice(&src[i * w..(i + 1) * w]);
+                                dst[i] = match scale {
+                                    Some(c) => v * *c,
+                                    None => v,
+                                };
+                            }
+                        }
+                        Kind::RowMax { min } => {
+                            let src = arg(member.args[0]);
+                            let dst = &mut rest[0][..rows];
+                            for i in 0..rows {
+                                dst[i] = row_max(&src[i * w..(i + 1) * w], *min);
+                            }
+                        }
+                        Kind::Sum { map, all, .. } => {
+                            let src = arg(member.args[0]);
+                            let acc = sinks[m].as_mut().expect("fused: a sink's accumulator");
+                            if *all {
+                                acc.push(sum_slice(src));
+                                continue;
+                            }
+                            for i in 0..rows {
+                                let seg = &src[i * w..(i + 1) * w];
+                                let base = map.row_offset(row0 + i, outer_dims);
+                                if map.last == 1 {
+                                    acc[base + c0..base + c1]
+                                        .iter_mut()
+                                        .zip(seg)
+                                        .for_each(|(a, &v)| *a += v);
+                                } else {
+                                    acc[base] += sum_slice(seg);
+                                }
+                            }
+                            continue;
+                        }
+                    }
+                    if member.out.is_some()
+                        && let Some(o) = outs[m].as_deref_mut()
+                    {
+                        if member.rowwise && self.members[m].shape.iter().product::<usize>() == 1 {
+                            o[0] = rest[0][0]; // one value for every row
+                        } else if member.rowwise {
+                            o[row0 - r0_chunk..row0 - r0_chunk + rows].copy_from_slice(&rest[0][..rows]);
+                        } else {
+                            o[start - e0..start - e0 + len].copy_from_slice(&rest[0][..len]);
+                        }
+                    }
+                    bufs[id as usize] = dst_buf;
+                }
+            };
+
+            for t in c * chunk_tiles..((c + 1) * chunk_tiles).min(n_tiles) {
+                let (start, len, row0, c0, c1, rows) = tile_at(t);
+                tile(start, len, row0, c0, c1, rows);
+            }
+            sinks
+        };
+        let work = total.saturating_mul(self.members.len());
+        let jobs: Vec<(usize, Vec<Option<&mut [T]>>)> = pieces.into_iter().enumerate().collect();
+        let chunk_sinks = crate::tensor::parallel::map_owned(jobs, work, |(c, outs)| chunk(c, outs));
 
         let mut result = Vec::new();
         for (m, member) in self.members.iter().enumerate() {
             let Some(slot) = member.out else { continue };
-            let mut data = outs[m].take().expect("fused: an output");
-            if let Kind::Sum { all, scale, .. } = &member.kind {
-                if *all {
-                    data = vec![match data.len() {
+            let mut data = match &member.kind {
+                Kind::Sum { all: true, .. } => {
+                    let parts: Vec<T> = chunk_sinks
+                        .iter()
+                        .flat_map(|s| s[m].iter().flatten().copied())
+                        .collect();
+                    vec![match parts.len() {
                         0 => T::ZERO,
-                        1 => data[0],
-                        _ => sum_slice(&data),
-                    }];
-                } else if total == 0 {
-                    data.iter_mut().for_each(|d| *d = T::ZERO);
+                        1 => parts[0],
+                        _ => sum_slice(&parts),
+                    }]
                 }
-                if let Some(c) = scale {
-                    data.iter_mut().for_each(|d| *d *= *c);
+                Kind::Sum { .. } => {
+                    let mut parts = chunk_sinks
+                        .iter()
+                        .map(|s| s[m].as_ref().expect("fused: a sink's accumulator"));
+                    let mut acc = parts
+                        .next()
+                        .cloned()
+                        .unwrap_or_else(|| vec![-T::ZERO; member.shape.iter().product()]);
+                    for p in parts {
+                        acc.iter_mut().zip(p).for_each(|(a, &v)| *a += v);
+                    }
+                    if total == 0 {
+                        acc.iter_mut().for_each(|d| *d = T::ZERO);
+                    }
+                    acc
                 }
+                _ => full_outs[m].take().expect("fused: an output"),
+            };
+            if let Kind::Sum { scale: Some(c), .. } = &member.kind {
+                data.iter_mut().for_each(|d| *d *= *c);
             }
             result.push((
                 slot,

@@ -21,7 +21,9 @@
 //! softmax, the general rule does it (the naive softmax and the composed cross-entropy likewise).
 //! Other ops (matmul, the fused library ops, indexing) run as their own steps between loops.
 //!
-//! The loops run on one thread. A recorded rule runs the ops' own kernels (the vectorised
+//! The loops split into fixed chunks of tiles across the threads
+//! ([`set_num_threads`](crate::set_num_threads)), with the same bits at any thread count. A
+//! recorded rule runs the ops' own kernels (the vectorised
 //! `exp`/`ln`) where the eager rule runs their scalar forms, and a sum whose rows span tiles
 //! adds in another order, so compiled and eager agree to rounding — checked for every registry
 //! sample and the random programs (f64 to 1e-12, f32 to 1e-5, normwise), NaN propagating alike.

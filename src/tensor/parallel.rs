@@ -199,6 +199,18 @@ pub(crate) fn map_collect<R: Send>(n: usize, work: usize, f: impl Fn(usize) -> R
     }
 }
 
+/// `f(item)` for every item, collected in order, on the pool when `work` is large enough (for
+/// jobs that own what they write, e.g. disjoint pieces of output buffers).
+pub(crate) fn map_owned<I: Send, R: Send>(items: Vec<I>, work: usize, f: impl Fn(I) -> R + Sync) -> Vec<R> {
+    match pool_for(work) {
+        Some(p) if items.len() > 1 => {
+            SPLITS.fetch_add(1, Ordering::Relaxed);
+            p.install(|| items.into_par_iter().map(&f).collect())
+        }
+        _ => items.into_iter().map(f).collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
