@@ -6,7 +6,9 @@
 //! 2. The learner's rule written as a user op inside a small network: `gradcheck` of the loss says
 //!    only *that* it is wrong; `check::localize` names the node, its shapes and its line, while
 //!    every other node of the network passes.
-//! 3. Composed against fused, forward+backward, at a few sizes: a ratio table.
+//! 3. Composed against fused, forward+backward, at a few sizes, eager and as compiled steps
+//!    (`tapegrad::compile`, where the composed softmax and its backward fuse into one loop): a
+//!    ratio table.
 //!
 //! Run: `cargo run --release --example softmax`
 
@@ -14,6 +16,7 @@ use std::time::Instant;
 use tapegrad::check::{
     FusedOptions, GradcheckOptions, LocalizeOptions, fused_vs_composed, gradcheck, jacobian, localize,
 };
+use tapegrad::compile::Compiled;
 use tapegrad::{Cotangents, Float, Math, Op, Result, Tape, Tensor, Value, Var, VjpCtx, pointwise};
 
 /// The learner's softmax as a user op: the right forward, and the rule they derived,
@@ -160,9 +163,11 @@ fn main() {
     localize_the_learner();
 
     println!("== what it costs: forward+backward of sum(softmax(x) * g), f32, median of repeated runs");
+    println!("   (compiled: the same loss as a compiled step, traced once per shape; its composed softmax");
+    println!("    and backward run as one fused loop, see tapegrad::compile)");
     println!(
-        "{:>12} {:>14} {:>14} {:>14} {:>16}",
-        "shape", "composed", "fused", "naive", "composed/fused"
+        "{:>12} {:>12} {:>12} {:>12} {:>14} {:>14} {:>10} {:>10}",
+        "shape", "composed", "fused", "naive", "comp. compiled", "fused compiled", "comp/fused", "compiled"
     );
     for &(b, c) in &[(64usize, 10usize), (256, 1000), (1024, 4096), (32, 32768)] {
         let x = Tensor::<f32>::rand_normal([b, c], 0.0, 1.0, 1);
@@ -188,13 +193,36 @@ fn main() {
             samples[samples.len() / 2]
         };
         let (tc, tf, tn) = (time(0), time(1), time(2));
+        let compiled = |fused: bool| {
+            let mut step = Compiled::trace(&[&x], &[&g], |_, p, d| {
+                let y = if fused {
+                    p[0].softmax(1)
+                } else {
+                    p[0].softmax_composed(1)
+                };
+                (y * d[0]).sum()
+            })
+            .expect("the loss compiles");
+            let mut samples = Vec::with_capacity(reps);
+            for _ in 0..reps {
+                let t0 = Instant::now();
+                std::hint::black_box(step.run(&[&x], &[&g]).expect("the step runs"));
+                samples.push(t0.elapsed().as_secs_f64());
+            }
+            samples.sort_by(f64::total_cmp);
+            samples[samples.len() / 2]
+        };
+        let (cc, cf) = (compiled(false), compiled(true));
         println!(
-            "{:>12} {:>14} {:>14} {:>14} {:>15.2}x",
+            "{:>12} {:>12} {:>12} {:>12} {:>14} {:>14} {:>9.2}x {:>9.2}x",
             format!("{b}x{c}"),
             fmt_time(tc),
             fmt_time(tf),
             fmt_time(tn),
-            tc / tf
+            fmt_time(cc),
+            fmt_time(cf),
+            tc / tf,
+            cc / cf
         );
     }
     println!("\n(criterion figures: cargo bench --bench softmax)");
