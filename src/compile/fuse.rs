@@ -151,6 +151,28 @@ pub(crate) struct Group<T: Float> {
     pub(crate) buf_of: Vec<u32>,
     /// Per buffer: true for a buffer of row values.
     pub(crate) buf_rowwise: Vec<bool>,
+    /// The members written out (not sums), and the sums, in order.
+    pub(crate) written: Vec<u32>,
+    pub(crate) sums: Vec<u32>,
+    /// Per member: its place in `written` or `sums`.
+    pub(crate) pos: Vec<u32>,
+    /// Per input: read per element (through a broadcast buffer unless it has the loop's shape),
+    /// read per row.
+    pub(crate) full_read: Vec<bool>,
+    pub(crate) row_read: Vec<bool>,
+    /// Sets of tile buffers kept between runs (one per chunk running at once), so a replay
+    /// allocates none.
+    scratch: std::sync::Mutex<Vec<Scratch<T>>>,
+}
+
+/// The tile buffers one chunk of a loop works in.
+struct Scratch<T> {
+    /// By buffer number ([`Group::buf_of`]).
+    bufs: Vec<Vec<T>>,
+    /// Broadcast inputs read per element, filled per tile.
+    in_bufs: Vec<Vec<T>>,
+    /// Inputs read per row, filled per tile.
+    in_rows: Vec<Vec<T>>,
 }
 
 /// No tile buffer.
@@ -161,6 +183,30 @@ impl<T: Float> Group<T> {
     /// its last reader (never the buffer of one of its own arguments).
     fn plan_buffers(&mut self) {
         let n = self.members.len();
+        // What a run touches: the written members, the sums, how each input is read.
+        self.pos = vec![u32::MAX; n];
+        self.written.clear();
+        self.sums.clear();
+        self.full_read = vec![false; self.inputs.len()];
+        self.row_read = vec![false; self.inputs.len()];
+        for (m, member) in self.members.iter().enumerate() {
+            if matches!(member.kind, Kind::Sum { .. }) {
+                self.pos[m] = self.sums.len() as u32;
+                self.sums.push(m as u32);
+            } else if member.out.is_some() {
+                self.pos[m] = self.written.len() as u32;
+                self.written.push(m as u32);
+            }
+            for a in &member.args {
+                if let Arg::In(k) = *a {
+                    if member.reads_rows() {
+                        self.row_read[k as usize] = true;
+                    } else {
+                        self.full_read[k as usize] = true;
+                    }
+                }
+            }
+        }
         let mut last = vec![0usize; n];
         for (m, member) in self.members.iter().enumerate() {
             last[m] = m;
@@ -333,6 +379,12 @@ impl<T: Float> Builder<T> {
                 members: Vec::new(),
                 buf_of: Vec::new(),
                 buf_rowwise: Vec::new(),
+                written: Vec::new(),
+                sums: Vec::new(),
+                pos: Vec::new(),
+                full_read: Vec::new(),
+                row_read: Vec::new(),
+                scratch: Default::default(),
             },
             index: Default::default(),
             expanded: Default::default(),
@@ -566,19 +618,7 @@ impl<T: Float> Group<T> {
         let rl = per.min(rows_total.max(1));
 
         // Which inputs are read per element, which per row.
-        let mut full_read = vec![false; self.inputs.len()];
-        let mut row_read = vec![false; self.inputs.len()];
-        for m in &self.members {
-            for a in &m.args {
-                if let Arg::In(k) = *a {
-                    if m.reads_rows() {
-                        row_read[k as usize] = true;
-                    } else {
-                        full_read[k as usize] = true;
-                    }
-                }
-            }
-        }
+        let (full_read, row_read) = (&self.full_read, &self.row_read);
 
         // An input read per row with one value per row in row order (a row sum without its
         // kept axis) is read by row number, not broadcast.
@@ -627,16 +667,13 @@ impl<T: Float> Group<T> {
 
         // Outputs of written members, each split into the chunks' pieces.
         let mut full_outs: Vec<Option<Vec<T>>> = self
-            .members
+            .written
             .iter()
-            .map(|m| match (&m.kind, m.out) {
-                (Kind::Sum { .. }, _) | (_, None) => None,
-                (_, Some(_)) => Some(pool::buffer(m.shape.iter().product())),
-            })
+            .map(|&m| Some(pool::buffer(self.members[m as usize].shape.iter().product())))
             .collect();
         let mut pieces: Vec<Vec<Option<&mut [T]>>> = (0..n_chunks).map(|_| Vec::new()).collect();
-        for (m, o) in full_outs.iter_mut().enumerate() {
-            let member = &self.members[m];
+        for (w, o) in full_outs.iter_mut().enumerate() {
+            let member = &self.members[self.written[w] as usize];
             let mut rest: Option<&mut [T]> = o.as_deref_mut();
             for (c, piece) in pieces.iter_mut().enumerate() {
                 let Some(buf) = rest.take() else {
@@ -669,35 +706,49 @@ impl<T: Float> Group<T> {
                 (f.0, f.2)
             };
             let mut sinks: Vec<Option<Vec<T>>> = self
-                .members
+                .sums
                 .iter()
-                .map(|m| match &m.kind {
-                    Kind::Sum { all: true, .. } => Some(Vec::with_capacity(chunk_tiles)),
-                    Kind::Sum { .. } => Some(vec![-T::ZERO; m.shape.iter().product()]),
-                    _ => None,
-                })
-                .collect();
-            let mut bufs: Vec<Vec<T>> = self
-                .buf_rowwise
-                .iter()
-                .map(|&r| vec![T::ZERO; if r { rl } else { tl }])
-                .collect();
-            let mut in_bufs: Vec<Vec<T>> = self
-                .inputs
-                .iter()
-                .enumerate()
-                .map(|(k, (_, map, _))| {
-                    if map.full || !full_read[k] {
-                        Vec::new()
-                    } else {
-                        vec![T::ZERO; tl]
+                .map(|&m| {
+                    let m = &self.members[m as usize];
+                    match &m.kind {
+                        Kind::Sum { all: true, .. } => Some(Vec::with_capacity(chunk_tiles)),
+                        _ => Some(vec![-T::ZERO; m.shape.iter().product()]),
                     }
                 })
                 .collect();
-            let mut in_rows: Vec<Vec<T>> = row_read
-                .iter()
-                .map(|&r| if r { vec![T::ZERO; rl] } else { Vec::new() })
-                .collect();
+            // Tile buffers: a set kept from an earlier run (no allocation), or new ones.
+            let spare = self
+                .scratch
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .pop();
+            let Scratch {
+                mut bufs,
+                mut in_bufs,
+                mut in_rows,
+            } = spare.unwrap_or_else(|| Scratch {
+                bufs: self
+                    .buf_rowwise
+                    .iter()
+                    .map(|&r| vec![T::ZERO; if r { rl } else { tl }])
+                    .collect(),
+                in_bufs: self
+                    .inputs
+                    .iter()
+                    .enumerate()
+                    .map(|(k, (_, map, _))| {
+                        if map.full || !full_read[k] {
+                            Vec::new()
+                        } else {
+                            vec![T::ZERO; tl]
+                        }
+                    })
+                    .collect(),
+                in_rows: row_read
+                    .iter()
+                    .map(|&r| if r { vec![T::ZERO; rl] } else { Vec::new() })
+                    .collect(),
+            });
             let mut tile = |start: usize, len: usize, row0: usize, c0: usize, c1: usize, rows: usize| {
                 let w = c1 - c0;
                 // Broadcast inputs: filled row segment by row segment; inputs read per row, a value
@@ -795,7 +846,9 @@ impl<T: Float> Group<T> {
                         }
                         Kind::Sum { map, all, .. } => {
                             let src = arg(member.args[0]);
-                            let acc = sinks[m].as_mut().expect("fused: a sink's accumulator");
+                            let acc = sinks[self.pos[m] as usize]
+                                .as_mut()
+                                .expect("fused: a sink's accumulator");
                             if *all {
                                 acc.push(sum_slice(src));
                                 continue;
@@ -816,7 +869,7 @@ impl<T: Float> Group<T> {
                         }
                     }
                     if member.out.is_some()
-                        && let Some(o) = outs[m].as_deref_mut()
+                        && let Some(o) = outs[self.pos[m] as usize].as_deref_mut()
                     {
                         if member.rowwise && self.members[m].shape.iter().product::<usize>() == 1 {
                             o[0] = rest[0][0]; // one value for every row
@@ -834,20 +887,32 @@ impl<T: Float> Group<T> {
                 let (start, len, row0, c0, c1, rows) = tile_at(t);
                 tile(start, len, row0, c0, c1, rows);
             }
+            self.scratch
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(Scratch { bufs, in_bufs, in_rows });
             sinks
         };
         let work = total.saturating_mul(self.members.len());
         let jobs: Vec<(usize, Vec<Option<&mut [T]>>)> = pieces.into_iter().enumerate().collect();
         let chunk_sinks = crate::tensor::parallel::map_owned(jobs, work, |(c, outs)| chunk(c, outs));
 
-        let mut result = Vec::new();
-        for (m, member) in self.members.iter().enumerate() {
-            let Some(slot) = member.out else { continue };
+        let mut result = Vec::with_capacity(self.written.len() + self.sums.len());
+        for (w, &m) in self.written.iter().enumerate() {
+            let member = &self.members[m as usize];
+            let data = full_outs[w].take().expect("fused: an output");
+            result.push((
+                member.node as Slot,
+                Tensor::from_parts(crate::core::shape::shape_of(&member.shape), data),
+            ));
+        }
+        for (k, &m) in self.sums.iter().enumerate() {
+            let member = &self.members[m as usize];
             let mut data = match &member.kind {
                 Kind::Sum { all: true, .. } => {
                     let parts: Vec<T> = chunk_sinks
                         .iter()
-                        .flat_map(|s| s[m].iter().flatten().copied())
+                        .flat_map(|s| s[k].iter().flatten().copied())
                         .collect();
                     vec![match parts.len() {
                         0 => T::ZERO,
@@ -855,10 +920,10 @@ impl<T: Float> Group<T> {
                         _ => sum_slice(&parts),
                     }]
                 }
-                Kind::Sum { .. } => {
+                _ => {
                     let mut parts = chunk_sinks
                         .iter()
-                        .map(|s| s[m].as_ref().expect("fused: a sink's accumulator"));
+                        .map(|s| s[k].as_ref().expect("fused: a sink's accumulator"));
                     let mut acc = parts
                         .next()
                         .cloned()
@@ -871,13 +936,12 @@ impl<T: Float> Group<T> {
                     }
                     acc
                 }
-                _ => full_outs[m].take().expect("fused: an output"),
             };
             if let Kind::Sum { scale: Some(c), .. } = &member.kind {
                 data.iter_mut().for_each(|d| *d *= *c);
             }
             result.push((
-                slot,
+                member.node as Slot,
                 Tensor::from_parts(crate::core::shape::shape_of(&member.shape), data),
             ));
         }
