@@ -138,7 +138,6 @@ impl<T: Float> Plan<T> {
         let top = loss;
         let meta = node_meta(&nodes[..=top]);
         let (mut sources, mut steps) = forward_steps(&nodes[..=top], &[loss], params, data)?;
-        let first_backward = steps.len();
 
         // The backward, planned as the sweep runs it.
         let relevant = relevance(tape, top, params);
@@ -190,7 +189,6 @@ impl<T: Float> Plan<T> {
             steps,
             loss,
             grads,
-            first_backward,
             meta,
             top + 1,
             Mode::Rules(why),
@@ -214,37 +212,31 @@ impl<T: Float> Plan<T> {
         let mut roots = vec![loss];
         roots.extend_from_slice(grads);
         let (sources, steps) = forward_steps(&nodes[..=top], &roots, params, data)?;
-        let first_backward = steps
-            .iter()
-            .position(|s| matches!(s, Step::Forward { node, .. } if *node > loss))
-            .unwrap_or(steps.len());
         let steps = super::fuse::fuse(steps, &meta, &roots);
-        let first_backward = first_backward.min(steps.len());
         let grads = grads.iter().map(|&g| Some(g as Slot)).collect();
-        Ok(Plan::finish(
-            sources,
-            steps,
-            loss,
-            grads,
-            first_backward,
-            meta,
-            top + 1,
-            Mode::Recorded,
-        ))
+        Ok(Plan::finish(sources, steps, loss, grads, meta, top + 1, Mode::Recorded))
     }
 
     /// Liveness: each slot is dropped after the last step that reads it.
-    #[allow(clippy::too_many_arguments)]
     fn finish(
         sources: Vec<Option<Source<T>>>,
         steps: Vec<Step<T>>,
         loss: usize,
         grads: Vec<Option<Slot>>,
-        first_backward: usize,
         meta: Vec<NodeMeta>,
         n_nodes: usize,
         mode: Mode,
     ) -> Self {
+        // The first step of the backward: a rule, an accumulation, or (recorded) an op recorded
+        // after the loss, alone or in a fused loop.
+        let first_backward = steps
+            .iter()
+            .position(|s| match s {
+                Step::Rule { .. } | Step::Accumulate { .. } => true,
+                Step::Forward { node, .. } => *node > loss,
+                Step::Fused { group, .. } => group.members.iter().any(|m| m.node > loss),
+            })
+            .unwrap_or(steps.len());
         let n_slots = sources.len();
         let mut last: Vec<Option<usize>> = vec![None; n_slots];
         let mut written: Vec<Option<usize>> = vec![None; n_slots];
