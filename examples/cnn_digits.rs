@@ -109,6 +109,7 @@ fn main() {
         seed,
         time_decimals: 1,
         progress: false,
+        compiled: false,
     };
     let run = train::run(&cnn, &mut store, &d, &test_idx, &train_idx, &schedule);
     let (final_acc, secs) = (run.final_acc, run.secs);

@@ -301,3 +301,85 @@ fn a_parameter_the_loss_ignores_gets_zeros() {
     assert_eq!(out.grads[1].to_vec(), vec![0.0; 3]);
     assert_eq!(out.grads[0].to_vec(), vec![2.0, 4.0]);
 }
+
+/// Mean squared error of `x·w` against `y`, eagerly: the loss and `∂/∂w`.
+fn mse_eager(w: &Tensor<f64>, x: &Tensor<f64>, y: &Tensor<f64>) -> (f64, Vec<f64>) {
+    let tape = Tape::<f64>::new();
+    let wv = tape.var(w.clone());
+    let r = tape.constant(x.clone()).matmul(wv) - tape.constant(y.clone());
+    let loss = (r * r).mean();
+    (loss.item(), loss.backward()[wv].to_vec())
+}
+
+#[test]
+fn a_jit_traces_once_per_shape_and_agrees_with_eager_for_each() {
+    use tapegrad::compile::Jit;
+    let mut step = Jit::new(|_, p, d| {
+        let r = d[0].matmul(p[0]) - d[1];
+        (r * r).mean()
+    });
+    assert!(step.is_empty());
+    let w = Tensor::<f64>::rand_uniform([3, 2], -1.0, 1.0, 1);
+    for (k, rows) in [5, 5, 2, 5, 2, 7].into_iter().enumerate() {
+        let x = Tensor::<f64>::rand_uniform([rows, 3], -1.0, 1.0, 10 + k as u64);
+        let y = Tensor::<f64>::rand_uniform([rows, 2], -1.0, 1.0, 20 + k as u64);
+        let out = step.run(&[&w], &[&x, &y]).unwrap();
+        let (loss, g) = mse_eager(&w, &x, &y);
+        assert!(close(out.loss.item(), loss, 1e-12, loss.abs()), "{rows} rows");
+        let s = scale_of(&g);
+        for (a, b) in out.grads[0].to_vec().into_iter().zip(g) {
+            assert!(close(a, b, 1e-12, s), "{rows} rows: {a} vs {b}");
+        }
+        assert!(step.get(&[&w], &[&x, &y]).is_some());
+    }
+    assert_eq!((step.traces(), step.len()), (3, 3));
+    // The programs say where the Jit was made.
+    let x = Tensor::<f64>::zeros([7, 3]);
+    let y = Tensor::<f64>::zeros([7, 2]);
+    let summary = step.get(&[&w], &[&x, &y]).unwrap().summary();
+    assert!(summary.contains(file!()), "{summary}");
+    assert!(step.get(&[&w], &[&x]).is_none());
+}
+
+#[test]
+fn a_full_jit_drops_the_least_recently_used_program() {
+    use tapegrad::compile::Jit;
+    let mut step = Jit::new(|_, p, _| (p[0] * p[0]).sum()).with_capacity(2);
+    let t = |n: usize| Tensor::<f64>::from_vec((0..n).map(|i| i as f64).collect(), [n]);
+    let (a, b, c) = (t(2), t(3), t(4));
+    for x in [&a, &b, &a, &c] {
+        assert_eq!(
+            step.run(&[x], &[]).unwrap().grads[0].to_vec(),
+            x.to_vec().iter().map(|v| 2.0 * v).collect::<Vec<_>>()
+        );
+    }
+    // a was used after b, so c evicted b.
+    assert_eq!((step.traces(), step.len()), (3, 2));
+    assert!(step.get(&[&a], &[]).is_some() && step.get(&[&b], &[]).is_none());
+    step.run(&[&b], &[]).unwrap();
+    assert_eq!(step.traces(), 4);
+}
+
+#[test]
+fn a_jit_caches_no_failed_trace_and_passes_anomaly_checks_on() {
+    use tapegrad::compile::Jit;
+    let mut step = Jit::new(|_, p, d| (d[0].matmul(p[0]).log()).sum());
+    let w = Tensor::<f64>::from_vec(vec![1.0, 2.0], [2, 1]);
+    let bad = Tensor::<f64>::zeros([3, 3]);
+    let e = step.run(&[&w], &[&bad]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Shape);
+    assert!(e.to_string().contains("matmul"), "{e}");
+    assert_eq!(e.location().unwrap().file(), file!());
+    assert_eq!((step.traces(), step.len()), (0, 0));
+    let x = Tensor::<f64>::from_vec(vec![1.0, 1.0, -3.0, 1.0], [2, 2]);
+    // log of a negative number: NaN without anomaly checks, an error naming log with them.
+    assert!(step.run(&[&w], &[&x]).unwrap().loss.item().is_nan());
+    step.set_anomaly(true);
+    let e = step.run(&[&w], &[&x]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NonFinite);
+    assert!(e.to_string().contains("log"), "{e}");
+    // A program traced after the switch checks too.
+    let x3 = Tensor::<f64>::from_vec(vec![1.0, 1.0, -3.0, 1.0, 1.0, 1.0], [3, 2]);
+    assert_eq!(step.run(&[&w], &[&x3]).unwrap_err().kind(), ErrorKind::NonFinite);
+    assert_eq!(step.traces(), 2);
+}

@@ -2,7 +2,10 @@
 //! softmax cross-entropy and Adam; reports loss and accuracy per epoch on a held-out split and
 //! writes the loss curve as an SVG.
 //!
-//! Run: `cargo run --release --example digits [-- --svg PATH] [--epochs N]`
+//! Run: `cargo run --release --example digits [-- --svg PATH] [--epochs N] [--compiled]`
+//!
+//! `--compiled` trains with compiled steps (`tapegrad::compile::Jit`: each batch shape traced
+//! once, forward and backward fused and replayed) instead of recording every step on a tape.
 //!
 //! The loss is the library's fused softmax cross-entropy (gradient `(softmax(x) − t) / batch`);
 //! `--loss composed` uses log-softmax composed from primitives instead,
@@ -52,6 +55,14 @@ impl Model for Net {
             logits.cross_entropy(Target::Classes(labels))
         }
     }
+
+    fn loss_one_hot<'t>(&self, logits: Var<'t, f32>, targets: Var<'t, f32>) -> Var<'t, f32> {
+        if self.composed {
+            cross_entropy_composed(logits, targets)
+        } else {
+            logits.cross_entropy(Target::Probs(targets))
+        }
+    }
 }
 
 fn main() {
@@ -60,6 +71,7 @@ fn main() {
     let seed: u64 = arg("--seed").map_or(7, |s| s.parse().expect("--seed N"));
     let composed = arg("--loss").is_some_and(|l| l == "composed");
     let hidden: usize = arg("--hidden").map_or(128, |s| s.parse().expect("--hidden N"));
+    let compiled = std::env::args().any(|a| a == "--compiled");
 
     let t_load = Instant::now();
     let d = data::load(&data::default_path()).unwrap_or_else(|e| panic!("loading the digits: {e}"));
@@ -80,9 +92,10 @@ fn main() {
     };
     println!(
         "model: MLP 64 → {hidden} (ReLU) → 10, {} parameters; AdamW lr {LR:e} (cosine decay), wd 1e-4, batch 32; \
-         {} cross-entropy\n",
+         {} cross-entropy; {} steps\n",
         store.numel(),
-        if composed { "composed" } else { "fused" }
+        if composed { "composed" } else { "fused" },
+        if compiled { "compiled" } else { "eager" }
     );
     let schedule = Schedule {
         epochs,
@@ -90,6 +103,7 @@ fn main() {
         seed,
         time_decimals: 2,
         progress: true,
+        compiled,
     };
     let run = train::run(&net, &mut store, &d, &test_idx, &train_idx, &schedule);
     let (final_acc, secs) = (run.final_acc, run.secs);

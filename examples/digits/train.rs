@@ -1,13 +1,16 @@
 //! The training loop shared by the digits examples (`examples/digits`, `examples/cnn_digits`):
 //! the held-out split, batches, the epochs (cosine learning-rate decay, shuffling, AdamW steps with
 //! gradient clipping, the per-epoch report), evaluation and the loss-curve SVG. Each example
-//! brings its model as a [`Model`].
+//! brings its model as a [`Model`]. A step is recorded on a tape (eager), or — with
+//! [`Schedule::compiled`] — replayed by a [`Jit`]: one compiled program per batch shape, traced on
+//! first use, the labels passed as one-hot data so the program follows each batch.
 
 use crate::data::Digits;
 use crate::plot;
 use std::io::Write as _;
 use std::time::Instant;
-use tapegrad::nn::{ParamStore, Params, argmax_rows};
+use tapegrad::compile::Jit;
+use tapegrad::nn::{ParamGrads, ParamStore, Params, argmax_rows, one_hot};
 use tapegrad::optim::{Adam, Optimizer};
 use tapegrad::rng::Rng;
 use tapegrad::softmax::Target;
@@ -31,6 +34,12 @@ pub trait Model {
     /// The mean loss of `logits` against `labels` (by default the fused cross-entropy).
     fn loss<'t>(&self, logits: Var<'t, f32>, labels: &[usize]) -> Var<'t, f32> {
         logits.cross_entropy(Target::Classes(labels))
+    }
+
+    /// The same loss against one-hot `targets: [batch, 10]` held in a `Var` (what a compiled step
+    /// uses: class indices given to an op would be fixed by the trace).
+    fn loss_one_hot<'t>(&self, logits: Var<'t, f32>, targets: Var<'t, f32>) -> Var<'t, f32> {
+        logits.cross_entropy(Target::Probs(targets))
     }
 }
 
@@ -116,6 +125,9 @@ pub struct Schedule {
     pub time_decimals: usize,
     /// Show a progress bar on a terminal.
     pub progress: bool,
+    /// Train with compiled steps (a [`Jit`]) instead of recording each step on a tape. Only for
+    /// models whose logits do not depend on the step number (the trace fixes it).
+    pub compiled: bool,
 }
 
 /// What a run produced.
@@ -148,6 +160,13 @@ pub fn run<M: Model>(
     let bs = 32;
     let steps = train_idx.len().div_ceil(bs);
     let mut tape = Tape::with_capacity(32);
+    // The compiled step: parameters in store order, data = (images, one-hot labels).
+    let mut jit = s.compiled.then(|| {
+        Jit::new(|_tape, p, d| {
+            let p = Params::from_vars(p.to_vec());
+            model.loss_one_hot(model.logits(&p, d[0], Some(0)), d[1])
+        })
+    });
     let (mut train_curve, mut test_curve) = (Vec::new(), Vec::new());
     let mut final_acc = 0.0;
 
@@ -161,15 +180,28 @@ pub fn run<M: Model>(
         for (k, chunk) in train_idx.chunks(bs).enumerate() {
             let (x, labels) = batch::<M>(d, chunk);
             step += 1;
-            let mut grads = {
+            let mut grads = if let Some(jit) = jit.as_mut() {
+                let t = one_hot::<f32>(&labels, 10);
+                let params: Vec<&Tensor<f32>> = store.iter().map(|(_, _, v)| v).collect();
+                let out = jit
+                    .run(&params, &[&x, &t])
+                    .unwrap_or_else(|e| panic!("compiled step: {e}"));
+                if step == 1 {
+                    let c = jit.get(&params, &[&x, &t]).expect("just traced");
+                    println!("{}", c.summary().lines().next().unwrap_or_default());
+                }
+                sum_loss += out.loss.item() * chunk.len() as f32;
+                ParamGrads::from_vec(out.grads)
+            } else {
                 let p = store.bind(&tape);
                 let logits = model.logits(&p, tape.constant(x), Some(step));
                 let loss = model.loss(logits, &labels);
                 sum_loss += loss.item() * chunk.len() as f32;
                 hits += correct(&logits.value(), &labels);
-                p.grads(loss.backward())
+                let grads = p.grads(loss.backward());
+                tape.clear(); // the store is the sole owner again: the update is in place
+                grads
             };
-            tape.clear(); // the store is the sole owner again: the update is in place
             grads.clip_global_norm(5.0);
             opt.step(store, &grads);
             if s.progress {
@@ -183,14 +215,17 @@ pub fn run<M: Model>(
             }
         }
         let train_loss = sum_loss / train_idx.len() as f32;
-        let train_acc = hits as f32 / train_idx.len() as f32;
+        // (A compiled step returns the loss and gradients only, not the logits.)
+        let train_acc = match jit {
+            Some(_) => "   —  ".to_string(),
+            None => format!("{:.2}%", 100.0 * hits as f32 / train_idx.len() as f32),
+        };
         let (test_loss, test_acc) = evaluate(model, store, d, test_idx);
         if s.progress {
             clear_progress();
         }
         println!(
-            "epoch {epoch:>2}  train loss {train_loss:.4} acc {:.2}%  |  test loss {test_loss:.4} acc {:.2}%  [{:.*} s]",
-            100.0 * train_acc,
+            "epoch {epoch:>2}  train loss {train_loss:.4} acc {train_acc}  |  test loss {test_loss:.4} acc {:.2}%  [{:.*} s]",
             100.0 * test_acc,
             s.time_decimals,
             t_train.elapsed().as_secs_f64()
@@ -200,6 +235,9 @@ pub fn run<M: Model>(
         final_acc = test_acc;
     }
     let secs = t_train.elapsed().as_secs_f64();
+    if let Some(jit) = &jit {
+        println!("compiled: {} programs traced (one per batch shape)", jit.traces());
+    }
     Run {
         train_curve,
         test_curve,

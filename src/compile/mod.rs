@@ -63,7 +63,9 @@
 //! The program is the graph your function built for the example inputs. So:
 //!
 //! * **Shapes are fixed.** Inputs of other shapes are refused with an error naming the input and
-//!   both shapes; trace again for a new shape.
+//!   both shapes; trace again for a new shape, or let a [`Jit`] do it: it keeps one compiled
+//!   program per set of input shapes (a small cache, least recently used evicted) and traces on
+//!   a miss — a last, shorter batch costs one more trace, not an error.
 //! * **Everything that is not an input is fixed**: constants you make inside the function
 //!   (`tape.constant(..)`), class indices and targets given to ops (`cross_entropy`,
 //!   `embedding`, `gather`), dropout seeds. Pass what changes from step to step as a data input
@@ -89,8 +91,11 @@
 //! out, and the bytes it moves); [`Compiled::to_dot`] draws it for Graphviz;
 //! [`Compiled::profile`] times each step (a fused loop as one).
 
+mod cache;
 mod fuse;
 mod plan;
+
+pub use cache::Jit;
 
 use crate::core::error::{Error, ErrorKind, Result, attempt};
 use crate::core::float::Float;
@@ -168,7 +173,19 @@ impl<T: Float> Compiled<T> {
     where
         F: for<'t> FnOnce(&'t Tape<T>, &[Var<'t, T>], &[Var<'t, T>]) -> Var<'t, T>,
     {
-        let here = Location::caller();
+        Self::trace_at(params, data, f, Location::caller())
+    }
+
+    /// [`trace`](Self::trace), with `here` as the line the step reports as traced at.
+    pub(crate) fn trace_at<F>(
+        params: &[&Tensor<T>],
+        data: &[&Tensor<T>],
+        f: F,
+        here: &'static Location<'static>,
+    ) -> Result<Self>
+    where
+        F: for<'t> FnOnce(&'t Tape<T>, &[Var<'t, T>], &[Var<'t, T>]) -> Var<'t, T>,
+    {
         let tape = Tape::<T>::new();
         let guard = crate::autodiff::trace::TraceGuard::new();
         let pv: Vec<Var<'_, T>> = params.iter().map(|&p| tape.var(p.clone())).collect();
@@ -427,6 +444,14 @@ impl<T: Float> Compiled<T> {
             }
         }
         Vec::new()
+    }
+
+    /// True when the step was traced for inputs of exactly these counts and shapes.
+    pub(crate) fn traced_for(&self, params: &[&Tensor<T>], data: &[&Tensor<T>]) -> bool {
+        let same = |given: &[&Tensor<T>], want: &[Vec<usize>]| {
+            given.len() == want.len() && given.iter().zip(want).all(|(g, w)| g.shape() == &w[..])
+        };
+        same(params, &self.param_shapes) && same(data, &self.data_shapes)
     }
 
     fn check_inputs(&self, params: &[&Tensor<T>], data: &[&Tensor<T>]) -> Result<()> {
