@@ -383,3 +383,29 @@ fn a_jit_caches_no_failed_trace_and_passes_anomaly_checks_on() {
     assert_eq!(step.run(&[&w], &[&x3]).unwrap_err().kind(), ErrorKind::NonFinite);
     assert_eq!(step.traces(), 2);
 }
+
+/// A compiled step's backward records each elementwise rule as one op (`d tanh`, …) that runs
+/// the first-order rule's arithmetic, so for ops whose forward is computed element by element
+/// the compiled gradient is the eager one bit for bit (and the loop shows the rules by name).
+#[test]
+fn elementwise_rules_compile_whole_with_the_eager_bits() {
+    let x = Tensor::<f64>::rand_uniform([37, 53], -3.0, 3.0, 8);
+    let c = Tensor::<f64>::rand_uniform([37, 53], 0.5, 1.5, 9);
+    fn f<'t>(x: Var<'t, f64>, c: Var<'t, f64>) -> Var<'t, f64> {
+        (x.tanh().gelu_tanh().softplus().sigmoid() * c).sum()
+    }
+    let mut step = Compiled::trace(&[&x], &[&c], |_, p, d| f(p[0], d[0])).unwrap();
+    let s = step.summary();
+    for rule in ["d tanh", "d gelu_tanh", "d softplus", "d sigmoid"] {
+        assert!(s.contains(rule), "{rule} missing from:\n{s}");
+    }
+    assert_eq!(step.fused_loops(), 1, "{s}");
+    let x2 = Tensor::<f64>::rand_uniform([37, 53], -4.0, 4.0, 10);
+    let out = step.run(&[&x2], &[&c]).unwrap();
+    let tape = Tape::<f64>::new();
+    let xv = tape.var(x2.clone());
+    let loss = f(xv, tape.constant(c.clone()));
+    let g = loss.backward();
+    let bits = |t: &Tensor<f64>| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&out.grads[0]), bits(&g[xv]));
+}

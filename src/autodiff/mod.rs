@@ -17,8 +17,8 @@ pub mod tape;
 pub(crate) mod trace;
 
 pub use rule::{
-    Binary, BinaryKernel, Cotangents, Elem, Elementwise, Op, Pointwise, Scalar, Ternary, TernaryKernel, Unary,
-    UnaryKernel, Value, VjpCtx, pointwise,
+    Binary, BinaryKernel, Cotangents, Elem, Elementwise, Op, Pointwise, RuleKernel, Scalar, Ternary, TernaryKernel,
+    Unary, UnaryKernel, Value, VjpCtx, pointwise,
 };
 pub use tape::Observer;
 

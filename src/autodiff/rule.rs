@@ -67,6 +67,7 @@ use crate::core::error::{Error, ErrorKind, Result};
 use crate::core::float::Float;
 use crate::core::shape::{Shape, shape_of};
 use crate::tensor::Tensor;
+use crate::tensor::vmath::wide;
 use smallvec::SmallVec;
 use std::ops::{Add, Div, Mul, Neg, Sub};
 
@@ -373,22 +374,26 @@ pub trait TernaryKernel<T: Float>: Sync {
 /// The element-at-a-time kernel of a [`Unary`] function (the default for table rows without a
 /// vectorised slice kernel).
 pub(crate) fn unary_loop<T: Float, F: Unary<T>>(f: &F, x: &[T], out: &mut [T]) {
-    out.iter_mut().zip(x).for_each(|(o, &v)| *o = f.f(v));
+    wide(|| out.iter_mut().zip(x).for_each(|(o, &v)| *o = f.f(v)));
 }
 
 impl<T: Float, F: Binary<T>> BinaryKernel<T> for F {
     fn apply(&self, a: &[T], b: &[T], out: &mut [T]) {
-        for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
-            *o = self.f(x, y);
-        }
+        wide(|| {
+            for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+                *o = self.f(x, y);
+            }
+        })
     }
 }
 
 impl<T: Float, F: Ternary<T>> TernaryKernel<T> for F {
     fn apply(&self, a: &[T], b: &[T], c: &[T], out: &mut [T]) {
-        for (((o, &x), &y), &z) in out.iter_mut().zip(a).zip(b).zip(c) {
-            *o = self.f(x, y, z);
-        }
+        wide(|| {
+            for (((o, &x), &y), &z) in out.iter_mut().zip(a).zip(b).zip(c) {
+                *o = self.f(x, y, z);
+            }
+        })
     }
 }
 
@@ -397,6 +402,149 @@ impl<T: Float, F: Ternary<T>> TernaryKernel<T> for F {
 pub trait Pointwise<T: Float, const N: usize>: Sync {
     /// The expression at one element (or, for recorded values, as recorded ops).
     fn eval<E: Elem<T>>(&self, args: [E; N]) -> E;
+
+    /// The expression as a [`RuleKernel`] a compiled step can keep. When a rule's expression
+    /// has one, a compiled step's backward records it as *one* elementwise op — one pass with the
+    /// first-order backward's arithmetic — instead of op by op. `None` (the default): recorded op
+    /// by op, as for every other recorded backward.
+    fn kernel(&self) -> Option<RuleKernel<T, N>> {
+        None
+    }
+}
+
+/// A [`Pointwise`] expression kept as one elementwise kernel (see [`Pointwise::kernel`]): what a
+/// compiled step's backward records for an elementwise rule, run over slices with the same
+/// per-element arithmetic as the first-order backward (`Tensor` interpretation), so a compiled
+/// rule gives the eager rule's bits.
+pub struct RuleKernel<T: Float, const N: usize> {
+    name: &'static str,
+    f: std::sync::Arc<dyn ErasedPointwise<T, N>>,
+}
+
+impl<T: Float, const N: usize> Clone for RuleKernel<T, N> {
+    fn clone(&self) -> Self {
+        RuleKernel {
+            name: self.name,
+            f: std::sync::Arc::clone(&self.f),
+        }
+    }
+}
+
+impl<T: Float, const N: usize> std::fmt::Debug for RuleKernel<T, N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RuleKernel({}, {N} arguments)", self.name)
+    }
+}
+
+impl<T: Float, const N: usize> RuleKernel<T, N> {
+    /// The expression `f`, shown as `name` in a compiled step's summary (e.g. `"d exp"`).
+    pub fn new<F: Pointwise<T, N> + Send + 'static>(name: &'static str, f: F) -> Self {
+        RuleKernel {
+            name,
+            f: std::sync::Arc::new(f),
+        }
+    }
+
+    /// The name given to [`new`](Self::new).
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Which arguments the expression reads (found by evaluating it once on a probe).
+    pub(crate) fn uses(&self) -> [bool; N] {
+        self.f.uses()
+    }
+
+    /// `out[i] = f(args at i)` with `ins[k]` the slice of argument `k` (all of `out`'s length),
+    /// or `None` for an argument the expression does not read (given as 0).
+    pub(crate) fn run(&self, ins: [Option<&[T]>; N], out: &mut [T]) {
+        self.f.run(ins, out)
+    }
+}
+
+/// A [`Pointwise`] expression behind a pointer: what [`RuleKernel`] holds.
+trait ErasedPointwise<T: Float, const N: usize>: Send + Sync {
+    fn uses(&self) -> [bool; N];
+    fn run(&self, ins: [Option<&[T]>; N], out: &mut [T]);
+}
+
+impl<T: Float, const N: usize, F: Pointwise<T, N> + Send> ErasedPointwise<T, N> for F {
+    fn uses(&self) -> [bool; N] {
+        let Probe(m, _) = self.eval(std::array::from_fn(|k| {
+            Probe(1u64 << k.min(63), std::marker::PhantomData)
+        }));
+        std::array::from_fn(|k| m & (1u64 << k.min(63)) != 0)
+    }
+    fn run(&self, ins: [Option<&[T]>; N], out: &mut [T]) {
+        /// Elements per block (the block of zeros standing for unread arguments).
+        const BLOCK: usize = 256;
+        let zeros = [T::ZERO; BLOCK];
+        wide(|| {
+            for (b, o) in out.chunks_mut(BLOCK).enumerate() {
+                let (base, n) = (b * BLOCK, o.len());
+                let a: [&[T]; N] = std::array::from_fn(|k| match ins[k] {
+                    Some(s) => &s[base..base + n],
+                    None => &zeros[..n],
+                });
+                for (i, o) in o.iter_mut().enumerate() {
+                    *o = self.eval(std::array::from_fn(|k| Scalar(a[k][i]))).0;
+                }
+            }
+        })
+    }
+}
+
+/// An [`Elem`] that tracks which arguments an expression reads (a bit per argument).
+#[derive(Clone, Copy)]
+struct Probe<T>(u64, std::marker::PhantomData<T>);
+
+impl<T> Probe<T> {
+    /// What a value computed from both reads.
+    fn join(self, o: Self) -> Self {
+        Probe(self.0 | o.0, self.1)
+    }
+}
+
+macro_rules! probe_ops {
+    ($($tr:ident $m:ident),*) => {$(
+        impl<T: Float> $tr for Probe<T> {
+            type Output = Self;
+            #[inline]
+            fn $m(self, o: Self) -> Self {
+                self.join(o)
+            }
+        }
+        impl<T: Float> $tr<T> for Probe<T> {
+            type Output = Self;
+            #[inline]
+            fn $m(self, _: T) -> Self {
+                self
+            }
+        }
+    )*};
+}
+probe_ops!(Add add, Sub sub, Mul mul, Div div);
+
+impl<T: Float> Neg for Probe<T> {
+    type Output = Self;
+    fn neg(self) -> Self {
+        self
+    }
+}
+
+impl<T: Float> Elem<T> for Probe<T> {
+    fn lit(self, _: T) -> Self {
+        Probe(0, self.1)
+    }
+    fn map1<F: Unary<T>>(self, _: &F) -> Self {
+        self
+    }
+    fn map2<F: Binary<T>>(self, other: Self, _: &F) -> Self {
+        Probe(self.0 | other.0, self.1)
+    }
+    fn map3<F: Ternary<T>>(self, b: Self, c: Self, _: &F) -> Self {
+        Probe(self.0 | b.0 | c.0, self.1)
+    }
 }
 
 /// One element of a tensor, as an [`Elem`]: what a first-order backward runs elementwise rules on.
@@ -645,11 +793,15 @@ macro_rules! __count_idents {
 #[macro_export]
 macro_rules! pointwise {
     ($T:ident; $($a:ident),+ => $body:expr) => {{
+        #[derive(Clone, Copy)]
         struct InlineRule;
         impl<$T: $crate::core::float::Float> $crate::autodiff::rule::Pointwise<$T, { $crate::__count_idents!($($a)+) }> for InlineRule {
             #[inline(always)]
             fn eval<E: $crate::autodiff::rule::Elem<$T>>(&self, [$($a),+]: [E; { $crate::__count_idents!($($a)+) }]) -> E {
                 $body
+            }
+            fn kernel(&self) -> Option<$crate::autodiff::rule::RuleKernel<$T, { $crate::__count_idents!($($a)+) }>> {
+                Some($crate::autodiff::rule::RuleKernel::new("pointwise rule", InlineRule))
             }
         }
         $crate::autodiff::rule::pointwise(&InlineRule, [$($a),+])

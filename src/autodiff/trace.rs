@@ -30,6 +30,35 @@ pub(crate) fn tracing() -> bool {
     TRACING.with(|t| t.get() > 0)
 }
 
+thread_local! {
+    /// Set while a compiled step records its backward (and only then).
+    static WHOLE_RULES: Cell<bool> = const { Cell::new(false) };
+}
+
+/// True while a compiled step records its backward on this thread: an elementwise rule with a
+/// [`RuleKernel`](crate::autodiff::RuleKernel) then records as one op. That op has no rule of its
+/// own — nothing differentiates a compiled step's recorded backward again — which is why this is
+/// never on for a user's own `grad_graph`.
+#[inline]
+pub(crate) fn whole_rules() -> bool {
+    WHOLE_RULES.with(|w| w.get())
+}
+
+/// Records elementwise rules whole (see [`whole_rules`]) until dropped.
+pub(crate) struct WholeRules(bool);
+
+impl WholeRules {
+    pub(crate) fn on() -> Self {
+        WholeRules(WHOLE_RULES.with(|w| w.replace(true)))
+    }
+}
+
+impl Drop for WholeRules {
+    fn drop(&mut self) {
+        WHOLE_RULES.with(|w| w.set(self.0));
+    }
+}
+
 /// Notes that user code read a value at `at` (a no-op unless a trace runs).
 #[inline]
 pub(crate) fn note_read(at: &'static Location<'static>) {

@@ -569,9 +569,15 @@ impl<T: Float> Builder<T> {
     }
 }
 
-/// The maximum (`min`: minimum) of a non-empty row; NaN when the row holds one. Lane-wise
-/// selects, so the loop vectorises.
-fn row_max<T: Float>(x: &[T], min: bool) -> T {
+crate::tensor::vmath::wide_fn! {
+    /// The maximum (`min`: minimum) of a non-empty row; NaN when the row holds one. Lane-wise
+    /// selects, so the loop vectorises.
+    fn row_max(x: &[T], min: bool) -> T = row_max_lanes
+}
+
+/// [`row_max`] in 16 independent lanes (the same bits at any vector width).
+#[inline(always)]
+fn row_max_lanes<T: Float>(x: &[T], min: bool) -> T {
     const L: usize = 16;
     let mut acc = [x[0]; L];
     let mut nan = false;

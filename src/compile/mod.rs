@@ -22,11 +22,18 @@
 //! Other ops (matmul, the fused library ops, indexing) run as their own steps between loops.
 //!
 //! The loops split into fixed chunks of tiles across the threads
-//! ([`set_num_threads`](crate::set_num_threads)), with the same bits at any thread count. A
-//! recorded rule runs the ops' own kernels (the vectorised
-//! `exp`/`ln`) where the eager rule runs their scalar forms, and a sum whose rows span tiles
-//! adds in another order, so compiled and eager agree to rounding — checked for every registry
-//! sample and the random programs (f64 to 1e-12, f32 to 1e-5, normwise), NaN propagating alike.
+//! ([`set_num_threads`](crate::set_num_threads)), with the same bits at any thread count, and
+//! run with the widest vector instructions the CPU has (AVX-512 or AVX2, picked at run time:
+//! the same bits as the default SSE2 code).
+//!
+//! An elementwise rule written as one expression ([`Pointwise`](crate::autodiff::Pointwise)
+//! with a [`RuleKernel`](crate::autodiff::RuleKernel): every table function's, `pointwise!`
+//! rules) is recorded as **one** op (`d tanh`, `d gelu_tanh`: shown so in the summary) that runs
+//! the first-order rule's own arithmetic — one pass, the eager bits. Other rules record op by
+//! op, running the ops' own kernels (the vectorised `exp`/`ln`) where the eager rule may run
+//! their scalar forms, and a sum whose rows span tiles adds in another order, so compiled and
+//! eager agree to rounding — checked for every registry sample and the random programs (f64 to
+//! 1e-12, f32 to 1e-5, normwise), NaN propagating alike.
 //!
 //! When recording the backward is not possible — a rule that reads values (`max_axis`, `prod`,
 //! …) or is first order only — the program runs the backward rule by rule on tensors instead, as
@@ -219,7 +226,10 @@ impl<T: Float> Compiled<T> {
         // The backward, recorded from the same rules as primitive ops when it can be (so the
         // fuser sees forward and backward as one program); else planned rule by rule.
         let seed = tape.constant(Tensor::ones(loss.shape()));
-        let recorded = tape.grad_graph_impl(&[loss], &[seed], &pv, true, here);
+        let recorded = {
+            let _whole = crate::autodiff::trace::WholeRules::on();
+            tape.grad_graph_impl(&[loss], &[seed], &pv, true, here)
+        };
         let read = guard.first_read();
         drop(guard);
         let rules = |why: String| Plan::lower(&tape, loss.index(), &pi, &di, why).map_err(|e| e.at(here));

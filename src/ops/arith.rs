@@ -286,7 +286,7 @@ impl<T: Float> Op<T> for NegOp {
 }
 impl<T: Float> UnaryKernel<T> for NegOp {
     fn apply(&self, x: &[T], out: &mut [T]) {
-        out.iter_mut().zip(x).for_each(|(o, &a)| *o = -a);
+        crate::tensor::vmath::wide(|| out.iter_mut().zip(x).for_each(|(o, &a)| *o = -a));
     }
 }
 
@@ -330,7 +330,7 @@ macro_rules! scalar_ops {
         impl<T: Float> UnaryKernel<T> for $ty {
             fn apply(&self, x: &[T], out: &mut [T]) {
                 let $c = T::from_f64(self.0);
-                out.iter_mut().zip(x).for_each(|(o, &$x)| *o = $fwd);
+                crate::tensor::vmath::wide(|| out.iter_mut().zip(x).for_each(|(o, &$x)| *o = $fwd));
             }
         }
     )*};

@@ -25,7 +25,7 @@ use super::reference;
 use super::registry::{Domain, OpInfo, Registry};
 use super::select::Logic;
 use crate::autodiff::rule::{Cotangents, Op, VjpCtx};
-use crate::autodiff::rule::{Elem, Elementwise, Pointwise, Unary, UnaryKernel, Value, unary_loop};
+use crate::autodiff::rule::{Elem, Elementwise, Pointwise, RuleKernel, Unary, UnaryKernel, Value, unary_loop};
 use crate::autodiff::tape::{OpRef, Var};
 use crate::core::error::{Error, ErrorKind, Result, fail};
 use crate::core::float::Float;
@@ -61,6 +61,9 @@ macro_rules! unary_table {
                 #[inline(always)]
                 fn eval<E: Elem<T>>(&self, [$g, $rx, $ry]: [E; 3]) -> E {
                     $rule
+                }
+                fn kernel(&self) -> Option<RuleKernel<T, 3>> {
+                    Some(RuleKernel::new(concat!("d ", $name), *self))
                 }
             }
 
@@ -409,6 +412,9 @@ macro_rules! param_table {
                 let $ty { $($p),+ } = *self;
                 $(let $p = T::from_f64($p);)+
                 $rule
+            }
+            fn kernel(&self) -> Option<RuleKernel<T, 3>> {
+                Some(RuleKernel::new(concat!("d ", $name), *self))
             }
         }
 

@@ -35,8 +35,15 @@ pub(crate) fn sum_slice<T: Float>(x: &[T]) -> T {
     sum_lanes(&parts)
 }
 
-/// [`sum_slice`] of one chunk: 32 lanes, folded pairwise, then the tail.
-fn sum_lanes<T: Float>(x: &[T]) -> T {
+crate::tensor::vmath::wide_fn! {
+    /// [`sum_slice`] of one chunk: 32 lanes, folded pairwise, then the tail.
+    fn sum_lanes(x: &[T]) -> T = sum_lanes_in
+}
+
+/// [`sum_lanes`]' loop: `LANES` independent accumulators, so the order of the additions (and
+/// the bits) are the same at any vector width.
+#[inline(always)]
+fn sum_lanes_in<T: Float>(x: &[T]) -> T {
     let mut acc = [T::ZERO; LANES];
     let chunks = x.chunks_exact(LANES);
     let rest = chunks.remainder();
@@ -190,4 +197,31 @@ pub(crate) fn argmax_axis<T: Float>(a: &[T], shape: &[usize], axis: usize) -> (V
         }
     }
     (idx, val)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The wide copy of the lane sum adds in the same order as the plain loop: the same bits,
+    /// for lengths around the lane count and with signed zeros, subnormals and infinities.
+    #[test]
+    fn the_wide_lane_sum_is_the_plain_one() {
+        let mut r = crate::rng::Rng::new(11);
+        for n in [0, 1, 31, 32, 33, 100, 4097] {
+            let x: Vec<f32> = (0..n)
+                .map(|i| match i % 13 {
+                    0 => -0.0,
+                    5 => f32::MIN_POSITIVE / 5.0,
+                    _ => (r.normal() * 1e3) as f32,
+                })
+                .collect();
+            assert_eq!(sum_lanes(&x).to_bits(), sum_lanes_in(&x).to_bits(), "{n} elements");
+            let y: Vec<f64> = x.iter().map(|&v| f64::from(v) * 1.25).collect();
+            assert_eq!(sum_lanes(&y).to_bits(), sum_lanes_in(&y).to_bits(), "{n} elements");
+        }
+        let inf = [1.0f32, f32::INFINITY, 2.0];
+        assert_eq!(sum_lanes(&inf), f32::INFINITY);
+        assert!(sum_lanes(&[f32::INFINITY, f32::NEG_INFINITY]).is_nan());
+    }
 }
