@@ -11,10 +11,14 @@
 //!   linear → mean cross-entropy on a batch of 128 8×8 images, forward + backward + SGD update.
 //!   (Fixed random images and labels of the workload's shapes: the values do not matter for speed.)
 //!
+//! Each has a `step_sgd_compiled` row: the same step traced once with
+//! [`Compiled::trace`](tapegrad::compile::Compiled::trace) and replayed.
+//!
 //! Run: `cargo bench --bench models` (add `-- W7` or `-- W8` to filter).
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::time::Duration;
+use tapegrad::compile::Compiled;
 use tapegrad::ops::conv::ConvOptions;
 use tapegrad::rng::Rng;
 use tapegrad::softmax::Target;
@@ -85,11 +89,15 @@ impl Cnn {
 
     fn loss<'t>(&self, tape: &'t Tape<f32>) -> (Var<'t, f32>, Vec<Var<'t, f32>>) {
         let p: Vec<Var<'t, f32>> = self.params.iter().map(|w| tape.var(w.clone())).collect();
-        let x = tape.constant(self.x.clone());
+        (self.loss_of(&p, tape.constant(self.x.clone())), p)
+    }
+
+    /// The loss of images `x` with parameters `p` (what [`Compiled::trace`] traces).
+    fn loss_of<'t>(&self, p: &[Var<'t, f32>], x: Var<'t, f32>) -> Var<'t, f32> {
         let c = x.conv2d(p[0], Some(p[1]), ConvOptions::new().padding(self.padding));
         let pooled = c.relu().max_pool2d(self.pool, self.pool, 0);
         let logits = pooled.flatten(1, -1).matmul(p[2]) + p[3];
-        (logits.cross_entropy(Target::Classes(&self.t)), p)
+        logits.cross_entropy(Target::Classes(&self.t))
     }
 
     fn step(&mut self, lr: f32) -> f32 {
@@ -108,6 +116,22 @@ fn w7_cnn(c: &mut Criterion) {
     let mut group = quick(c, "W7_cnn");
     let mut model = Cnn::new();
     group.bench_function("step_sgd", |bench| bench.iter(|| model.step(lr)));
+    // The same step compiled: traced once (the labels are fixed by the trace, as the batch is).
+    let mut model = Cnn::new();
+    let mut step = {
+        let refs: Vec<&Tensor<f32>> = model.params.iter().collect();
+        Compiled::trace(&refs, &[&model.x], |_, p, d| model.loss_of(p, d[0])).expect("the CNN step compiles")
+    };
+    group.bench_function("step_sgd_compiled", |bench| {
+        bench.iter(|| {
+            let out = {
+                let refs: Vec<&Tensor<f32>> = model.params.iter().collect();
+                step.run(&refs, &[&model.x]).expect("the step runs")
+            };
+            sgd(&mut model.params, &out.grads, lr);
+            out.loss.item()
+        })
+    });
     let model = Cnn::new();
     group.bench_function("forward", |bench| {
         bench.iter(|| {
@@ -184,6 +208,11 @@ impl Transformer {
 
     fn loss<'t>(&self, tape: &'t Tape<f32>) -> (Var<'t, f32>, Vec<Var<'t, f32>>) {
         let p: Vec<Var<'t, f32>> = self.params.iter().map(|w| tape.var(w.clone())).collect();
+        (self.loss_of(tape, &p), p)
+    }
+
+    /// The loss with parameters `p` (what [`Compiled::trace`] traces).
+    fn loss_of<'t>(&self, tape: &'t Tape<f32>, p: &[Var<'t, f32>]) -> Var<'t, f32> {
         let [
             tok,
             pos,
@@ -228,12 +257,9 @@ impl Transformer {
         let h2 = h1 + (u.matmul(w2) + b2);
         let logits = layer_norm(h2, lnfg, lnfb, self.eps).matmul(wh) + bh;
         let classes = logits.shape()[2];
-        (
-            logits
-                .reshape([b * s, classes])
-                .cross_entropy(Target::Classes(&self.targets)),
-            p,
-        )
+        logits
+            .reshape([b * s, classes])
+            .cross_entropy(Target::Classes(&self.targets))
     }
 
     fn step(&mut self, lr: f32) -> f32 {
@@ -252,6 +278,23 @@ fn w8_transformer(c: &mut Criterion) {
     let mut group = quick(c, "W8_transformer");
     let mut model = Transformer::new();
     group.bench_function("step_sgd", |bench| bench.iter(|| model.step(lr)));
+    // The same step compiled: traced once (tokens and targets are fixed by the trace, as the
+    // batch is).
+    let mut model = Transformer::new();
+    let mut step = {
+        let refs: Vec<&Tensor<f32>> = model.params.iter().collect();
+        Compiled::trace(&refs, &[], |tape, p, _| model.loss_of(tape, p)).expect("the transformer step compiles")
+    };
+    group.bench_function("step_sgd_compiled", |bench| {
+        bench.iter(|| {
+            let out = {
+                let refs: Vec<&Tensor<f32>> = model.params.iter().collect();
+                step.run(&refs, &[]).expect("the step runs")
+            };
+            sgd(&mut model.params, &out.grads, lr);
+            out.loss.item()
+        })
+    });
     let model = Transformer::new();
     group.bench_function("forward", |bench| {
         bench.iter(|| {
