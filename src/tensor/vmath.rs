@@ -464,19 +464,25 @@ pub(crate) fn wide<R>(f: impl FnOnce() -> R) -> R {
 
 /// Defines `fn $name<T: Float>(args) -> R` running the `#[inline(always)]` function `$inner`
 /// compiled for the widest vectors this CPU has (as [`wide`], for a loop whose closure the
-/// compiler would not inline into the wide copy).
+/// compiler would not inline into the wide copy). Other generics go in brackets after the name:
+/// `fn run[T: Float, F: Pointwise<T, 1>](f: &F, x: &[T]) -> () = run_in`.
 macro_rules! wide_fn {
     ($(#[$m:meta])* $vis:vis fn $name:ident($($a:ident: $ty:ty),*) -> $ret:ty = $inner:ident) => {
+        $crate::tensor::vmath::wide_fn! {
+            $(#[$m])* $vis fn $name[T: $crate::core::float::Float]($($a: $ty),*) -> $ret = $inner
+        }
+    };
+    ($(#[$m:meta])* $vis:vis fn $name:ident[$($g:tt)*]($($a:ident: $ty:ty),*) -> $ret:ty = $inner:ident) => {
         $(#[$m])*
-        $vis fn $name<T: $crate::core::float::Float>($($a: $ty),*) -> $ret {
+        $vis fn $name<$($g)*>($($a: $ty),*) -> $ret {
             #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
             {
                 #[target_feature(enable = "avx512f,avx2")]
-                fn w512<T: $crate::core::float::Float>($($a: $ty),*) -> $ret {
+                fn w512<$($g)*>($($a: $ty),*) -> $ret {
                     $inner($($a),*)
                 }
                 #[target_feature(enable = "avx2")]
-                fn w256<T: $crate::core::float::Float>($($a: $ty),*) -> $ret {
+                fn w256<$($g)*>($($a: $ty),*) -> $ret {
                     $inner($($a),*)
                 }
                 match $crate::tensor::vmath::Backend::detect() {
