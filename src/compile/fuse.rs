@@ -160,6 +160,9 @@ pub(crate) struct Group<T: Float> {
     /// read per row.
     pub(crate) full_read: Vec<bool>,
     pub(crate) row_read: Vec<bool>,
+    /// Per member: written out and read by no later member of the tile, so its kernel writes
+    /// straight into the output (no tile buffer, no copy).
+    pub(crate) direct: Vec<bool>,
     /// Sets of tile buffers kept between runs (one per chunk running at once), so a replay
     /// allocates none.
     scratch: std::sync::Mutex<Vec<Scratch<T>>>,
@@ -216,12 +219,21 @@ impl<T: Float> Group<T> {
                 }
             }
         }
+        self.direct = (0..n)
+            .map(|m| {
+                let member = &self.members[m];
+                member.out.is_some()
+                    && !member.rowwise
+                    && last[m] == m
+                    && matches!(member.kind, Kind::Elem(_) | Kind::Copy)
+            })
+            .collect();
         let (mut free_full, mut free_row): (Vec<u32>, Vec<u32>) = (Vec::new(), Vec::new());
         self.buf_of = vec![NO_BUF; n];
         self.buf_rowwise.clear();
         for m in 0..n {
             let member = &self.members[m];
-            if !matches!(member.kind, Kind::Sum { .. }) {
+            if !matches!(member.kind, Kind::Sum { .. }) && !self.direct[m] {
                 let free = if member.rowwise { &mut free_row } else { &mut free_full };
                 self.buf_of[m] = free.pop().unwrap_or_else(|| {
                     self.buf_rowwise.push(member.rowwise);
@@ -384,6 +396,7 @@ impl<T: Float> Builder<T> {
                 pos: Vec::new(),
                 full_read: Vec::new(),
                 row_read: Vec::new(),
+                direct: Vec::new(),
                 scratch: Default::default(),
             },
             index: Default::default(),
@@ -813,9 +826,22 @@ impl<T: Float> Group<T> {
                         }
                     };
                     let cnt = if member.rowwise { rows } else { len };
+                    // A direct member's kernel writes straight into this chunk's piece of the
+                    // output (nothing in the tile reads it); a chunk without a piece has nothing
+                    // to write.
+                    let mut direct_out = None;
+                    if self.direct[m] {
+                        match outs[self.pos[m] as usize].as_deref_mut() {
+                            Some(o) => direct_out = Some(&mut o[start - e0..start - e0 + len]),
+                            None => continue,
+                        }
+                    }
                     match &member.kind {
                         Kind::Elem(op) => {
-                            let dst = &mut rest[0][..cnt];
+                            let dst = match direct_out {
+                                Some(d) => d,
+                                None => &mut rest[0][..cnt],
+                            };
                             match op.get().elementwise().expect("fused: an elementwise op") {
                                 Elementwise::Unary(f) => f.apply(arg(member.args[0]), dst),
                                 Elementwise::Binary(f) => f.apply(arg(member.args[0]), arg(member.args[1]), dst),
@@ -824,7 +850,10 @@ impl<T: Float> Group<T> {
                                 }
                             }
                         }
-                        Kind::Copy => rest[0][..cnt].copy_from_slice(arg(member.args[0])),
+                        Kind::Copy => match direct_out {
+                            Some(d) => d.copy_from_slice(arg(member.args[0])),
+                            None => rest[0][..cnt].copy_from_slice(arg(member.args[0])),
+                        },
                         Kind::Expand => {
                             let src = arg(member.args[0]);
                             let dst = &mut rest[0][..len];
@@ -873,6 +902,9 @@ impl<T: Float> Group<T> {
                             }
                             continue;
                         }
+                    }
+                    if self.direct[m] {
+                        continue;
                     }
                     if member.out.is_some()
                         && let Some(o) = outs[self.pos[m] as usize].as_deref_mut()
