@@ -11,7 +11,15 @@ use crate::tensor::parallel::{self, REDUCE_CHUNK};
 const LANES: usize = 32;
 
 /// Sums `acc` pairwise (a fixed order, so results do not depend on the machine).
-fn fold_lanes<T: Float>(mut acc: [T; LANES], op: impl Fn(T, T) -> T) -> T {
+///
+/// `acc` passes through [`std::hint::black_box`] first: without that barrier LLVM's SLP
+/// vectoriser, seeing the pairwise fold right after the loop, splits the 32 accumulators into
+/// scalars and compiles the loop two lanes at a time (`xmm`, measured with `--emit asm`, rustc
+/// 1.95) instead of in whole vector registers (`zmm`/`ymm`); one 32-element store and reload per
+/// call is the price.
+#[inline(always)]
+fn fold_lanes<T: Float>(acc: [T; LANES], op: impl Fn(T, T) -> T) -> T {
+    let mut acc = std::hint::black_box(acc);
     let mut n = LANES;
     while n > 1 {
         n /= 2;
@@ -45,8 +53,7 @@ crate::tensor::vmath::wide_fn! {
 #[inline(always)]
 fn sum_lanes_in<T: Float>(x: &[T]) -> T {
     let mut acc = [T::ZERO; LANES];
-    let chunks = x.chunks_exact(LANES);
-    let rest = chunks.remainder();
+    let (chunks, rest) = x.as_chunks::<LANES>();
     for c in chunks {
         for k in 0..LANES {
             acc[k] += c[k];
@@ -71,12 +78,20 @@ pub(crate) fn dot<T: Float>(a: &[T], b: &[T]) -> T {
     sum_lanes(&parts)
 }
 
-/// [`dot`] of one chunk.
-fn dot_lanes<T: Float>(a: &[T], b: &[T]) -> T {
+crate::tensor::vmath::wide_fn! {
+    /// [`dot`] of one chunk, compiled for the widest vectors this CPU has (the same lanes, so the
+    /// same bits, at any width).
+    fn dot_lanes(a: &[T], b: &[T]) -> T = dot_lanes_in
+}
+
+/// [`dot_lanes`]' loop.
+#[inline(always)]
+fn dot_lanes_in<T: Float>(a: &[T], b: &[T]) -> T {
+    let n = a.len().min(b.len());
     let mut acc = [T::ZERO; LANES];
-    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
+    let (ca, ra) = a[..n].as_chunks::<LANES>();
+    let (cb, rb) = b[..n].as_chunks::<LANES>();
+    for (x, y) in ca.iter().zip(cb) {
         for k in 0..LANES {
             acc[k] += x[k] * y[k];
         }
@@ -88,9 +103,17 @@ fn dot_lanes<T: Float>(a: &[T], b: &[T]) -> T {
     s
 }
 
-/// Maximum of a slice, ignoring NaN (−∞ for an empty or all-NaN slice). Callers whose result
-/// must be NaN when the input has one get it from later arithmetic (see softmax).
-pub(crate) fn max_ignoring_nan<T: Float>(x: &[T]) -> T {
+crate::tensor::vmath::wide_fn! {
+    /// Maximum of a slice, ignoring NaN (−∞ for an empty or all-NaN slice). Callers whose result
+    /// must be NaN when the input has one get it from later arithmetic (see softmax). Compiled
+    /// for the widest vectors this CPU has (a comparison picks one of its operands: the same
+    /// result at any width).
+    pub(crate) fn max_ignoring_nan(x: &[T]) -> T = max_ignoring_nan_in
+}
+
+/// [`max_ignoring_nan`]'s loop.
+#[inline(always)]
+fn max_ignoring_nan_in<T: Float>(x: &[T]) -> T {
     let pick = |a: T, b: T| if b > a { b } else { a };
     let mut acc = [T::NEG_INFINITY; LANES];
     let chunks = x.chunks_exact(LANES);
@@ -203,10 +226,11 @@ pub(crate) fn argmax_axis<T: Float>(a: &[T], shape: &[usize], axis: usize) -> (V
 mod tests {
     use super::*;
 
-    /// The wide copy of the lane sum adds in the same order as the plain loop: the same bits,
-    /// for lengths around the lane count and with signed zeros, subnormals and infinities.
+    /// The wide copies of the lane sum, dot product and maximum compute in the same order as the
+    /// plain loops: the same bits, for lengths around the lane count and with signed zeros,
+    /// subnormals and infinities; and they agree with f64 arithmetic and a plain scan.
     #[test]
-    fn the_wide_lane_sum_is_the_plain_one() {
+    fn the_wide_lane_reductions_are_the_plain_ones() {
         let mut r = crate::rng::Rng::new(11);
         for n in [0, 1, 31, 32, 33, 100, 4097] {
             let x: Vec<f32> = (0..n)
@@ -219,6 +243,41 @@ mod tests {
             assert_eq!(sum_lanes(&x).to_bits(), sum_lanes_in(&x).to_bits(), "{n} elements");
             let y: Vec<f64> = x.iter().map(|&v| f64::from(v) * 1.25).collect();
             assert_eq!(sum_lanes(&y).to_bits(), sum_lanes_in(&y).to_bits(), "{n} elements");
+            // Against independent arithmetic: the sum and the dot product in f64 (the inputs'
+            // magnitudes bound the rounding), the maximum by a plain scan.
+            let exact: f64 = x.iter().map(|&v| f64::from(v)).sum();
+            let size: f64 = x.iter().map(|&v| f64::from(v).abs()).sum();
+            assert!(
+                (f64::from(sum_lanes(&x)) - exact).abs() <= 1e-6 * size + 1e-30,
+                "{n} elements"
+            );
+            let exact_dot: f64 = x.iter().zip(&y).map(|(&a, &b)| f64::from(a) * b).sum();
+            let size_dot: f64 = x.iter().zip(&y).map(|(&a, &b)| (f64::from(a) * b).abs()).sum();
+            let yf: Vec<f32> = y.iter().map(|&v| v as f32).collect();
+            assert_eq!(
+                dot_lanes(&x, &yf).to_bits(),
+                dot_lanes_in(&x, &yf).to_bits(),
+                "{n} elements"
+            );
+            assert_eq!(
+                dot_lanes(&y, &y).to_bits(),
+                dot_lanes_in(&y, &y).to_bits(),
+                "{n} elements"
+            );
+            assert!((f64::from(dot_lanes(&x, &yf)) - exact_dot).abs() <= 1e-6 * size_dot + 1e-30);
+            let mut with_nan = x.clone();
+            if n > 3 {
+                with_nan[n / 2] = f32::NAN;
+            }
+            let plain = with_nan
+                .iter()
+                .filter(|v| !v.is_nan())
+                .fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+            assert_eq!(max_ignoring_nan(&with_nan), plain, "{n} elements");
+            assert_eq!(
+                max_ignoring_nan(&with_nan).to_bits(),
+                max_ignoring_nan_in(&with_nan).to_bits()
+            );
         }
         let inf = [1.0f32, f32::INFINITY, 2.0];
         assert_eq!(sum_lanes(&inf), f32::INFINITY);

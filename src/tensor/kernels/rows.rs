@@ -36,8 +36,14 @@ pub(crate) fn softmax_rows<T: Float>(x: &[T], n: usize) -> Vec<T> {
     out
 }
 
-/// [`softmax_rows`] of `x` into `out` (same length).
-fn softmax_rows_into<T: Float>(x: &[T], n: usize, out: &mut [T]) {
+crate::tensor::vmath::wide_fn! {
+    /// [`softmax_rows`] of `x` into `out` (same length).
+    fn softmax_rows_into(x: &[T], n: usize, out: &mut [T]) -> () = softmax_rows_in
+}
+
+/// [`softmax_rows_into`]' loops, inlined into each of its wide copies.
+#[inline(always)]
+fn softmax_rows_in<T: Float>(x: &[T], n: usize, out: &mut [T]) {
     let block = (BLOCK / n).max(1) * n;
     for (xb, ob) in x.chunks(block).zip(out.chunks_mut(block)) {
         for (xr, or) in xb.chunks_exact(n).zip(ob.chunks_exact_mut(n)) {
@@ -56,28 +62,48 @@ fn softmax_rows_into<T: Float>(x: &[T], n: usize, out: &mut [T]) {
 pub(crate) fn softmax_backward_rows<T: Float>(y: &[T], g: &[T], n: usize) -> Vec<T> {
     let mut out = crate::tensor::pool::buffer(y.len());
     row_chunks(&mut out, n, 3 * y.len(), |r0, c| {
-        let (yc, gc) = (&y[r0 * n..r0 * n + c.len()], &g[r0 * n..r0 * n + c.len()]);
-        for ((yr, gr), or) in yc.chunks_exact(n).zip(gc.chunks_exact(n)).zip(c.chunks_exact_mut(n)) {
-            let s = dot(yr, gr);
-            or.iter_mut()
-                .zip(yr.iter().zip(gr))
-                .for_each(|(o, (&y, &g))| *o = y * (g - s));
-        }
+        softmax_backward_chunk(&y[r0 * n..r0 * n + c.len()], &g[r0 * n..r0 * n + c.len()], n, c)
     });
     out
+}
+
+crate::tensor::vmath::wide_fn! {
+    /// [`softmax_backward_rows`] of the rows of `y` and `g` into `out`.
+    fn softmax_backward_chunk(y: &[T], g: &[T], n: usize, out: &mut [T]) -> () = softmax_backward_in
+}
+
+/// [`softmax_backward_chunk`]'s loop.
+#[inline(always)]
+fn softmax_backward_in<T: Float>(y: &[T], g: &[T], n: usize, out: &mut [T]) {
+    for ((yr, gr), or) in y.chunks_exact(n).zip(g.chunks_exact(n)).zip(out.chunks_exact_mut(n)) {
+        let s = dot(yr, gr);
+        or.iter_mut()
+            .zip(yr.iter().zip(gr))
+            .for_each(|(o, (&y, &g))| *o = y * (g - s));
+    }
 }
 
 /// `x − m − log Σ exp(x − m)` row by row.
 pub(crate) fn log_softmax_rows<T: Float>(x: &[T], n: usize) -> Vec<T> {
     let mut out = crate::tensor::pool::buffer(x.len());
     row_chunks(&mut out, n, parallel::EXP_WORK * x.len(), |r0, c| {
-        let xc = &x[r0 * n..r0 * n + c.len()];
-        for (row, xr) in c.chunks_exact_mut(n).zip(xc.chunks_exact(n)) {
-            let lse = logsumexp(xr, row);
-            row.iter_mut().zip(xr).for_each(|(o, &v)| *o = v - lse);
-        }
+        log_softmax_chunk(&x[r0 * n..r0 * n + c.len()], n, c)
     });
     out
+}
+
+crate::tensor::vmath::wide_fn! {
+    /// [`log_softmax_rows`] of the rows of `x` into `out`.
+    fn log_softmax_chunk(x: &[T], n: usize, out: &mut [T]) -> () = log_softmax_in
+}
+
+/// [`log_softmax_chunk`]'s loop.
+#[inline(always)]
+fn log_softmax_in<T: Float>(x: &[T], n: usize, out: &mut [T]) {
+    for (row, xr) in out.chunks_exact_mut(n).zip(x.chunks_exact(n)) {
+        let lse = logsumexp(xr, row);
+        row.iter_mut().zip(xr).for_each(|(o, &v)| *o = v - lse);
+    }
 }
 
 /// `dx = g − exp(out) · Σg` row by row.
@@ -86,13 +112,25 @@ pub(crate) fn log_softmax_backward_rows<T: Float>(out: &[T], g: &[T], n: usize) 
     row_chunks(&mut dx, n, parallel::EXP_WORK * out.len(), |r0, c| {
         let (oc, gc) = (&out[r0 * n..r0 * n + c.len()], &g[r0 * n..r0 * n + c.len()]);
         c.copy_from_slice(oc);
-        for (d, gr) in c.chunks_exact_mut(n).zip(gc.chunks_exact(n)) {
-            let s = sum_slice(gr);
-            exp_inplace(d);
-            d.iter_mut().zip(gr).for_each(|(d, &g)| *d = g - *d * s);
-        }
+        log_softmax_backward_chunk(gc, n, c)
     });
     dx
+}
+
+crate::tensor::vmath::wide_fn! {
+    /// [`log_softmax_backward_rows`] of the rows of `g`, `d` holding the outputs on entry and
+    /// the gradient on return.
+    fn log_softmax_backward_chunk(g: &[T], n: usize, d: &mut [T]) -> () = log_softmax_backward_in
+}
+
+/// [`log_softmax_backward_chunk`]'s loop.
+#[inline(always)]
+fn log_softmax_backward_in<T: Float>(g: &[T], n: usize, d: &mut [T]) {
+    for (d, gr) in d.chunks_exact_mut(n).zip(g.chunks_exact(n)) {
+        let s = sum_slice(gr);
+        exp_inplace(d);
+        d.iter_mut().zip(gr).for_each(|(d, &g)| *d = g - *d * s);
+    }
 }
 
 /// `log Σ exp(x)` of one row, using `scratch` (same length) for the exponentials.
@@ -114,12 +152,23 @@ pub(crate) fn cross_entropy_backward_rows<T: Float>(x: &[T], classes: &[usize], 
     let mut out = crate::tensor::pool::buffer(x.len());
     row_chunks(&mut out, n, parallel::EXP_WORK * x.len(), |r0, c| {
         softmax_rows_into(&x[r0 * n..r0 * n + c.len()], n, c);
-        for (row, &cl) in c.chunks_exact_mut(n).zip(&classes[r0..]) {
-            row.iter_mut().for_each(|v| *v *= k);
-            row[cl] -= k;
-        }
+        scale_rows_minus_class(c, &classes[r0..], k, n);
     });
     out
+}
+
+crate::tensor::vmath::wide_fn! {
+    /// `row ← row·k`, then `row[class] −= k`, for each row of `c` and its class.
+    fn scale_rows_minus_class(c: &mut [T], classes: &[usize], k: T, n: usize) -> () = scale_rows_minus_class_in
+}
+
+/// [`scale_rows_minus_class`]'s loop.
+#[inline(always)]
+fn scale_rows_minus_class_in<T: Float>(c: &mut [T], classes: &[usize], k: T, n: usize) {
+    for (row, &cl) in c.chunks_exact_mut(n).zip(classes) {
+        row.iter_mut().for_each(|v| *v *= k);
+        row[cl] -= k;
+    }
 }
 
 /// `dx = (softmax(x)·Σt − t)·k` row by row for probability targets (rows of `t` need not sum to 1).
@@ -127,13 +176,23 @@ pub(crate) fn cross_entropy_backward_probs_rows<T: Float>(x: &[T], t: &[T], k: T
     let mut out = crate::tensor::pool::buffer(x.len());
     row_chunks(&mut out, n, parallel::EXP_WORK * x.len(), |r0, c| {
         softmax_rows_into(&x[r0 * n..r0 * n + c.len()], n, c);
-        let tc = &t[r0 * n..r0 * n + c.len()];
-        for (row, tr) in c.chunks_exact_mut(n).zip(tc.chunks_exact(n)) {
-            let st = sum_slice(tr);
-            row.iter_mut().zip(tr).for_each(|(p, &t)| *p = (*p * st - t) * k);
-        }
+        probs_rows_gradient(c, &t[r0 * n..r0 * n + c.len()], k, n);
     });
     out
+}
+
+crate::tensor::vmath::wide_fn! {
+    /// `p ← (p·Σt − t)·k` for each row `p` of `c` and its target row `t`.
+    fn probs_rows_gradient(c: &mut [T], t: &[T], k: T, n: usize) -> () = probs_rows_gradient_in
+}
+
+/// [`probs_rows_gradient`]'s loop.
+#[inline(always)]
+fn probs_rows_gradient_in<T: Float>(c: &mut [T], t: &[T], k: T, n: usize) {
+    for (row, tr) in c.chunks_exact_mut(n).zip(t.chunks_exact(n)) {
+        let st = sum_slice(tr);
+        row.iter_mut().zip(tr).for_each(|(p, &t)| *p = (*p * st - t) * k);
+    }
 }
 
 /// The cross-entropy loss summed over rows: `Σ_r (lse(x_r)·S_r − ⟨t_r, x_r⟩)` (class targets:
@@ -152,8 +211,14 @@ pub(crate) fn cross_entropy_total<T: Float>(x: &[T], classes: Option<&[usize]>, 
     parts.into_iter().fold(T::ZERO, |a, b| a + b)
 }
 
-/// [`cross_entropy_total`] of the rows in `x`, the first being row `row0` of the whole input.
-fn cross_entropy_chunk<T: Float>(x: &[T], row0: usize, classes: Option<&[usize]>, t: Option<&[T]>, n: usize) -> T {
+crate::tensor::vmath::wide_fn! {
+    /// [`cross_entropy_total`] of the rows in `x`, the first being row `row0` of the whole input.
+    fn cross_entropy_chunk(x: &[T], row0: usize, classes: Option<&[usize]>, t: Option<&[T]>, n: usize) -> T = cross_entropy_chunk_in
+}
+
+/// [`cross_entropy_chunk`]'s loops.
+#[inline(always)]
+fn cross_entropy_chunk_in<T: Float>(x: &[T], row0: usize, classes: Option<&[usize]>, t: Option<&[T]>, n: usize) -> T {
     let rows_per_block = (BLOCK / n).max(1);
     let mut scratch = vec![T::ZERO; rows_per_block * n];
     let mut maxima = vec![T::ZERO; rows_per_block];
