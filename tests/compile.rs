@@ -409,3 +409,100 @@ fn elementwise_rules_compile_whole_with_the_eager_bits() {
     let bits = |t: &Tensor<f64>| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&out.grads[0]), bits(&g[xv]));
 }
+
+/// A program of 0-d values: its fused loops run member by member on values, not on one-element
+/// tiles. Every elementwise function of the table (and the binary, ternary, scalar-parameter and
+/// one-value reduction ops) gives the eager tape's loss and gradients, and the same gradient bits
+/// as the same program on three equal elements (the tile loop, checked against eager above).
+#[test]
+fn a_program_of_scalars_runs_like_the_eager_tape_and_like_its_tiles() {
+    fn program<'t>(p: &[Var<'t, f64>]) -> Var<'t, f64> {
+        let (x, y) = (p[0], p[1]); // x in (0, 1), y > 1
+        let terms = [
+            x.exp(),
+            y.log(),
+            y.sqrt(),
+            x.tanh(),
+            x.sigmoid(),
+            (x - y).relu(),
+            (x - y).abs(),
+            x.sin(),
+            x.cos(),
+            x.tan(),
+            x.asin(),
+            x.acos(),
+            x.atan(),
+            x.sinh(),
+            x.cosh(),
+            x.asinh(),
+            y.acosh(),
+            x.atanh(),
+            x.log1p(),
+            x.expm1(),
+            y.log2(),
+            y.log10(),
+            x.exp2(),
+            y.reciprocal(),
+            y.rsqrt(),
+            x.square(),
+            x.softplus(),
+            x.erf(),
+            x.erfc(),
+            x.gelu(),
+            x.gelu_tanh(),
+            x.silu(),
+            (x - y).leaky_relu(0.1),
+            (x - y).elu(1.0),
+            x.clamp(0.1, 0.3),
+            x.add_scalar(2.0),
+            x.mul_scalar(3.0),
+            x.rdiv_scalar(2.0),
+            x.powf(2.5),
+            -x,
+            x * y,
+            x / y,
+            x - y,
+            x.pow(y),
+            x.maximum(y),
+            x.minimum(y),
+            x.lt(y).select(x * x, y),
+            // (the maximum's rule reads values, which would keep the backward unfused)
+            x.unsqueeze(-1).max_axis(-1, false).detach() * x,
+            x.sum(),
+            x.mean(),
+        ];
+        let mut s = terms[0];
+        for (k, t) in terms[1..].iter().enumerate() {
+            // Different weights, so a wrong term cannot hide behind another.
+            s = s + t.mul_scalar(1.0 + k as f64 / 7.0).sum();
+        }
+        s.exp().tanh() * y
+    }
+    for (x, y) in [(0.4, 1.7), (0.05, 3.0), (f64::NAN, 2.0)] {
+        let scalars = [Tensor::scalar(x), Tensor::scalar(y)];
+        let rows = [Tensor::full([3], x), Tensor::full([3], y)];
+        let mut step = Compiled::trace(&[&scalars[0], &scalars[1]], &[], |_, p, _| program(p)).unwrap();
+        // Fused loops forward and backward: their members run on values.
+        assert!(!step.summary().contains("not fused"), "{}", step.summary());
+        let one = step.run(&[&scalars[0], &scalars[1]], &[]).unwrap();
+        let three = Compiled::trace(&[&rows[0], &rows[1]], &[], |_, p, _| program(p).sum())
+            .unwrap()
+            .run(&[&rows[0], &rows[1]], &[])
+            .unwrap();
+        let tape = Tape::<f64>::new();
+        let vars: Vec<Var<'_, f64>> = scalars.iter().map(|t| tape.var(t.clone())).collect();
+        let loss = program(&vars);
+        let grads = tape.grad(&[loss], &[Tensor::scalar(1.0)], &vars);
+        assert!(close(one.loss.item(), loss.item(), 1e-12, 0.0), "({x}, {y}): loss");
+        for (k, (g, tiles)) in grads.iter().zip(&three.grads).enumerate() {
+            let (c, e) = (one.grads[k].item(), g.item());
+            assert!(close(c, e, 1e-12, 0.0), "({x}, {y}): input {k}: compiled {c} eager {e}");
+            for &t in tiles.data() {
+                assert!(same(c, t), "({x}, {y}): input {k}: 0-d {c}, tiles {t}");
+            }
+        }
+        if x.is_nan() {
+            assert!(one.loss.item().is_nan() && one.grads[0].item().is_nan());
+        }
+    }
+}

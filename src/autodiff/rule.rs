@@ -357,18 +357,39 @@ impl<T: Float> Elementwise<'_, T> {
 pub trait UnaryKernel<T: Float>: Sync {
     /// `out[i] = f(x[i])` for every `i`.
     fn apply(&self, x: &[T], out: &mut [T]);
+    /// `f(x)` of one element, the same bits as [`apply`](Self::apply) (a fused loop of 0-d
+    /// values calls it, without a slice per element). By default `apply` on one element.
+    fn one(&self, x: T) -> T {
+        let mut o = [x];
+        self.apply(&[x], &mut o);
+        o[0]
+    }
 }
 
 /// A function of two arguments over slices of one length.
 pub trait BinaryKernel<T: Float>: Sync {
     /// `out[i] = f(a[i], b[i])` for every `i`.
     fn apply(&self, a: &[T], b: &[T], out: &mut [T]);
+    /// `f(a, b)` of one pair, the same bits as [`apply`](Self::apply) (see
+    /// [`UnaryKernel::one`]).
+    fn one(&self, a: T, b: T) -> T {
+        let mut o = [a];
+        self.apply(&[a], &[b], &mut o);
+        o[0]
+    }
 }
 
 /// A function of three arguments over slices of one length.
 pub trait TernaryKernel<T: Float>: Sync {
     /// `out[i] = f(a[i], b[i], c[i])` for every `i`.
     fn apply(&self, a: &[T], b: &[T], c: &[T], out: &mut [T]);
+    /// `f(a, b, c)` of one triple, the same bits as [`apply`](Self::apply) (see
+    /// [`UnaryKernel::one`]).
+    fn one(&self, a: T, b: T, c: T) -> T {
+        let mut o = [a];
+        self.apply(&[a], &[b], &[c], &mut o);
+        o[0]
+    }
 }
 
 /// The element-at-a-time kernel of a [`Unary`] function (the default for table rows without a
@@ -385,6 +406,9 @@ impl<T: Float, F: Binary<T>> BinaryKernel<T> for F {
             }
         })
     }
+    fn one(&self, a: T, b: T) -> T {
+        self.f(a, b)
+    }
 }
 
 impl<T: Float, F: Ternary<T>> TernaryKernel<T> for F {
@@ -394,6 +418,9 @@ impl<T: Float, F: Ternary<T>> TernaryKernel<T> for F {
                 *o = self.f(x, y, z);
             }
         })
+    }
+    fn one(&self, a: T, b: T, c: T) -> T {
+        self.f(a, b, c)
     }
 }
 
@@ -460,12 +487,19 @@ impl<T: Float, const N: usize> RuleKernel<T, N> {
     pub(crate) fn run(&self, ins: [Option<&[T]>; N], out: &mut [T]) {
         self.f.run(ins, out)
     }
+
+    /// [`run`](Self::run) at one element: `ins[k]` the value of argument `k` (`None`: unread,
+    /// given as 0). The same arithmetic, so the same bits.
+    pub(crate) fn one(&self, ins: [Option<T>; N]) -> T {
+        self.f.one(ins)
+    }
 }
 
 /// A [`Pointwise`] expression behind a pointer: what [`RuleKernel`] holds.
 trait ErasedPointwise<T: Float, const N: usize>: Send + Sync {
     fn uses(&self) -> [bool; N];
     fn run(&self, ins: [Option<&[T]>; N], out: &mut [T]);
+    fn one(&self, ins: [Option<T>; N]) -> T;
 }
 
 impl<T: Float, const N: usize, F: Pointwise<T, N> + Send> ErasedPointwise<T, N> for F {
@@ -477,6 +511,9 @@ impl<T: Float, const N: usize, F: Pointwise<T, N> + Send> ErasedPointwise<T, N> 
     }
     fn run(&self, ins: [Option<&[T]>; N], out: &mut [T]) {
         run_blocks_wide(self, ins, out)
+    }
+    fn one(&self, ins: [Option<T>; N]) -> T {
+        self.eval(std::array::from_fn(|k| Scalar(ins[k].unwrap_or(T::ZERO)))).0
     }
 }
 

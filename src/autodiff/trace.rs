@@ -125,4 +125,7 @@ impl<T: Float> crate::autodiff::rule::UnaryKernel<T> for Detach {
     fn apply(&self, x: &[T], out: &mut [T]) {
         out.copy_from_slice(x);
     }
+    fn one(&self, x: T) -> T {
+        x
+    }
 }

@@ -753,6 +753,10 @@ impl<T: Float> Group<T> {
             }
         }
 
+        // A loop of 0-d values (one element, every input one value) runs member by member on
+        // values, not on one-element tiles.
+        let one = total == 1 && n_chunks == 1 && ins.iter().all(|x| x.len() == 1);
+
         let chunk = |c: usize, mut outs: Vec<Option<&mut [T]>>| -> Vec<Option<Vec<T>>> {
             let (e0, r0_chunk) = {
                 let f = tile_at(c * chunk_tiles);
@@ -769,6 +773,10 @@ impl<T: Float> Group<T> {
                     }
                 })
                 .collect();
+            if one {
+                self.run_one(&ins, &mut sinks, &mut outs);
+                return sinks;
+            }
             // Tile buffers: a set kept from an earlier run (no allocation), or new ones.
             let spare = self
                 .scratch
@@ -1022,6 +1030,61 @@ impl<T: Float> Group<T> {
             ));
         }
         result
+    }
+
+    /// [`run`](Self::run)'s loop for a group of 0-d values (`ins`: one value each): each member
+    /// at one element ([`UnaryKernel::one`](crate::autodiff::rule::UnaryKernel::one) and its
+    /// kin), the values on the stack instead of in tile buffers. The same arithmetic as the tile
+    /// loop on a one-element tile — sums and row sums of one value go through `sum_slice` as
+    /// there — so the same bits. On a 1000-op scalar chain (W5) a member cost ~30 ns through
+    /// the tile loop (buffers swapped, slices cut, a vector kernel dispatched for one element).
+    fn run_one(&self, ins: &[&[T]], sinks: &mut [Option<Vec<T>>], outs: &mut [Option<&mut [T]>]) {
+        let mut vals: SmallVec<[T; 64]> = SmallVec::from_elem(T::ZERO, self.members.len());
+        for (m, member) in self.members.iter().enumerate() {
+            let arg = |k: usize| match member.args[k] {
+                Arg::In(i) => ins[i as usize][0],
+                Arg::Member(j) => vals[j as usize],
+            };
+            let v = match &member.kind {
+                Kind::Elem(op) => match op.get().elementwise().expect("fused: an elementwise op") {
+                    Elementwise::Unary(f) => f.one(arg(0)),
+                    Elementwise::Binary(f) => f.one(arg(0), arg(1)),
+                    Elementwise::Ternary(f) => f.one(arg(0), arg(1), arg(2)),
+                },
+                Kind::Copy | Kind::Expand => arg(0),
+                Kind::RowSum { scale } => {
+                    let v = -T::ZERO + sum_slice(&[arg(0)]);
+                    match scale {
+                        Some(c) => v * *c,
+                        None => v,
+                    }
+                }
+                Kind::RowMax { .. } => {
+                    let v = arg(0);
+                    if v.is_nan() { T::NAN } else { v }
+                }
+                Kind::Sum { map, all, .. } => {
+                    let v = arg(0);
+                    let acc = sinks[self.pos[m] as usize]
+                        .as_mut()
+                        .expect("fused: a sink's accumulator");
+                    if *all {
+                        acc.push(sum_slice(&[v]));
+                    } else if map.last == 1 {
+                        acc[0] += v;
+                    } else {
+                        acc[0] += sum_slice(&[v]);
+                    }
+                    continue;
+                }
+            };
+            vals[m] = v;
+            if (self.direct[m] || member.out.is_some())
+                && let Some(o) = outs[self.pos[m] as usize].as_deref_mut()
+            {
+                o[0] = v;
+            }
+        }
     }
 
     /// Bytes one run reads from and writes to memory: inputs (a broadcast one at its own size)

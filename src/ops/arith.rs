@@ -288,6 +288,9 @@ impl<T: Float> UnaryKernel<T> for NegOp {
     fn apply(&self, x: &[T], out: &mut [T]) {
         crate::tensor::vmath::wide(|| out.iter_mut().zip(x).for_each(|(o, &a)| *o = -a));
     }
+    fn one(&self, x: T) -> T {
+        -x
+    }
 }
 
 /// Declares the ops with one constant parameter `c`: the forward at one element and the rule.
@@ -331,6 +334,10 @@ macro_rules! scalar_ops {
             fn apply(&self, x: &[T], out: &mut [T]) {
                 let $c = T::from_f64(self.0);
                 crate::tensor::vmath::wide(|| out.iter_mut().zip(x).for_each(|(o, &$x)| *o = $fwd));
+            }
+            fn one(&self, $x: T) -> T {
+                let $c = T::from_f64(self.0);
+                $fwd
             }
         }
     )*};
@@ -386,6 +393,9 @@ impl<T: Float> Op<T> for PowfOp {
 impl<T: Float> UnaryKernel<T> for PowfOp {
     fn apply(&self, x: &[T], out: &mut [T]) {
         unary_loop(self, x, out)
+    }
+    fn one(&self, x: T) -> T {
+        <Self as Unary<T>>::f(self, x)
     }
 }
 

@@ -91,6 +91,13 @@ macro_rules! unary_table {
                     #[allow(unreachable_code)]
                     unary_loop(self, x, out)
                 }
+                fn one(&self, x: T) -> T {
+                    // A slice kernel's bits come from the kernel (vectorised maths): one element
+                    // through it; otherwise the function at one element, as `unary_loop` does.
+                    $( let mut o = [x]; $slice(&mut o); return o[0]; )?
+                    #[allow(unreachable_code)]
+                    <Self as Unary<T>>::f(self, x)
+                }
             }
         )*
 
@@ -442,6 +449,9 @@ macro_rules! param_table {
         impl<T: Float> UnaryKernel<T> for $ty {
             fn apply(&self, x: &[T], out: &mut [T]) {
                 unary_loop(self, x, out)
+            }
+            fn one(&self, x: T) -> T {
+                <Self as Unary<T>>::f(self, x)
             }
         }
 

@@ -167,6 +167,11 @@ impl<T: Float, const N: usize> WholeRule<T, N> {
     fn run(&self, ins: &[&[T]], out: &mut [T]) {
         self.k.run(std::array::from_fn(|k| self.slot[k].map(|j| ins[j])), out)
     }
+
+    /// [`run`](Self::run) at one element.
+    fn one(&self, ins: &[T]) -> T {
+        self.k.one(std::array::from_fn(|k| self.slot[k].map(|j| ins[j])))
+    }
 }
 
 impl<T: Float, const N: usize> Op<T> for WholeRule<T, N> {
@@ -241,17 +246,26 @@ impl<T: Float, const N: usize> UnaryKernel<T> for WholeRule<T, N> {
     fn apply(&self, x: &[T], out: &mut [T]) {
         self.run(&[x], out)
     }
+    fn one(&self, x: T) -> T {
+        WholeRule::one(self, &[x])
+    }
 }
 
 impl<T: Float, const N: usize> BinaryKernel<T> for WholeRule<T, N> {
     fn apply(&self, a: &[T], b: &[T], out: &mut [T]) {
         self.run(&[a, b], out)
     }
+    fn one(&self, a: T, b: T) -> T {
+        WholeRule::one(self, &[a, b])
+    }
 }
 
 impl<T: Float, const N: usize> TernaryKernel<T> for WholeRule<T, N> {
     fn apply(&self, a: &[T], b: &[T], c: &[T], out: &mut [T]) {
         self.run(&[a, b, c], out)
+    }
+    fn one(&self, a: T, b: T, c: T) -> T {
+        WholeRule::one(self, &[a, b, c])
     }
 }
 
