@@ -150,6 +150,13 @@ fn large_cases<T: Float>() -> Vec<(String, Bits)> {
             }),
         ),
         (
+            // wider than tall: split by bands of columns
+            t("wide matmul"),
+            run(&[normal::<T>(&[70, 150], 10), normal::<T>(&[150, 501], 11)], |v| {
+                v[0].matmul(v[1])
+            }),
+        ),
+        (
             t("batched matmul"),
             run(&[normal::<T>(&[8, 100, 120], 8), normal::<T>(&[120, 90], 9)], |v| {
                 v[0].matmul(v[1])
