@@ -478,6 +478,8 @@ pub(crate) fn permute<T: Float>(a: &[T], shape: &[usize], perm: &[usize]) -> Vec
 /// `x ← eˣ` elementwise, vectorised (≤ ~1 ulp; see [`super::vmath`]).
 pub(crate) fn exp_inplace<T: Float>(x: &mut [T]) {
     match T::slice_mut(x) {
+        SliceMut::F32([v]) => *v = super::vmath::exp_f32_one(*v),
+        SliceMut::F64([v]) => *v = super::vmath::exp_f64_one(*v),
         SliceMut::F32(x) => super::vmath::exp_f32_inplace(x),
         SliceMut::F64(x) => super::vmath::exp_f64_inplace(x),
     }
@@ -486,6 +488,8 @@ pub(crate) fn exp_inplace<T: Float>(x: &mut [T]) {
 /// `x ← ln x` elementwise, vectorised (≤ ~1 ulp; see [`super::vmath`]).
 pub(crate) fn ln_inplace<T: Float>(x: &mut [T]) {
     match T::slice_mut(x) {
+        SliceMut::F32([v]) => *v = super::vmath::ln_f32_one(*v),
+        SliceMut::F64([v]) => *v = super::vmath::ln_f64_one(*v),
         SliceMut::F32(x) => super::vmath::ln_f32_inplace(x),
         SliceMut::F64(x) => super::vmath::ln_f64_inplace(x),
     }
