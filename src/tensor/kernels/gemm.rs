@@ -188,10 +188,9 @@ fn gemm_rows<T: Float>(
         }
         return;
     }
+    // Here m > band(m): with two or more parts, m ≤ band(m) means m ≤ 64, and then n (≤ m, or
+    // ≤ band(n) when wider) left with the first check.
     let rows = band(m);
-    if m <= rows {
-        return gemm(m, k, n, a, rsa, csa, b, rsb, csb, c);
-    }
     parallel::chunks_mut(c, rows * n, work, |i, band| {
         let r0 = i * rows;
         let mb = band.len() / n;
