@@ -577,6 +577,11 @@ pub(crate) trait DynOp<T: Float>: Send + Sync {
     fn type_name(&self) -> &'static str;
     /// The op as a slice kernel, when it is elementwise (see [`Op::elementwise`]).
     fn elementwise(&self) -> Option<crate::autodiff::rule::Elementwise<'_, T>>;
+    /// The elementwise op at one point (its kernel's `one`: the same bits as the kernel on one
+    /// element), its arguments first among `a, b, c`. One virtual call, arguments and result in
+    /// registers, where `elementwise()` then `one` would be two: a compiled loop of scalars makes
+    /// one per member, on its chain's critical path. Panics when the op is not elementwise.
+    fn elementwise_one(&self, a: T, b: T, c: T) -> T;
 }
 
 impl<T: Float, O: Op<T>> DynOp<T> for O {
@@ -603,6 +608,15 @@ impl<T: Float, O: Op<T>> DynOp<T> for O {
     }
     fn elementwise(&self) -> Option<crate::autodiff::rule::Elementwise<'_, T>> {
         Op::elementwise(self)
+    }
+    #[inline]
+    fn elementwise_one(&self, a: T, b: T, c: T) -> T {
+        use crate::autodiff::rule::Elementwise;
+        match Op::elementwise(self).expect("fused: an elementwise op") {
+            Elementwise::Unary(f) => f.one(a),
+            Elementwise::Binary(f) => f.one(a, b),
+            Elementwise::Ternary(f) => f.one(a, b, c),
+        }
     }
 }
 

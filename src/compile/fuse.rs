@@ -166,6 +166,37 @@ pub(crate) struct Group<T: Float> {
     /// Sets of tile buffers kept between runs (one per chunk running at once), so a replay
     /// allocates none.
     scratch: std::sync::Mutex<Vec<Scratch<T>>>,
+    /// For a loop of one element: its members as [`Group::run_one`] runs them (built with the
+    /// buffers, so a run looks nothing up), and the value array it keeps between runs.
+    one: Vec<OneStep<T>>,
+    one_vals: std::sync::Mutex<Vec<T>>,
+}
+
+/// A member of a loop of one element as [`Group::run_one`] runs it: what it computes, where its
+/// arguments lie in the run's value array (the inputs, then the members), and its place in
+/// [`Group::written`] or [`Group::sums`] (`u32::MAX`: neither).
+struct OneStep<T: Float> {
+    what: OneWhat<T>,
+    args: [u32; 3],
+    pos: u32,
+}
+
+/// A [`OneStep`] argument that is the member just before it (in `OneStep::args`).
+const PREV: u32 = u32::MAX;
+
+/// What a [`OneStep`] computes.
+enum OneWhat<T: Float> {
+    /// An elementwise op at one point.
+    Elem(OpRef<T>),
+    /// Its argument (a broadcast, a reshape, a row value spread along its row).
+    Copy,
+    /// A row sum of one element, times the mean's scale.
+    RowSum(Option<T>),
+    /// A row maximum (or minimum) of one element: NaN stays NaN.
+    RowMax,
+    /// A sink: `all` (a sum down to one value, one partial per tile), or `plain` (a sum that
+    /// keeps the last axis, so its element is added as it is).
+    Sum { all: bool, plain: bool },
 }
 
 /// The tile buffers one chunk of a loop works in.
@@ -264,6 +295,46 @@ impl<T: Float> Group<T> {
                     }
                 }
             }
+        }
+        self.plan_one();
+    }
+
+    /// The members as value steps, for a loop of one element (none otherwise).
+    fn plan_one(&mut self) {
+        self.one.clear();
+        if self.shape.iter().product::<usize>() != 1 {
+            return;
+        }
+        let n_in = self.inputs.len() as u32;
+        for (m, member) in self.members.iter().enumerate() {
+            let mut args = [0u32; 3];
+            for (slot, a) in args.iter_mut().zip(&member.args) {
+                *slot = match *a {
+                    Arg::In(k) => k,
+                    Arg::Member(j)
+                        if j as usize + 1 == m && !matches!(self.members[j as usize].kind, Kind::Sum { .. }) =>
+                    {
+                        PREV
+                    }
+                    Arg::Member(j) => n_in + j,
+                };
+            }
+            let what = match &member.kind {
+                Kind::Elem(op) => OneWhat::Elem(op.clone()),
+                Kind::Copy | Kind::Expand => OneWhat::Copy,
+                Kind::RowSum { scale } => OneWhat::RowSum(*scale),
+                Kind::RowMax { .. } => OneWhat::RowMax,
+                Kind::Sum { map, all, .. } => OneWhat::Sum {
+                    all: *all,
+                    plain: map.last == 1,
+                },
+            };
+            let placed = self.direct[m] || member.out.is_some() || matches!(member.kind, Kind::Sum { .. });
+            self.one.push(OneStep {
+                what,
+                args,
+                pos: if placed { self.pos[m] } else { u32::MAX },
+            });
         }
     }
 }
@@ -398,6 +469,8 @@ impl<T: Float> Builder<T> {
                 row_read: Vec::new(),
                 direct: Vec::new(),
                 scratch: Default::default(),
+                one: Vec::new(),
+                one_vals: Default::default(),
             },
             index: Default::default(),
             expanded: Default::default(),
@@ -1034,57 +1107,61 @@ impl<T: Float> Group<T> {
 
     /// [`run`](Self::run)'s loop for a group of 0-d values (`ins`: one value each): each member
     /// at one element ([`UnaryKernel::one`](crate::autodiff::rule::UnaryKernel::one) and its
-    /// kin), the values on the stack instead of in tile buffers. The same arithmetic as the tile
+    /// kin, through one virtual call per member), the values in one array kept between runs instead
+    /// of in tile buffers. The same arithmetic as the tile
     /// loop on a one-element tile — sums and row sums of one value go through `sum_slice` as
     /// there — so the same bits. On a 1000-op scalar chain (W5) a member cost ~30 ns through
     /// the tile loop (buffers swapped, slices cut, a vector kernel dispatched for one element).
     fn run_one(&self, ins: &[&[T]], sinks: &mut [Option<Vec<T>>], outs: &mut [Option<&mut [T]>]) {
-        let mut vals: SmallVec<[T; 64]> = SmallVec::from_elem(T::ZERO, self.members.len());
-        for (m, member) in self.members.iter().enumerate() {
-            let arg = |k: usize| match member.args[k] {
-                Arg::In(i) => ins[i as usize][0],
-                Arg::Member(j) => vals[j as usize],
-            };
-            let v = match &member.kind {
-                Kind::Elem(op) => match op.get().elementwise().expect("fused: an elementwise op") {
-                    Elementwise::Unary(f) => f.one(arg(0)),
-                    Elementwise::Binary(f) => f.one(arg(0), arg(1)),
-                    Elementwise::Ternary(f) => f.one(arg(0), arg(1), arg(2)),
-                },
-                Kind::Copy | Kind::Expand => arg(0),
-                Kind::RowSum { scale } => {
-                    let v = -T::ZERO + sum_slice(&[arg(0)]);
+        let lock = || self.one_vals.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut vals = std::mem::take(&mut *lock());
+        vals.clear();
+        vals.extend(ins.iter().map(|x| x[0]));
+        let n_in = vals.len();
+        vals.resize(n_in + self.one.len(), T::ZERO);
+        // The previous member's value stays in a register: in a chain it is the next member's
+        // argument, and a round trip through `vals` would add a store-to-load delay per member.
+        let mut prev = T::ZERO;
+        for (m, st) in self.one.iter().enumerate() {
+            let [a, b, c] = st.args.map(|k| if k == PREV { prev } else { vals[k as usize] });
+            let v = match &st.what {
+                OneWhat::Elem(op) => op.get().elementwise_one(a, b, c),
+                OneWhat::Copy => a,
+                OneWhat::RowSum(scale) => {
+                    let v = -T::ZERO + sum_slice(&[a]);
                     match scale {
-                        Some(c) => v * *c,
+                        Some(k) => v * *k,
                         None => v,
                     }
                 }
-                Kind::RowMax { .. } => {
-                    let v = arg(0);
-                    if v.is_nan() { T::NAN } else { v }
-                }
-                Kind::Sum { map, all, .. } => {
-                    let v = arg(0);
-                    let acc = sinks[self.pos[m] as usize]
-                        .as_mut()
-                        .expect("fused: a sink's accumulator");
-                    if *all {
-                        acc.push(sum_slice(&[v]));
-                    } else if map.last == 1 {
-                        acc[0] += v;
+                OneWhat::RowMax => {
+                    if a.is_nan() {
+                        T::NAN
                     } else {
-                        acc[0] += sum_slice(&[v]);
+                        a
+                    }
+                }
+                OneWhat::Sum { all, plain } => {
+                    let acc = sinks[st.pos as usize].as_mut().expect("fused: a sink's accumulator");
+                    if *all {
+                        acc.push(sum_slice(&[a]));
+                    } else if *plain {
+                        acc[0] += a;
+                    } else {
+                        acc[0] += sum_slice(&[a]);
                     }
                     continue;
                 }
             };
-            vals[m] = v;
-            if (self.direct[m] || member.out.is_some())
-                && let Some(o) = outs[self.pos[m] as usize].as_deref_mut()
+            vals[n_in + m] = v;
+            prev = v;
+            if st.pos != u32::MAX
+                && let Some(o) = outs[st.pos as usize].as_deref_mut()
             {
                 o[0] = v;
             }
         }
+        *lock() = vals;
     }
 
     /// Bytes one run reads from and writes to memory: inputs (a broadcast one at its own size)

@@ -506,8 +506,9 @@ impl<T: Float> Compiled<T> {
         mut times: Option<&mut Vec<StepTime>>,
     ) -> Result<StepOutput<T>> {
         let anomaly = self.anomaly;
-        for (x, src) in self.plan.sources.iter().enumerate() {
-            let Some(src) = src else { continue };
+        for &x in &self.plan.filled {
+            let x = x as usize;
+            let Some(src) = &self.plan.sources[x] else { continue };
             let t = match src {
                 Source::Param(k) => params[*k].clone(),
                 Source::Data(k) => data[*k].clone(),
@@ -629,7 +630,7 @@ impl<T: Float> Compiled<T> {
             for &x in &self.plan.free[i] {
                 self.slots[x as usize] = None;
             }
-            if step.writes().contains(&self.plan.loss) {
+            if self.plan.loss_step == Some(i) {
                 kept_bytes = self.live_intermediate_bytes();
             }
             if let (Some(ts), Some(t0)) = (times.as_deref_mut(), t0) {

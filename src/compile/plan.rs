@@ -113,6 +113,10 @@ pub(crate) struct Plan<T: Float> {
     pub(crate) free: Vec<SmallVec<[Slot; 4]>>,
     /// Slots of values no step reads: dropped before the first step.
     pub(crate) free_at_start: Vec<Slot>,
+    /// The slots with a source, in order (a run fills these, not every slot it scans).
+    pub(crate) filled: Vec<Slot>,
+    /// The step that computes the loss (`None`: the loss is an input).
+    pub(crate) loss_step: Option<usize>,
     /// The loss slot.
     pub(crate) loss: Slot,
     /// The slot holding each parameter's gradient, or `None` where no gradient reaches it
@@ -269,11 +273,18 @@ impl<T: Float> Plan<T> {
                 (None, None) => {}
             }
         }
+        let filled = (0..n_slots)
+            .filter(|&x| sources[x].is_some())
+            .map(|x| x as Slot)
+            .collect();
+        let loss_step = steps.iter().position(|s| s.writes().contains(&(loss as Slot)));
         Plan {
             sources,
             steps,
             free,
             free_at_start,
+            filled,
+            loss_step,
             loss: loss as Slot,
             grads,
             first_backward,
