@@ -181,7 +181,7 @@ unary_table! {
         domain Domain::Positive, reference f64::sqrt;
     /// Hyperbolic tangent elementwise: `d tanh x = (1 − tanh² x) dx`, from the output.
     tanh: Tanh "tanh" "tanh x",
-        |x| x.tanh_vec(),
+        |x| x.tanh_vec(), slice kernels::tanh_inplace,
         rule |g, _x, y| g * (-(y * y) + T::ONE),
         domain Domain::Real, reference f64::tanh;
     /// The logistic function `1 / (1 + e⁻ˣ)` elementwise, computed stably on both tails:

@@ -293,8 +293,14 @@ pub fn exp_f64_scalar(x: f64) -> f64 {
 /// `tanh_f32_ulp_sweep`).
 #[inline(always)]
 pub fn tanh_f32_scalar(x: f32) -> f32 {
+    tanh32::<STATIC_FMA>(x)
+}
+
+/// [`tanh_f32_scalar`]'s arithmetic, with fused multiply-adds in the `exp` when `FMA`.
+#[inline(always)]
+fn tanh32<const FMA: bool>(x: f32) -> f32 {
     let d = f64::from(x);
-    let e = exp64::<STATIC_FMA>(2.0 * d.abs());
+    let e = exp64::<FMA>(2.0 * d.abs());
     let t = (1.0 - 2.0 / (e + 1.0)) as f32;
     if x.abs() < 1.0 / 4096.0 { x } else { t.copysign(x) }
 }
@@ -537,6 +543,7 @@ kernel!(Exp32, f32, exp32);
 kernel!(Exp64, f64, exp64);
 kernel!(Ln32, f32, ln32);
 kernel!(Ln64, f64, ln64);
+kernel!(Tanh32, f32, tanh32);
 
 #[inline(always)]
 fn map<K: Kernel, const FMA: bool>(x: &[K::T], out: &mut [K::T]) {
@@ -620,6 +627,29 @@ pub(crate) fn exp_f64_one(x: f64) -> f64 {
     one::<Exp64>(x)
 }
 
+/// `x[i] ← tanh x[i]` for `f32`, using the best code path for this CPU: [`tanh_f32_scalar`]'s
+/// formula, with fused multiply-adds in its `exp` on the AVX2 and AVX-512 paths (which halves
+/// the latency of one value in a chain of scalar ops). Within 1 ulp of `f64::tanh` on every
+/// path (test `tanh_f32_ulp_sweep`).
+pub(crate) fn tanh_f32_inplace(x: &mut [f32]) {
+    // Through a copy on the stack, as the out-of-place loop: the in-place loop of this kernel
+    // compiles to code ~4× slower on the AVX-512 path (measured on 1M f32, one thread: 6.4 ms in
+    // place, 1.4 ms out of place; exp's loops are not affected).
+    const BLOCK: usize = 512;
+    let backend = Backend::detect();
+    let mut tmp = [0.0f32; BLOCK];
+    for c in x.chunks_mut(BLOCK) {
+        let t = &mut tmp[..c.len()];
+        t.copy_from_slice(c);
+        run::<Tanh32>(backend, t, c);
+    }
+}
+
+/// [`tanh_f32_inplace`] of one value (the same bits as a one-element slice).
+pub(crate) fn tanh_f32_one(x: f32) -> f32 {
+    one::<Tanh32>(x)
+}
+
 /// [`ln_f32`] of one value (the same bits as a one-element slice).
 pub(crate) fn ln_f32_one(x: f32) -> f32 {
     one::<Ln32>(x)
@@ -688,6 +718,12 @@ pub(crate) fn exp_f64_with(backend: Backend, x: &[f64], out: &mut [f64]) {
 /// [`exp_f64_inplace`] on a forced backend.
 pub(crate) fn exp_f64_inplace_with(backend: Backend, x: &mut [f64]) {
     run_inplace::<Exp64>(backend, x);
+}
+
+/// [`tanh_f32_inplace`] on a forced backend, out of place.
+#[cfg(test)]
+fn tanh_f32_with(backend: Backend, x: &[f32], out: &mut [f32]) {
+    run::<Tanh32>(backend, x, out);
 }
 
 /// [`ln_f32`] on a forced backend.
@@ -778,6 +814,15 @@ mod tests {
             assert!(
                 one.to_bits() == slice.to_bits() || one.is_nan() && slice.is_nan(),
                 "ln({v:e})"
+            );
+        }
+        let mut t = x.clone();
+        tanh_f32_inplace(&mut t);
+        for (i, &v) in x.iter().enumerate() {
+            let (one, slice) = (tanh_f32_one(v), t[i]);
+            assert!(
+                one.to_bits() == slice.to_bits() || one.is_nan() && slice.is_nan(),
+                "tanh({v:e})"
             );
         }
         let y: Vec<f64> = x.iter().map(|&v| f64::from(v) * 7.3).collect();
@@ -901,21 +946,34 @@ mod tests {
 
     #[test]
     fn tanh_f32_ulp_sweep() {
-        let mut worst = 0.0f64;
-        for bits in (0..u32::MAX).step_by(61).chain([0x8000_0000, 0x7f80_0000, 0xff80_0000]) {
-            let x = f32::from_bits(bits);
-            let (got, want) = (tanh_f32_scalar(x), f64::from(x).tanh());
-            if x.is_nan() {
-                assert!(got.is_nan());
-                continue;
+        let xs: Vec<f32> = (0..u32::MAX)
+            .step_by(61)
+            .chain([0x8000_0000, 0x7f80_0000, 0xff80_0000])
+            .map(f32::from_bits)
+            .collect();
+        let mut out = vec![0.0f32; xs.len()];
+        // The scalar function (the portable path's arithmetic), then every backend's slice path.
+        let scalar: Slice32 = |_, x, o| o.iter_mut().zip(x).for_each(|(o, &v)| *o = tanh_f32_scalar(v));
+        for (name, f) in [("scalar", scalar), ("slice", tanh_f32_with as Slice32)] {
+            for b in backends() {
+                f(b, &xs, &mut out);
+                let mut worst = 0.0f64;
+                for (&x, &got) in xs.iter().zip(&out) {
+                    if x.is_nan() {
+                        assert!(got.is_nan());
+                        continue;
+                    }
+                    assert_eq!(got.is_sign_negative(), x.is_sign_negative(), "tanh({x:e}) = {got:e}");
+                    worst = worst.max(ulp_err32(got, f64::from(x).tanh()));
+                }
+                assert!(worst <= 1.0, "tanh f32 {name} {b:?}: {worst} ulp");
             }
-            assert_eq!(got.is_sign_negative(), x.is_sign_negative(), "tanh({x:e}) = {got:e}");
-            worst = worst.max(ulp_err32(got, want));
         }
-        assert!(worst <= 1.0, "tanh f32: {worst} ulp");
-        assert_eq!(tanh_f32_scalar(f32::INFINITY), 1.0);
-        assert_eq!(tanh_f32_scalar(f32::NEG_INFINITY), -1.0);
-        assert_eq!(tanh_f32_scalar(-0.0).to_bits(), (-0.0f32).to_bits());
+        for f in [tanh_f32_scalar, tanh_f32_one] {
+            assert_eq!(f(f32::INFINITY), 1.0);
+            assert_eq!(f(f32::NEG_INFINITY), -1.0);
+            assert_eq!(f(-0.0).to_bits(), (-0.0f32).to_bits());
+        }
     }
 
     #[test]

@@ -485,6 +485,16 @@ pub(crate) fn exp_inplace<T: Float>(x: &mut [T]) {
     }
 }
 
+/// `x ← tanh x` elementwise: for `f32` vectorised (within 1 ulp; see
+/// [`super::vmath::tanh_f32_scalar`]), for `f64` the C library's.
+pub(crate) fn tanh_inplace<T: Float>(x: &mut [T]) {
+    match T::slice_mut(x) {
+        SliceMut::F32([v]) => *v = super::vmath::tanh_f32_one(*v),
+        SliceMut::F32(x) => super::vmath::tanh_f32_inplace(x),
+        SliceMut::F64(x) => x.iter_mut().for_each(|v| *v = v.tanh()),
+    }
+}
+
 /// `x ← ln x` elementwise, vectorised (≤ ~1 ulp; see [`super::vmath`]).
 pub(crate) fn ln_inplace<T: Float>(x: &mut [T]) {
     match T::slice_mut(x) {
