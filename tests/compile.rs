@@ -269,10 +269,11 @@ fn the_summary_the_dot_graph_and_the_profile_list_every_step() {
     let s = step.summary();
     // The forward and the recorded backward fuse into one loop over the rows: the row sums are
     // complete within a tile, so the division, the loss, and the backward's row sums and
-    // elementwise ops run in the same pass; only the gradient and the loss are written.
+    // elementwise ops run in the same pass; only the gradient and the loss are written (and
+    // the backward's product by the seed's ones is not computed at all).
     assert!(s.contains("backward recorded"), "{s}");
     assert!(
-        s.contains("fused loop of 14 ops [exp sum(axis=-1, keepdim) div sum* "),
+        s.contains("fused loop of 13 ops [exp sum(axis=-1, keepdim) div sum* "),
         "{s}"
     );
     assert_eq!((step.len(), step.fused_loops()), (1, 1), "{s}");
@@ -300,6 +301,68 @@ fn a_parameter_the_loss_ignores_gets_zeros() {
     let out = step.run(&[&a, &b], &[]).unwrap();
     assert_eq!(out.grads[1].to_vec(), vec![0.0; 3]);
     assert_eq!(out.grads[0].to_vec(), vec![2.0, 4.0]);
+}
+
+#[test]
+fn products_by_ones_are_not_computed_and_change_no_bit() {
+    // `∂ sum(p·d)/∂p` is the seed spread to `d`'s shape times `d`: `d` itself, NaN, infinities
+    // and signed zeros included, with no loop that writes it.
+    let odd = |k: f64| {
+        Tensor::<f64>::from_vec(
+            vec![
+                -0.0,
+                0.0,
+                f64::NAN,
+                f64::INFINITY,
+                -f64::INFINITY,
+                1.5 * k,
+                -2.0 * k,
+                1e-310,
+                k,
+                -k,
+            ],
+            [2, 5],
+        )
+    };
+    let p = Tensor::<f64>::rand_normal([2, 5], 0.0, 1.0, 3);
+    let (d, d2) = (odd(1.0), odd(3.0));
+    let mut step = Compiled::trace(&[&p], &[&d], |_, p, d| (p[0] * d[0]).sum()).unwrap();
+    assert!(!step.summary().contains("chain_mul"), "{}", step.summary());
+    for dv in [&d, &d2] {
+        let out = step.run(&[&p], &[dv]).unwrap();
+        let (got, want) = (out.grads[0].to_vec(), dv.to_vec());
+        assert!(
+            got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{got:?} vs {want:?}"
+        );
+    }
+    // A data input of ones while tracing is an input, not a constant: it follows new values.
+    let ones = Tensor::<f64>::ones([2, 5]);
+    let twos = Tensor::<f64>::full([2, 5], 2.0);
+    let mut step = Compiled::trace(&[&p], &[&ones], |_, p, d| (p[0] * d[0]).sum()).unwrap();
+    let out = step.run(&[&p], &[&twos]).unwrap();
+    assert_eq!(out.grads[0].to_vec(), vec![2.0; 10]);
+    assert_eq!(
+        out.loss.item().to_bits(),
+        (p.to_vec().iter().sum::<f64>() * 2.0).to_bits()
+    );
+    // Constant ones in the forward (also through a broadcast of a scalar one): the eager bits,
+    // `-0`, NaN and infinities of the parameter included.
+    let q = odd(1.0);
+    fn f<'t>(t: &'t Tape<f64>, x: Var<'t, f64>) -> Var<'t, f64> {
+        let y = x * t.constant(Tensor::ones([2, 5]));
+        let z = t.constant(Tensor::scalar(1.0)) * y.exp();
+        (z * y).sum_axis(1, false).sum()
+    }
+    let mut step = Compiled::trace(&[&q], &[], |t, p, _| f(t, p[0])).unwrap();
+    let out = step.run(&[&q], &[]).unwrap();
+    let tape = Tape::<f64>::new();
+    let x = tape.var(q.clone());
+    let loss = f(&tape, x);
+    let g = loss.backward();
+    assert!(same(out.loss.item(), loss.value().item()));
+    let (got, want) = (out.grads[0].to_vec(), g[x].to_vec());
+    assert!(got.iter().zip(&want).all(|(&a, &b)| same(a, b)), "{got:?} vs {want:?}");
 }
 
 /// Mean squared error of `x·w` against `y`, eagerly: the loss and `∂/∂w`.

@@ -141,7 +141,8 @@ impl<T: Float> Plan<T> {
         let nodes = tape.nodes.borrow();
         let top = loss;
         let meta = node_meta(&nodes[..=top]);
-        let (mut sources, mut steps) = forward_steps(&nodes[..=top], &[loss], params, data)?;
+        let same: Vec<usize> = (0..=top).collect();
+        let (mut sources, mut steps) = forward_steps(&nodes[..=top], &[loss], params, data, &same)?;
 
         // The backward, planned as the sweep runs it.
         let relevant = relevance(tape, top, params);
@@ -213,11 +214,12 @@ impl<T: Float> Plan<T> {
         let nodes = tape.nodes.borrow();
         let top = grads.iter().copied().chain([loss]).max().unwrap_or(loss);
         let meta = node_meta(&nodes[..=top]);
+        let alias = identities(&nodes[..=top], params, data, loss);
         let mut roots = vec![loss];
-        roots.extend_from_slice(grads);
-        let (sources, steps) = forward_steps(&nodes[..=top], &roots, params, data)?;
+        roots.extend(grads.iter().map(|&g| alias[g]));
+        let (sources, steps) = forward_steps(&nodes[..=top], &roots, params, data, &alias)?;
         let steps = super::fuse::fuse(steps, &meta, &roots);
-        let grads = grads.iter().map(|&g| Some(g as Slot)).collect();
+        let grads = roots[1..].iter().map(|&g| Some(g as Slot)).collect();
         Ok(Plan::finish(sources, steps, loss, grads, meta, top + 1, Mode::Recorded))
     }
 
@@ -319,22 +321,65 @@ fn node_meta<T: Float>(nodes: &[crate::autodiff::tape::Node<T>]) -> Vec<NodeMeta
 /// How each slot is filled, and the steps.
 type Lowered<T> = (Vec<Option<Source<T>>>, Vec<Step<T>>);
 
-/// The sources and forward steps of the nodes `roots` depend on, in recorded order.
+/// Products by ones in a recorded program: `alias[i]` is the node whose value node `i` has —
+/// itself, unless `i` is `x · 1`, `1 · x` or `chain_mul(1, x)` with `x` of `i`'s shape, where
+/// `1` is a constant of ones (not an input of the step) or a broadcast or reshape of one. A
+/// recorded backward starts from the seed spread to the summed shape (`sum`'s rule), and the
+/// first rule multiplies by it; the product is exact (`1 · x = x` for every float, NaN,
+/// infinities and signed zeros included; `chain_mul(x, 1)` is not, it makes `−0` a `+0`), so it
+/// is not computed and its readers read `x`. On `sum(softmax(x) · g)` this saves writing and
+/// reading again a tensor of `x`'s size. The loss is never aliased.
+fn identities<T: Float>(
+    nodes: &[crate::autodiff::tape::Node<T>],
+    params: &[usize],
+    data: &[usize],
+    loss: usize,
+) -> Vec<usize> {
+    use crate::ops::arith::MulOp;
+    use crate::ops::layout::{BroadcastToOp, ReshapeOp};
+    use crate::ops::select::ChainMul;
+    let mut alias: Vec<usize> = (0..nodes.len()).collect();
+    let mut ones = vec![false; nodes.len()];
+    for (i, n) in nodes.iter().enumerate() {
+        let Some(op) = &n.op else {
+            ones[i] = !params.contains(&i) && !data.contains(&i) && n.value.data().iter().all(|&v| v == T::ONE);
+            continue;
+        };
+        let any = op.get().as_any();
+        let ins: SmallVec<[usize; 3]> = n.inputs.iter().map(|&j| alias[j]).collect();
+        if ins.len() == 1 && (any.is::<BroadcastToOp>() || any.is::<ReshapeOp>()) {
+            ones[i] = ones[ins[0]];
+        } else if ins.len() == 2 && i != loss {
+            let (mul, chain) = (any.is::<MulOp>(), any.is::<ChainMul>());
+            let same = |j: usize| nodes[j].value.shape() == n.value.shape();
+            if (mul || chain) && ones[ins[0]] && same(ins[1]) {
+                alias[i] = ins[1];
+            } else if mul && ones[ins[1]] && same(ins[0]) {
+                alias[i] = ins[0];
+            }
+        }
+    }
+    alias
+}
+
+/// The sources and forward steps of the nodes `roots` depend on, in recorded order; a node's
+/// inputs are read through `alias` (see [`identities`]), so an aliased node is not computed.
 fn forward_steps<T: Float>(
     nodes: &[crate::autodiff::tape::Node<T>],
     roots: &[usize],
     params: &[usize],
     data: &[usize],
+    alias: &[usize],
 ) -> Result<Lowered<T>> {
     let top = nodes.len() - 1;
     let mut needed = vec![false; top + 1];
     for &r in roots {
-        needed[r] = true;
+        needed[alias[r]] = true;
     }
     for i in (0..=top).rev() {
         if needed[i] {
             for &j in &nodes[i].inputs {
-                needed[j] = true;
+                needed[alias[j]] = true;
             }
         }
     }
@@ -370,7 +415,7 @@ fn forward_steps<T: Float>(
                 }
                 steps.push(Step::Forward {
                     op: op.clone(),
-                    inputs: n.inputs.iter().map(|&j| j as Slot).collect(),
+                    inputs: n.inputs.iter().map(|&j| alias[j] as Slot).collect(),
                     out: i as Slot,
                     node: i,
                 });
