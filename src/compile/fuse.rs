@@ -1107,10 +1107,9 @@ impl<T: Float> Group<T> {
 
     /// [`run`](Self::run)'s loop for a group of 0-d values (`ins`: one value each): each member
     /// at one element ([`UnaryKernel::one`](crate::autodiff::rule::UnaryKernel::one) and its
-    /// kin, through one virtual call per member), the values in one array kept between runs instead
-    /// of in tile buffers. The same arithmetic as the tile
-    /// loop on a one-element tile — sums and row sums of one value go through `sum_slice` as
-    /// there — so the same bits. On a 1000-op scalar chain (W5) a member cost ~30 ns through
+    /// kin, through one virtual call per member), the values in one array kept between runs
+    /// instead of in tile buffers. The same arithmetic as the tile loop on a one-element tile —
+    /// sums and row sums of one value go through `sum_slice` as there — so the same bits. On a 1000-op scalar chain (W5) a member cost ~30 ns through
     /// the tile loop (buffers swapped, slices cut, a vector kernel dispatched for one element).
     fn run_one(&self, ins: &[&[T]], sinks: &mut [Option<Vec<T>>], outs: &mut [Option<&mut [T]>]) {
         let lock = || self.one_vals.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
