@@ -508,7 +508,9 @@ impl<T: Float> Compiled<T> {
         let anomaly = self.anomaly;
         for &x in &self.plan.filled {
             let x = x as usize;
-            let Some(src) = &self.plan.sources[x] else { continue };
+            let src = self.plan.sources[x]
+                .as_ref()
+                .expect("planned: a filled slot has a source");
             let t = match src {
                 Source::Param(k) => params[*k].clone(),
                 Source::Data(k) => data[*k].clone(),
@@ -668,9 +670,8 @@ impl<T: Float> Compiled<T> {
     fn live_intermediate_bytes(&self) -> usize {
         let mut seen = std::collections::HashSet::new();
         let mut inputs = std::collections::HashSet::new();
-        for (x, src) in self.plan.sources.iter().enumerate() {
-            if src.is_some()
-                && let Some(t) = &self.slots[x]
+        for &x in &self.plan.filled {
+            if let Some(t) = &self.slots[x as usize]
                 && let Some((addr, _)) = t.heap_buffer()
             {
                 inputs.insert(addr);
