@@ -5,6 +5,7 @@
 use crate::core::float::Float;
 use crate::core::shape::numel;
 use crate::tensor::parallel::{self, REDUCE_CHUNK};
+use smallvec::SmallVec;
 
 /// Lanes of the reductions below: 32 independent accumulators, i.e. several vector registers,
 /// so the loop is bound by load throughput rather than by the latency of one chain of adds.
@@ -64,6 +65,81 @@ fn sum_lanes_in<T: Float>(x: &[T]) -> T {
         s += r;
     }
     s
+}
+
+/// [`sum_slice`] of a slice that arrives block by block, with the same bits: the same `LANES`
+/// accumulators carried from one block to the next, folded at the same [`REDUCE_CHUNK`]
+/// boundaries, the chunks' sums added as `sum_slice` adds them.
+///
+/// So a row kernel can make each block of a long row (`exp(x − m)`, say) and add it while it
+/// is still in L1, instead of writing the whole row and reading it again for the sum. Every
+/// block but the last must be a whole number of `LANES` elements (the tail is added last, as
+/// `sum_lanes` adds it); one stream is one thread's.
+pub(crate) struct SumStream<T> {
+    acc: [T; LANES],
+    /// Elements added to `acc` since the last fold.
+    in_chunk: usize,
+    /// The sums of the completed chunks of `REDUCE_CHUNK` elements.
+    parts: SmallVec<[T; 8]>,
+    /// The last block's elements past its last whole `LANES`.
+    tail: SmallVec<[T; LANES]>,
+}
+
+impl<T: Float> SumStream<T> {
+    /// An empty stream (its sum is 0).
+    #[inline(always)]
+    pub(crate) fn new() -> Self {
+        SumStream {
+            acc: [T::ZERO; LANES],
+            in_chunk: 0,
+            parts: SmallVec::new(),
+            tail: SmallVec::new(),
+        }
+    }
+
+    /// Adds the next `block` of the slice.
+    #[inline(always)]
+    pub(crate) fn push(&mut self, mut block: &[T]) {
+        debug_assert!(
+            self.tail.is_empty(),
+            "only the last block may end in a partial lane group"
+        );
+        while !block.is_empty() {
+            if self.in_chunk == REDUCE_CHUNK {
+                // A chunk is complete and more follow: fold it as `sum_lanes` of it would.
+                self.parts.push(fold_lanes(self.acc, |a, b| a + b));
+                self.acc = [T::ZERO; LANES];
+                self.in_chunk = 0;
+            }
+            let take = block.len().min(REDUCE_CHUNK - self.in_chunk);
+            let (now, later) = block.split_at(take);
+            let (chunks, rest) = now.as_chunks::<LANES>();
+            let mut acc = self.acc;
+            for c in chunks {
+                for k in 0..LANES {
+                    acc[k] += c[k];
+                }
+            }
+            self.acc = acc;
+            self.in_chunk += take;
+            self.tail.extend_from_slice(rest);
+            block = later;
+        }
+    }
+
+    /// The sum: bit for bit [`sum_slice`] of the blocks pushed, in order.
+    #[inline(always)]
+    pub(crate) fn finish(mut self) -> T {
+        let mut s = fold_lanes(self.acc, |a, b| a + b);
+        for &r in &self.tail {
+            s += r;
+        }
+        if self.parts.is_empty() {
+            return s;
+        }
+        self.parts.push(s);
+        sum_lanes(&self.parts)
+    }
 }
 
 /// `Σ a_i b_i` with independent accumulators, chunked like [`sum_slice`].
@@ -282,5 +358,60 @@ mod tests {
         let inf = [1.0f32, f32::INFINITY, 2.0];
         assert_eq!(sum_lanes(&inf), f32::INFINITY);
         assert!(sum_lanes(&[f32::INFINITY, f32::NEG_INFINITY]).is_nan());
+    }
+
+    /// A slice summed block by block through [`SumStream`] gives `sum_slice`'s bits, for lengths
+    /// around the lane count and the chunk boundaries, blocks of several sizes (the last one
+    /// ragged), values whose order of addition shows in the bits; and the sum is the f64 sum
+    /// within rounding (an independent check that both are a sum at all).
+    #[test]
+    fn a_streamed_sum_is_sum_slice_bit_for_bit() {
+        let mut r = crate::rng::Rng::new(12);
+        let c = REDUCE_CHUNK;
+        for n in [
+            0,
+            1,
+            31,
+            33,
+            2047,
+            2048,
+            4100,
+            c - 1,
+            c,
+            c + 1,
+            c + 40,
+            2 * c,
+            2 * c + 31,
+            3 * c + 97,
+        ] {
+            let x: Vec<f32> = (0..n)
+                .map(|i| match i % 17 {
+                    0 => -0.0,
+                    3 => (r.normal() * 1e7) as f32,
+                    _ => (r.normal() * 1e-2) as f32,
+                })
+                .collect();
+            for block in [32, 64, 2048, 3 * 32 * 41] {
+                let mut s = SumStream::new();
+                for b in x.chunks(block) {
+                    s.push(b);
+                }
+                let got = s.finish();
+                assert_eq!(
+                    got.to_bits(),
+                    sum_slice(&x).to_bits(),
+                    "{n} elements, blocks of {block}"
+                );
+                let exact: f64 = x.iter().map(|&v| f64::from(v)).sum();
+                let size: f64 = x.iter().map(|&v| f64::from(v).abs()).sum();
+                assert!((f64::from(got) - exact).abs() <= 1e-6 * size + 1e-30, "{n}, {block}");
+            }
+        }
+        let mut s = SumStream::new();
+        s.push(&[-0.0f64]);
+        assert_eq!(s.finish().to_bits(), sum_slice(&[-0.0f64]).to_bits());
+        let mut s = SumStream::<f32>::new();
+        s.push(&[f32::NAN; 40]);
+        assert!(s.finish().is_nan());
     }
 }
