@@ -506,6 +506,14 @@ impl Window {
 /// `[128, 16, 8, 8]` 2×2 pool on one thread: forward 730–840 µs → 270 µs, forward + backward
 /// 1.7–1.9 ms → 0.69 ms).
 fn max_positions<T: Float>(x: &[T], g: &ConvGeom) -> Vec<usize> {
+    if (g.kh, g.kw, g.ph, g.pw, g.sh, g.sw, g.dh, g.dw) == (2, 2, 0, 0, 2, 2, 1, 1) && g.h * g.w > 0 {
+        return max_positions_2x2(x, g);
+    }
+    max_positions_scan(x, g)
+}
+
+/// [`max_positions`] of any window: each window's taps scanned in order.
+fn max_positions_scan<T: Float>(x: &[T], g: &ConvGeom) -> Vec<usize> {
     /// The taps of each of `outs` output positions: a flat list and where each position's starts.
     fn taps(
         outs: usize,
@@ -554,6 +562,39 @@ fn max_positions<T: Float>(x: &[T], g: &ConvGeom) -> Vec<usize> {
     out
 }
 
+/// [`max_positions`] of the 2×2 pool with stride 2 (no padding, no dilation), by far the most
+/// used: each output row reads two input rows as pairs, and each window's first maximum is
+/// picked as a small tree of strict `>` (the first maximum of each pair, then the second pair
+/// only when greater: the scan order's first maximum, with no loop), its first NaN if it holds
+/// one. Measured on W7's `[128, 16, 8, 8]` pool on one thread: the CNN step's time in this scan
+/// fell from ~26% to ~?% (it runs in the forward and again in the rule).
+fn max_positions_2x2<T: Float>(x: &[T], g: &ConvGeom) -> Vec<usize> {
+    let (w, hw, l) = (g.w, g.h * g.w, g.positions());
+    let mut out = vec![0usize; g.n * g.c * l];
+    for (plane, o) in x.chunks_exact(hw).zip(out.chunks_exact_mut(l.max(1))) {
+        for (oy, orow) in o.chunks_exact_mut(g.ow.max(1)).enumerate() {
+            let y0 = 2 * oy * w;
+            let (r0, r1) = (&plane[y0..y0 + w], &plane[y0 + w..y0 + 2 * w]);
+            let pairs = r0.chunks_exact(2).zip(r1.chunks_exact(2));
+            for (ox, (o, (p0, p1))) in orow.iter_mut().zip(pairs).enumerate() {
+                let (a, b, c, d) = (p0[0], p0[1], p1[0], p1[1]);
+                // Offsets within the window: 0, 1 in the first row, w, w + 1 in the second.
+                let (top, tv) = if b > a { (1, b) } else { (0, a) };
+                let (bot, bv) = if d > c { (w + 1, d) } else { (w, c) };
+                let mut k = if bv > tv { bot } else { top };
+                if a.is_nan() || b.is_nan() || c.is_nan() || d.is_nan() {
+                    k = [(a, 0), (b, 1), (c, w), (d, w + 1)]
+                        .into_iter()
+                        .find(|(v, _)| v.is_nan())
+                        .map_or(k, |(_, k)| k);
+                }
+                *o = y0 + 2 * ox + k;
+            }
+        }
+    }
+    out
+}
+
 /// The first of the positions `ps` (in scan order) holding the maximum of `plane` over them, or
 /// the first holding a NaN (`None` for no positions): [`max_positions`]' scan of one window.
 /// Without NaN the first maximum is the first `v > best`; a window holding a NaN (rare) is
@@ -593,7 +634,9 @@ impl<T: Float> Op<T> for MaxPool2dOp {
         let d = x[0].data();
         let pos = max_positions(d, &g);
         let mut data = pool::alloc(pos.len());
-        data.extend(pos.iter().enumerate().map(|(k, &p)| d[(k / l) * hw + p]));
+        for (plane, ps) in d.chunks_exact(hw.max(1)).zip(pos.chunks_exact(l.max(1))) {
+            data.extend(ps.iter().map(|&p| plane[p]));
+        }
         Ok(Tensor::from_parts(shape_of([g.n, g.c, g.oh, g.ow]), data))
     }
     /// The gradient of each window goes to its first maximum (positions read from the input's
@@ -1664,4 +1707,61 @@ pub(crate) fn register(r: &mut Registry) {
         )
         .recipe(recipe!(|c, v| dropout_recipe(c, v))),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The 2×2 stride-2 pool's unrolled scan picks the windows' positions the general scan picks
+    /// — the first maximum in scan order, the first NaN in a window holding one — on values with
+    /// many ties, NaNs, infinities and signed zeros, at even and odd plane sizes; and each picked
+    /// value is the window's maximum by a plain comparison (an independent check of the scan).
+    #[test]
+    fn the_unrolled_2x2_pool_scan_is_the_general_scan() {
+        let mut r = crate::rng::Rng::new(21);
+        for (n, c, h, w) in [(1, 1, 2, 2), (2, 3, 8, 8), (1, 2, 5, 7), (3, 1, 9, 4), (1, 1, 3, 3)] {
+            let x: Vec<f32> = (0..n * c * h * w)
+                .map(|_| match r.below(12) {
+                    0 => f32::NAN,
+                    1 => f32::INFINITY,
+                    2 => f32::NEG_INFINITY,
+                    3 => -0.0,
+                    4 => 0.0,
+                    _ => r.below(4) as f32,
+                })
+                .collect();
+            let g = ConvGeom {
+                n,
+                c,
+                h,
+                w,
+                groups: c,
+                kh: 2,
+                kw: 2,
+                sh: 2,
+                sw: 2,
+                ph: 0,
+                pw: 0,
+                dh: 1,
+                dw: 1,
+                oh: h / 2,
+                ow: w / 2,
+            };
+            let (fast, scan) = (max_positions_2x2(&x, &g), max_positions_scan(&x, &g));
+            assert_eq!(fast, scan, "[{n}, {c}, {h}, {w}]");
+            for (k, &p) in fast.iter().enumerate() {
+                let plane = &x[(k / g.positions()) * h * w..][..h * w];
+                let (oy, ox) = ((k % g.positions()) / g.ow, k % g.ow);
+                let window: Vec<f32> = [0, 1, w, w + 1]
+                    .iter()
+                    .map(|d| plane[2 * oy * w + 2 * ox + d])
+                    .collect();
+                match window.iter().any(|v| v.is_nan()) {
+                    true => assert!(plane[p].is_nan()),
+                    false => assert!(window.iter().all(|&v| v <= plane[p])),
+                }
+            }
+        }
+    }
 }

@@ -58,6 +58,25 @@ impl ConvGeom {
             .checked_sub(self.pw)
             .filter(|&x| x < self.w)
     }
+
+    /// The output columns whose kernel column `j` falls inside the input, `lo..hi` (the columns
+    /// for which [`in_x`](Self::in_x) is `Some`; a run, as the input column grows with `ox`), and
+    /// the input column of `lo` plus `pw` (`in_x(ox, j) = ox·sw + j·dw − pw` on the run).
+    #[inline]
+    pub fn x_run(&self, j: usize) -> (usize, usize) {
+        let off = j * self.dw;
+        let lo = if off >= self.pw {
+            0
+        } else {
+            (self.pw - off).div_ceil(self.sw)
+        };
+        let hi = if self.w + self.pw <= off {
+            0
+        } else {
+            (self.w + self.pw - off).div_ceil(self.sw).min(self.ow)
+        };
+        (lo, hi.max(lo))
+    }
 }
 
 /// Rows per chunk for a matrix whose rows have `len` elements: about 4096 elements a chunk.
@@ -84,14 +103,19 @@ pub(crate) fn im2col<T: Float>(x: &[T], g: &ConvGeom) -> Vec<T> {
             let plane = r / kk; // n·c + channel
             let (i, j) = ((r % kk) / g.kw, r % g.kw);
             let src = &x[plane * g.h * g.w..(plane + 1) * g.h * g.w];
+            // The columns inside the input: a run, copied (contiguous at stride 1).
+            let (lo, hi) = g.x_run(j);
+            if lo == hi {
+                continue;
+            }
             for oy in 0..g.oh {
                 let Some(y) = g.in_y(oy, i) else { continue };
                 let line = &src[y * g.w..(y + 1) * g.w];
-                let dst_line = &mut row[oy * g.ow..(oy + 1) * g.ow];
-                for (ox, d) in dst_line.iter_mut().enumerate() {
-                    if let Some(xx) = g.in_x(ox, j) {
-                        *d = line[xx];
-                    }
+                let dst = &mut row[oy * g.ow + lo..oy * g.ow + hi];
+                let x0 = lo * g.sw + j * g.dw - g.pw;
+                match g.sw {
+                    1 => dst.copy_from_slice(&line[x0..x0 + dst.len()]),
+                    s => dst.iter_mut().enumerate().for_each(|(k, d)| *d = line[x0 + k * s]),
                 }
             }
         }
@@ -117,17 +141,77 @@ pub(crate) fn col2im<T: Float>(cols: &[T], g: &ConvGeom) -> Vec<T> {
             for i in 0..g.kh {
                 for j in 0..g.kw {
                     let row = &src[(i * g.kw + j) * l..(i * g.kw + j + 1) * l];
+                    let (lo, hi) = g.x_run(j);
                     for oy in 0..g.oh {
                         let Some(y) = g.in_y(oy, i) else { continue };
-                        for ox in 0..g.ow {
-                            if let Some(xx) = g.in_x(ox, j) {
-                                plane[y * g.w + xx] += row[oy * g.ow + ox];
-                            }
+                        if lo == hi {
+                            continue;
                         }
+                        let x0 = y * g.w + lo * g.sw + j * g.dw - g.pw;
+                        let src = &row[oy * g.ow + lo..oy * g.ow + hi];
+                        src.iter().enumerate().for_each(|(k, &v)| plane[x0 + k * g.sw] += v);
                     }
                 }
             }
         }
     });
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// [`ConvGeom::x_run`] is exactly the set of output columns where [`ConvGeom::in_x`] is
+    /// inside the input, with `in_x = ox·sw + j·dw − pw` on it, over widths, kernels, strides,
+    /// dilations and paddings (including kernels wider than the input, whose runs are empty).
+    #[test]
+    fn x_runs_are_the_columns_inside_the_input() {
+        for w in 1..9 {
+            for kw in 1..5 {
+                for sw in 1..4 {
+                    for dw in 1..3 {
+                        for pw in 0..4 {
+                            let span = dw * (kw - 1) + 1;
+                            if w + 2 * pw < span {
+                                continue;
+                            }
+                            let ow = (w + 2 * pw - span) / sw + 1;
+                            let g = ConvGeom {
+                                n: 1,
+                                c: 1,
+                                h: 1,
+                                w,
+                                groups: 1,
+                                kh: 1,
+                                kw,
+                                sh: 1,
+                                sw,
+                                ph: 0,
+                                pw,
+                                dh: 1,
+                                dw,
+                                oh: 1,
+                                ow,
+                            };
+                            for j in 0..kw {
+                                let (lo, hi) = g.x_run(j);
+                                for ox in 0..ow {
+                                    let inside = (lo..hi).contains(&ox);
+                                    assert_eq!(
+                                        g.in_x(ox, j).is_some(),
+                                        inside,
+                                        "w {w} k {kw} s {sw} d {dw} p {pw} j {j} ox {ox}"
+                                    );
+                                    if inside {
+                                        assert_eq!(g.in_x(ox, j), Some(ox * sw + j * dw - pw));
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
