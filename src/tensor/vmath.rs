@@ -63,6 +63,9 @@ const EXP_LO_F32: f32 = -104.0;
 const EXP_HI_F32: f32 = 89.0;
 const EXP_LO_F64: f64 = -746.0;
 const EXP_HI_F64: f64 = 710.0;
+/// From here up `e^x` is a normal `f32` (`e^-87 ≈ 1.6e-38 > 2^-126 ≈ 1.18e-38`), so `exp32`
+/// takes no subnormal branch ([`exp32_normal`]).
+const EXP_NORMAL_F32: f32 = -87.0;
 /// Largest inputs whose exp is finite.
 const EXP_MAX_FINITE_F32: f32 = 88.72283;
 const EXP_MAX_FINITE_F64: f64 = 709.782712893384;
@@ -123,6 +126,19 @@ fn madd64<const FMA: bool>(a: f64, b: f64, c: f64) -> f64 {
 
 #[inline(always)]
 fn exp32<const FMA: bool>(x: f32) -> f32 {
+    exp32_in::<FMA, false>(x)
+}
+
+/// [`exp32`] for `x >= EXP_NORMAL_F32` (or NaN), where the result is normal, infinite or NaN:
+/// the same bits, without the subnormal rounding's dozen instructions.
+#[inline(always)]
+fn exp32_normal<const FMA: bool>(x: f32) -> f32 {
+    exp32_in::<FMA, true>(x)
+}
+
+/// [`exp32`]'s arithmetic; `NORMAL` leaves out the subnormal branch of the scaling.
+#[inline(always)]
+fn exp32_in<const FMA: bool, const NORMAL: bool>(x: f32) -> f32 {
     // Clamp; written so that NaN passes through (comparisons with NaN are false).
     let x = if x < EXP_LO_F32 { EXP_LO_F32 } else { x };
     let x = if x > EXP_HI_F32 { EXP_HI_F32 } else { x };
@@ -137,6 +153,11 @@ fn exp32<const FMA: bool>(x: f32) -> f32 {
     let q = madd32::<FMA>(r, q, c[1]);
     let q = madd32::<FMA>(r, q, c[0]);
     let p = 1.0 + madd32::<FMA>(r * r, q, r);
+    if NORMAL {
+        // As in `scale_exp32`: here `p · 2^k` is normal (`x >= EXP_NORMAL_F32`) or overflows.
+        let y = f32::from_bits(p.to_bits().wrapping_add(t.to_bits() << 23));
+        return if x <= EXP_MAX_FINITE_F32 { y } else { x + f32::INFINITY };
+    }
     scale_exp32(x, t, k, p)
 }
 
@@ -525,6 +546,17 @@ pub(crate) use wide_fn;
 trait Kernel {
     type T: Copy;
     fn eval<const FMA: bool>(x: Self::T) -> Self::T;
+    /// Whether [`eval_normal`](Self::eval_normal) gives `eval`'s bits at every element of `xs`
+    /// (checked a block at a time by the drivers; never, unless a kernel says so).
+    #[inline(always)]
+    fn all_normal(_xs: &[Self::T]) -> bool {
+        false
+    }
+    /// `eval` on inputs [`all_normal`](Self::all_normal) accepts: a cheaper path with the same bits.
+    #[inline(always)]
+    fn eval_normal<const FMA: bool>(x: Self::T) -> Self::T {
+        Self::eval::<FMA>(x)
+    }
 }
 
 macro_rules! kernel {
@@ -539,7 +571,31 @@ macro_rules! kernel {
         }
     };
 }
-kernel!(Exp32, f32, exp32);
+
+/// `f32` exp: blocks with no input below [`EXP_NORMAL_F32`] (NaN included, which `exp32_normal`
+/// passes through) skip the subnormal rounding. Measured on one thread (this Xeon, alternating
+/// runs): the fused cross-entropy's forward + backward at 32×32768, whose exponentials run on
+/// blocks in L1, 2.06/2.00/2.16/1.94 → 1.55/1.86/1.66/1.57 ms; an eager `exp` of 256K `f32`
+/// into a fresh buffer is bound by that buffer's memory and did not change (~190 µs), nor did
+/// `ln` and `tanh` (no such split).
+struct Exp32;
+impl Kernel for Exp32 {
+    type T = f32;
+    #[inline(always)]
+    fn eval<const FMA: bool>(x: f32) -> f32 {
+        exp32::<FMA>(x)
+    }
+    #[inline(always)]
+    // `!(v < bound)`: true for NaN too, in one vector compare (the measured form).
+    #[allow(clippy::neg_cmp_op_on_partial_ord)]
+    fn all_normal(xs: &[f32]) -> bool {
+        xs.iter().fold(true, |a, &v| a & !(v < EXP_NORMAL_F32))
+    }
+    #[inline(always)]
+    fn eval_normal<const FMA: bool>(x: f32) -> f32 {
+        exp32_normal::<FMA>(x)
+    }
+}
 kernel!(Exp64, f64, exp64);
 kernel!(Ln32, f32, ln32);
 kernel!(Ln64, f64, ln64);
@@ -547,17 +603,37 @@ kernel!(Tanh32, f32, tanh32);
 
 #[inline(always)]
 fn map<K: Kernel, const FMA: bool>(x: &[K::T], out: &mut [K::T]) {
-    for (o, &v) in out.iter_mut().zip(x) {
-        *o = K::eval::<FMA>(v);
+    for (xb, ob) in x.chunks(NORMAL_BLOCK).zip(out.chunks_mut(NORMAL_BLOCK)) {
+        if K::all_normal(xb) {
+            for (o, &v) in ob.iter_mut().zip(xb) {
+                *o = K::eval_normal::<FMA>(v);
+            }
+        } else {
+            for (o, &v) in ob.iter_mut().zip(xb) {
+                *o = K::eval::<FMA>(v);
+            }
+        }
     }
 }
 
 #[inline(always)]
 fn map_inplace<K: Kernel, const FMA: bool>(x: &mut [K::T]) {
-    for v in x.iter_mut() {
-        *v = K::eval::<FMA>(*v);
+    for xb in x.chunks_mut(NORMAL_BLOCK) {
+        if K::all_normal(xb) {
+            for v in xb.iter_mut() {
+                *v = K::eval_normal::<FMA>(*v);
+            }
+        } else {
+            for v in xb.iter_mut() {
+                *v = K::eval::<FMA>(*v);
+            }
+        }
     }
 }
+
+/// Elements per block of the drivers' [`Kernel::all_normal`] check: 1 KiB of `f32`, in L1
+/// between the check and the loop.
+const NORMAL_BLOCK: usize = 256;
 
 #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
 mod x86 {
@@ -822,6 +898,48 @@ mod tests {
         for (i, &v) in y.iter().enumerate() {
             assert_eq!(exp_f64_one(v).to_bits(), e[i].to_bits(), "exp({v:e})");
             same_or_nan(ln_f64_one(v), l[i], "ln", v);
+        }
+    }
+
+    /// The exp slice path's blocks with no input below `EXP_NORMAL_F32` (which skip the
+    /// subnormal rounding) give the full formula's bits: every 257th `f32` from −87 up (through
+    /// overflow, +∞ and NaN) in blocks of normal inputs, on every backend, against `exp32` per
+    /// element; a block holding one input below the bound (taking the full path) still gives
+    /// the bits of each element alone; and `exp32_normal` is `exp32` from the bound up.
+    #[test]
+    fn exp_blocks_without_subnormal_results_keep_the_bits() {
+        let lo = EXP_NORMAL_F32.to_bits();
+        let mut x: Vec<f32> = (0..(lo - 0x8000_0000) / 4099)
+            .map(|i| f32::from_bits(lo - i * 4099))
+            .collect();
+        x.extend((0..0x7f80_0000u32 / 4099).map(|i| f32::from_bits(i * 4099)));
+        x.extend([f32::INFINITY, f32::NAN, 88.72283, 88.722_84, -0.0, EXP_NORMAL_F32]);
+        assert!(x.iter().all(|&v| v >= EXP_NORMAL_F32 || v.is_nan()) && Exp32::all_normal(&x));
+        for &v in &x {
+            let (a, b) = (exp32_normal::<false>(v), exp32::<false>(v));
+            assert!(a.to_bits() == b.to_bits() || a.is_nan() && b.is_nan(), "exp({v:e})");
+        }
+        for backend in backends() {
+            let mut out = vec![0.0f32; x.len()];
+            exp_f32_with(backend, &x, &mut out);
+            for (&v, &o) in x.iter().zip(&out) {
+                // The same backend's full path: a block holding an input below the bound.
+                let mut full = [0.0f32; 2];
+                exp_f32_with(backend, &[v, -100.0], &mut full);
+                same_or_nan(full[0], o, "exp", v);
+            }
+            // One input below the bound sends its block down the full path.
+            let mut y = x[..1000].to_vec();
+            y[300] = -100.0;
+            assert!(!Exp32::all_normal(&y[256..512]));
+            let mut out = vec![0.0f32; y.len()];
+            exp_f32_with(backend, &y, &mut out);
+            for (&v, &o) in y.iter().zip(&out) {
+                let mut one = [0.0f32];
+                exp_f32_with(backend, &[v], &mut one);
+                same_or_nan(one[0], o, "exp", v);
+            }
+            assert!(out[300] > 0.0 && out[300] < f32::MIN_POSITIVE);
         }
     }
 
