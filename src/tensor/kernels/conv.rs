@@ -59,9 +59,9 @@ impl ConvGeom {
             .filter(|&x| x < self.w)
     }
 
-    /// The output columns whose kernel column `j` falls inside the input, `lo..hi` (the columns
-    /// for which [`in_x`](Self::in_x) is `Some`; a run, as the input column grows with `ox`), and
-    /// the input column of `lo` plus `pw` (`in_x(ox, j) = ox·sw + j·dw − pw` on the run).
+    /// The output columns whose kernel column `j` falls inside the input, as `(lo, hi)`: the
+    /// columns `lo..hi` are those for which [`in_x`](Self::in_x) is `Some` (a run, as the input
+    /// column grows with `ox`), and on it `in_x(ox, j) = ox·sw + j·dw − pw`.
     #[inline]
     pub fn x_run(&self, j: usize) -> (usize, usize) {
         let off = j * self.dw;
@@ -142,11 +142,11 @@ pub(crate) fn col2im<T: Float>(cols: &[T], g: &ConvGeom) -> Vec<T> {
                 for j in 0..g.kw {
                     let row = &src[(i * g.kw + j) * l..(i * g.kw + j + 1) * l];
                     let (lo, hi) = g.x_run(j);
+                    if lo == hi {
+                        continue;
+                    }
                     for oy in 0..g.oh {
                         let Some(y) = g.in_y(oy, i) else { continue };
-                        if lo == hi {
-                            continue;
-                        }
                         let x0 = y * g.w + lo * g.sw + j * g.dw - g.pw;
                         let src = &row[oy * g.ow + lo..oy * g.ow + hi];
                         src.iter().enumerate().for_each(|(k, &v)| plane[x0 + k * g.sw] += v);
