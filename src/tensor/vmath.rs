@@ -153,23 +153,24 @@ fn exp32_in<const FMA: bool, const NORMAL: bool>(x: f32) -> f32 {
     let q = madd32::<FMA>(r, q, c[1]);
     let q = madd32::<FMA>(r, q, c[0]);
     let p = 1.0 + madd32::<FMA>(r * r, q, r);
-    if NORMAL {
-        // As in `scale_exp32`: here `p · 2^k` is normal (`x >= EXP_NORMAL_F32`) or overflows.
-        let y = f32::from_bits(p.to_bits().wrapping_add(t.to_bits() << 23));
-        return if x <= EXP_MAX_FINITE_F32 { y } else { x + f32::INFINITY };
-    }
-    scale_exp32(x, t, k, p)
+    scale_exp32::<NORMAL>(x, t, k, p)
 }
 
 /// `p * 2^k` for `exp32`, `t` being `k + MAGIC`. Normal results add `k` to
 /// the exponent field of `p`; subnormal results are rounded with integer
 /// arithmetic. No floating-point operation sees or makes a subnormal, so
 /// there are no microcode assists (10-20x slower on Intel), even for
-/// masked softmax inputs such as `-inf` or `-1e9`.
+/// masked softmax inputs such as `-inf` or `-1e9`. With `NORMAL` (inputs `x >= EXP_NORMAL_F32`,
+/// where `p · 2^k` is normal or overflows) the subnormal rounding is left out.
 #[inline(always)]
-fn scale_exp32(x: f32, t: f32, k: f32, p: f32) -> f32 {
+fn scale_exp32<const NORMAL: bool>(x: f32, t: f32, k: f32, p: f32) -> f32 {
     // MAGIC's low 9 bits are zero, so `bits(t) << 23 == k << 23`.
     let normal = p.to_bits().wrapping_add(t.to_bits() << 23);
+    // Overflow and NaN (x is clamped to <= 89 here, NaN passed through).
+    let finite = |y: f32| if x <= EXP_MAX_FINITE_F32 { y } else { x + f32::INFINITY };
+    if NORMAL {
+        return finite(f32::from_bits(normal));
+    }
     // Subnormal: m = p * 2^(k + 149) counts units of the smallest subnormal;
     // adding 2^23 rounds it to an integer held in the low mantissa bits
     // (a carry into 2^23 correctly yields MIN_POSITIVE). `kc` keeps m normal
@@ -179,9 +180,7 @@ fn scale_exp32(x: f32, t: f32, k: f32, p: f32) -> f32 {
     let m = f32::from_bits(p.to_bits().wrapping_add(kc_bits).wrapping_add(149 << 23));
     let sub = (m + 8_388_608.0).to_bits().wrapping_sub(0x4b00_0000);
     // Exponent field <= 0 (or wrapped below zero) means subnormal or zero.
-    let y = f32::from_bits(if (normal as i32) < 0x0080_0000 { sub } else { normal });
-    // Overflow and NaN (x is clamped to <= 89 here, NaN passed through).
-    if x <= EXP_MAX_FINITE_F32 { y } else { x + f32::INFINITY }
+    finite(f32::from_bits(if (normal as i32) < 0x0080_0000 { sub } else { normal }))
 }
 
 #[inline(always)]
