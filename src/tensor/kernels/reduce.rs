@@ -208,8 +208,116 @@ fn max_ignoring_nan_in<T: Float>(x: &[T]) -> T {
 
 /// Maximum of a non-empty slice (NaN propagates).
 pub(crate) fn max_slice<T: Float>(x: &[T]) -> T {
-    let m = max_ignoring_nan(x);
-    if x.iter().any(|v| v.is_nan()) { T::NAN } else { m }
+    let m = max_or_nan(x);
+    if m.is_nan() { T::NAN } else { m }
+}
+
+/// `b` when it beats `a` (is greater, or `MIN`: smaller) or is NaN, else `a`: once a NaN is
+/// picked it stays (no comparison with it is true). Without NaN it picks what
+/// [`max_ignoring_nan`]'s comparison picks, and the minimum picks the negated maximum of the
+/// negated values (negation is exact and reverses every comparison).
+#[inline(always)]
+fn pick_extreme<T: Float, const MIN: bool>(a: T, b: T) -> T {
+    let beats = if MIN { b < a } else { b > a };
+    if beats || b.is_nan() { b } else { a }
+}
+
+/// The lane loop of [`max_or_nan`] and [`min_or_nan`]: one pass, no early exit, so it
+/// vectorises (a compare, a NaN test and a blend per vector).
+#[inline(always)]
+fn extreme_or_nan_in<T: Float, const MIN: bool>(x: &[T]) -> T {
+    let mut acc = [if MIN { T::INFINITY } else { T::NEG_INFINITY }; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for k in 0..LANES {
+            acc[k] = pick_extreme::<T, MIN>(acc[k], c[k]);
+        }
+    }
+    let mut m = fold_lanes(acc, pick_extreme::<T, MIN>);
+    for &r in rest {
+        m = pick_extreme::<T, MIN>(m, r);
+    }
+    m
+}
+
+#[inline(always)]
+fn max_or_nan_in<T: Float>(x: &[T]) -> T {
+    extreme_or_nan_in::<T, false>(x)
+}
+
+#[inline(always)]
+fn min_or_nan_in<T: Float>(x: &[T]) -> T {
+    extreme_or_nan_in::<T, true>(x)
+}
+
+crate::tensor::vmath::wide_fn! {
+    /// Maximum of a slice in one vectorised pass, a NaN when it holds one (−∞ when empty); the
+    /// same value as [`max_ignoring_nan`] on a slice without NaN.
+    pub(crate) fn max_or_nan(x: &[T]) -> T = max_or_nan_in
+}
+
+crate::tensor::vmath::wide_fn! {
+    /// Minimum of a slice in one vectorised pass, a NaN when it holds one (+∞ when empty).
+    pub(crate) fn min_or_nan(x: &[T]) -> T = min_or_nan_in
+}
+
+/// The maxima (`min`: minima) along one axis, which is removed (callers reshape for
+/// `keepdim`); NaN propagates (returned as `T::NAN`). The axis must not be empty. Split across
+/// threads by output elements as [`sum_axis`] is; each is the same comparison sequence at any
+/// thread count. Values only: the arg-max for a gradient is [`argmax_axis`]'s, which picks the
+/// same value.
+pub(crate) fn extreme_axis<T: Float>(a: &[T], shape: &[usize], axis: usize, min: bool) -> Vec<T> {
+    let (outer, n, inner) = split_axis(shape, axis);
+    assert!(n > 0, "extreme_axis: the axis is empty");
+    let mut out = crate::tensor::pool::buffer(outer * inner);
+    if outer * inner == 0 {
+        return out;
+    }
+    let canonical = |v: T| if v.is_nan() { T::NAN } else { v };
+    if inner == 1 {
+        let per = (REDUCE_CHUNK / n).max(1);
+        parallel::chunks_mut(&mut out, per, a.len(), |i, c| {
+            for (j, o) in c.iter_mut().enumerate() {
+                let row = &a[(i * per + j) * n..(i * per + j + 1) * n];
+                *o = canonical(if min { min_or_nan(row) } else { max_or_nan(row) });
+            }
+        });
+        return out;
+    }
+    let per = if outer > 1 {
+        (REDUCE_CHUNK / (n * inner)).max(1) * inner
+    } else {
+        REDUCE_CHUNK
+    };
+    let pick = |d: &mut [T], s: &[T]| {
+        if min {
+            d.iter_mut()
+                .zip(s)
+                .for_each(|(d, &s)| *d = pick_extreme::<T, true>(*d, s));
+        } else {
+            d.iter_mut()
+                .zip(s)
+                .for_each(|(d, &s)| *d = pick_extreme::<T, false>(*d, s));
+        }
+    };
+    parallel::chunks_mut(&mut out, per, a.len(), |i, c| {
+        let start = i * per;
+        let mut done = 0;
+        while done < c.len() {
+            let (o, i0) = ((start + done) / inner, (start + done) % inner);
+            let len = (inner - i0).min(c.len() - done);
+            let dst = &mut c[done..done + len];
+            let base = o * n * inner + i0;
+            dst.copy_from_slice(&a[base..base + len]);
+            for j in 1..n {
+                pick(dst, &a[base + j * inner..base + j * inner + len]);
+            }
+            dst.iter_mut().for_each(|v| *v = canonical(*v));
+            done += len;
+        }
+    });
+    out
 }
 
 /// Splits `shape` around `axis` into (outer, extent, inner) sizes.
@@ -413,5 +521,75 @@ mod tests {
         let mut s = SumStream::<f32>::new();
         s.push(&[f32::NAN; 40]);
         assert!(s.finish().is_nan());
+    }
+
+    /// The one-pass maxima and minima along an axis against a plain index scan (NaN wins), for
+    /// the last axis and inner ones, rows around the lane count, with and without NaN, with
+    /// infinities and both zeros (a tie of +0 and −0 may keep either: compared as numbers).
+    #[test]
+    fn extreme_axis_is_a_plain_scan() {
+        let mut r = crate::rng::Rng::new(13);
+        let scan = |a: &[f32], shape: &[usize], axis: usize, min: bool| -> Vec<f32> {
+            let (outer, n, inner) = split_axis(shape, axis);
+            let mut out = Vec::new();
+            for o in 0..outer {
+                for i in 0..inner {
+                    let mut m = a[o * n * inner + i];
+                    for j in 1..n {
+                        let x = a[(o * n + j) * inner + i];
+                        if m.is_nan() {
+                            break;
+                        }
+                        if x.is_nan() || (if min { x < m } else { x > m }) {
+                            m = x;
+                        }
+                    }
+                    out.push(m);
+                }
+            }
+            out
+        };
+        for shape in [
+            vec![3, 1],
+            vec![5, 31],
+            vec![4, 33],
+            vec![2, 100],
+            vec![3, 7, 5],
+            vec![1, 70, 3],
+        ] {
+            for nan in [false, true] {
+                let len: usize = shape.iter().product();
+                let x: Vec<f32> = (0..len)
+                    .map(|i| match i % 11 {
+                        0 => -0.0,
+                        1 => 0.0,
+                        4 if nan && i % 3 == 0 => f32::NAN,
+                        7 => f32::NEG_INFINITY,
+                        _ => (r.normal() * 10.0) as f32,
+                    })
+                    .collect();
+                for axis in 0..shape.len() {
+                    for min in [false, true] {
+                        let want = scan(&x, &shape, axis, min);
+                        let got = extreme_axis(&x, &shape, axis, min);
+                        assert_eq!(got.len(), want.len());
+                        for (g, w) in got.iter().zip(&want) {
+                            assert!(
+                                g == w || (g.is_nan() && w.is_nan()),
+                                "{shape:?} axis {axis} min {min}: {g} vs {w}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        // The slice forms: the NaN-free value is max_ignoring_nan's, a NaN anywhere wins.
+        let x: Vec<f32> = (0..100).map(|i| ((i * 37 % 100) as f32) - 50.0).collect();
+        assert_eq!(max_or_nan(&x), max_ignoring_nan(&x));
+        assert_eq!(max_or_nan(&x), 49.0);
+        assert_eq!(min_or_nan(&x), -50.0);
+        let mut y = x.clone();
+        y[97] = f32::NAN;
+        assert!(max_or_nan(&y).is_nan() && min_or_nan(&y).is_nan() && max_slice(&y).is_nan());
     }
 }
