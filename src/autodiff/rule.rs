@@ -681,6 +681,13 @@ pub trait Value<T: Float>: Clone + sealed::Sealed {
     /// The elementwise expression `f` over `args`, broadcast together: one fused loop on tensors,
     /// recorded ops on `Var`s.
     fn pointwise<const N: usize, F: Pointwise<T, N>>(f: &F, args: [&Self; N]) -> Self;
+    /// `pointwise(f, args).sum_to_like(like)`: the rule of a broadcasting op for an operand it
+    /// broadcast. On tensors one pass with no temporary of the full size when the sum runs over
+    /// the last axis or over leading axes (the same bits as the two steps); recorded, the two
+    /// ops.
+    fn pointwise_sum_to_like<const N: usize, F: Pointwise<T, N>>(f: &F, args: [&Self; N], like: &Self) -> Self {
+        Self::pointwise(f, args).sum_to_like(like)
+    }
     /// Sums down to `shape`, which must broadcast to this shape (the rule of broadcasting). No
     /// work when the shapes are equal.
     fn sum_to(&self, shape: &[usize]) -> Self;
@@ -774,6 +781,11 @@ impl<T: Float> Value<T> for Tensor<T> {
     #[inline]
     fn pointwise<const N: usize, F: Pointwise<T, N>>(f: &F, args: [&Self; N]) -> Self {
         Tensor::zip_n("pointwise", args, |x| f.eval(std::array::from_fn(|k| Scalar(x[k]))).0)
+    }
+    fn pointwise_sum_to_like<const N: usize, F: Pointwise<T, N>>(f: &F, args: [&Self; N], like: &Self) -> Self {
+        Tensor::zip_n_sum_to("pointwise", args, like.shape(), |x| {
+            f.eval(std::array::from_fn(|k| Scalar(x[k]))).0
+        })
     }
     fn sum_to(&self, shape: &[usize]) -> Self {
         Tensor::sum_to(self, shape)

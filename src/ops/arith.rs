@@ -30,16 +30,16 @@ binary_ops! {
     /// even against an infinite factor).
     MulOp "mul", |a, b| a * b,
         rule |cx, g, a, b, y| [
-            V::pointwise(&ByD, [g, b]).sum_to_like(a),
-            V::pointwise(&ByD, [g, a]).sum_to_like(b)
+            V::pointwise_sum_to_like(&ByD, [g, b], a),
+            V::pointwise_sum_to_like(&ByD, [g, a], b)
         ];
     /// `a / b` elementwise, broadcasting: `d(a/b) = da/b − (a/b)·db/b`, from the output `y = a/b`
     /// (strong zeros in `g`); for `b` the numerator `−g·y` is summed over `b`'s broadcast axes
     /// first, then divided by `b` once.
     DivOp "div", |a, b| a / b,
         rule |cx, g, a, b, y| [
-            V::pointwise(&OverD, [g, b]).sum_to_like(a),
-            V::pointwise(&OverD, [&V::pointwise(&MinusHy, [g, y]).sum_to_like(b), b])
+            V::pointwise_sum_to_like(&OverD, [g, b], a),
+            V::pointwise(&OverD, [&V::pointwise_sum_to_like(&MinusHy, [g, y], b), b])
         ];
 }
 
@@ -47,27 +47,27 @@ binary_ops! {
     /// `max(a, b)` elementwise, broadcasting; NaN when either is NaN (see [`Var::maximum`]).
     MaximumOp "maximum", |a, b| if a.is_nan() || b.is_nan() { a + b } else if a < b { b } else { a },
         rule |cx, g, a, b, y| [
-            V::pointwise(&Share::<true>, [g, a, b]).sum_to_like(a),
-            V::pointwise(&Share::<true>, [g, b, a]).sum_to_like(b)
+            V::pointwise_sum_to_like(&Share::<true>, [g, a, b], a),
+            V::pointwise_sum_to_like(&Share::<true>, [g, b, a], b)
         ];
     /// `min(a, b)` elementwise, broadcasting; NaN when either is NaN (see [`Var::minimum`]).
     MinimumOp "minimum", |a, b| if a.is_nan() || b.is_nan() { a + b } else if b < a { b } else { a },
         rule |cx, g, a, b, y| [
-            V::pointwise(&Share::<false>, [g, a, b]).sum_to_like(a),
-            V::pointwise(&Share::<false>, [g, b, a]).sum_to_like(b)
+            V::pointwise_sum_to_like(&Share::<false>, [g, a, b], a),
+            V::pointwise_sum_to_like(&Share::<false>, [g, b, a], b)
         ];
     /// `aᵇ` elementwise, broadcasting, with a tensor exponent (see [`Var::pow`]).
     PowOp "pow", |a, b| a.powf(b),
         rule |cx, g, a, b, y| [
-            V::pointwise(&PowBase, [g, a, b]).sum_to_like(a),
-            V::pointwise(&PowExponent, [g, a, b, y]).sum_to_like(b)
+            V::pointwise_sum_to_like(&PowBase, [g, a, b], a),
+            V::pointwise_sum_to_like(&PowExponent, [g, a, b, y], b)
         ];
     /// `atan2(y, x)` elementwise, broadcasting: the angle of the point `(x, y)` (see
     /// [`Var::atan2`]).
     Atan2Op "atan2", |y, x| y.atan2(x),
         rule |cx, g, y, x, out| [
-            V::pointwise(&Atan2Y, [g, y, x]).sum_to_like(y),
-            V::pointwise(&Atan2X, [g, y, x]).sum_to_like(x)
+            V::pointwise_sum_to_like(&Atan2Y, [g, y, x], y),
+            V::pointwise_sum_to_like(&Atan2X, [g, y, x], x)
         ];
 }
 

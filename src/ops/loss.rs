@@ -194,13 +194,13 @@ impl<T: Float> Op<T> for BceWithLogitsOp {
         let dx = cx.needs_grad(0).then(|| V::pointwise(&BceDx(k), [x, t, p, g]));
         let dt = cx
             .needs_grad(1)
-            .then(|| V::pointwise(&BceDt(k), [x, p, g]).sum_to_like(t));
+            .then(|| V::pointwise_sum_to_like(&BceDt(k), [x, p, g], t));
         if !self.pos_weight {
             return Ok(cx.grads([dx, dt]));
         }
         let dp = cx
             .needs_grad(2)
-            .then(|| V::pointwise(&BceDp(k), [x, t, g]).sum_to_like(p));
+            .then(|| V::pointwise_sum_to_like(&BceDp(k), [x, t, g], p));
         Ok(cx.grads([dx, dt, dp]))
     }
 }

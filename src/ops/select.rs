@@ -187,9 +187,9 @@ impl<T: Float> Op<T> for Select {
         let (c, a, b) = (cx.input(0), cx.input(1), cx.input(2));
         Ok(cx.grads([
             cx.needs_grad(0).then(|| c.constant(Tensor::zeros(c.shape()))),
-            cx.needs_grad(1).then(|| V::pointwise(&TakeIf, [c, g]).sum_to_like(a)),
+            cx.needs_grad(1).then(|| V::pointwise_sum_to_like(&TakeIf, [c, g], a)),
             cx.needs_grad(2)
-                .then(|| V::pointwise(&TakeUnless, [c, g]).sum_to_like(b)),
+                .then(|| V::pointwise_sum_to_like(&TakeUnless, [c, g], b)),
         ]))
     }
     fn elementwise(&self) -> Option<crate::autodiff::rule::Elementwise<'_, T>> {
@@ -203,15 +203,15 @@ binary_ops! {
     /// incoming cotangent.
     ChainMul "chain_mul", |g, d| if g == T::ZERO { T::ZERO } else { g * d },
         rule |cx, h, g, d, y| [
-            V::pointwise(&ByD, [h, d]).sum_to_like(g),
-            V::pointwise(&ByD, [h, g]).sum_to_like(d)
+            V::pointwise_sum_to_like(&ByD, [h, d], g),
+            V::pointwise_sum_to_like(&ByD, [h, g], d)
         ];
     /// The chain-rule quotient with a strong zero: `g / d`, but exactly `0` where `g = 0`. With
     /// `y = g / d`: `∂/∂g = 1/d`, `∂/∂d = −y/d`, both with a strong zero in the incoming `h`.
     ChainDiv "chain_div", |g, d| if g == T::ZERO { T::ZERO } else { g / d },
         rule |cx, h, g, d, y| [
-            V::pointwise(&OverD, [h, d]).sum_to_like(g),
-            V::pointwise(&OverD, [&V::pointwise(&MinusHy, [h, y]).sum_to_like(d), d])
+            V::pointwise_sum_to_like(&OverD, [h, d], g),
+            V::pointwise(&OverD, [&V::pointwise_sum_to_like(&MinusHy, [h, y], d), d])
         ];
 }
 

@@ -585,6 +585,33 @@ impl<T: Float> Tensor<T> {
         Tensor::from_parts(shape::shape_of(shape), kernels::sum_to(&self.data, &self.shape, shape))
     }
 
+    /// [`zip_n`](Self::zip_n) summed down to `to` (a shape that broadcasts to the result's): in
+    /// one pass with no temporary of the result's size when every operand has one shape and the
+    /// sum runs over the last axis or over leading axes (the same bits as the two steps), else
+    /// the two steps. The rule of a broadcasting op for its broadcast operand (`−g·y` summed
+    /// over a softmax row, `g·x` over a batch for a gain).
+    #[track_caller]
+    pub(crate) fn zip_n_sum_to<const N: usize>(
+        op: &str,
+        args: [&Self; N],
+        to: &[usize],
+        f: impl Fn([T; N]) -> T + Sync,
+    ) -> Self {
+        let first = &args[0].shape;
+        if !shape::same_shape(first, to)
+            && args.iter().all(|a| shape::same_shape(&a.shape, first))
+            && let Some(data) = kernels::map_n_sum_to(std::array::from_fn(|k| &args[k].data[..]), first, to, &f)
+        {
+            return Tensor::from_parts(shape::shape_of(to), data);
+        }
+        let y = Tensor::zip_n(op, args, f);
+        if shape::same_shape(&y.shape, to) {
+            y
+        } else {
+            y.sum_to(to)
+        }
+    }
+
     /// `f` elementwise over `N` tensors broadcast together, in one loop (the kernel every
     /// elementwise rule on values runs as). Panics with a shape error naming `op` when they do not
     /// broadcast.

@@ -421,6 +421,74 @@ pub(crate) fn sum_to<T: Float>(a: &[T], from: &[usize], to: &[usize]) -> Vec<T> 
     out
 }
 
+/// Columns (elements per leading-axis row) per task of [`map_n_sum_to`]'s sum over leading
+/// axes: a row's values are made in an L1-sized buffer and added at once.
+const FUSED_COLS: usize = 2048;
+
+/// [`map_n`] of operands that all have shape `from`, summed down to `to` in the same pass with
+/// no temporary of `from`'s size — the bits of `sum_to(map_n(args, from, f), from, to)`: over
+/// the last axis each row's values are made a block at a time in an L1 buffer and streamed into
+/// [`SumStream`] (which adds as `sum_slice` of the whole row does); over leading axes each
+/// chunk of columns is the first row's values plus each later row's, in row order, as
+/// [`sum_to`] adds. `None` for any other reduction (several trailing axes, a middle one, all of
+/// them), which the caller does in two steps.
+pub(crate) fn map_n_sum_to<T: Float, const N: usize>(
+    args: [&[T]; N],
+    from: &[usize],
+    to: &[usize],
+    f: impl Fn([T; N]) -> T + Sync,
+) -> Option<Vec<T>> {
+    let rank = from.len();
+    if to.len() > rank || rank == 0 {
+        return None;
+    }
+    let mut padded: Shape = std::iter::repeat_n(1, rank - to.len()).collect();
+    padded.extend_from_slice(to);
+    let (total, n_out) = (numel(from), numel(to));
+    if n_out <= 1 || total == 0 || n_out == total {
+        return None;
+    }
+    let mut out = crate::tensor::pool::buffer(n_out);
+    if padded[rank - 1] == 1 && padded[..rank - 1] == from[..rank - 1] {
+        // The last axis, of length n, summed away: one output per row.
+        let n = from[rank - 1];
+        let per = (parallel::REDUCE_CHUNK / n).max(1);
+        parallel::chunks_mut(&mut out, per, total * (N + 1), |i, c| {
+            let mut scratch = [T::ZERO; FUSED_COLS];
+            for (j, o) in c.iter_mut().enumerate() {
+                let row = (i * per + j) * n;
+                let mut sum = SumStream::new();
+                for b0 in (0..n).step_by(FUSED_COLS) {
+                    let len = FUSED_COLS.min(n - b0);
+                    let d = std::array::from_fn(|k| &args[k][row + b0..row + b0 + len]);
+                    write_contiguous_wide(&mut scratch[..len], d, &f);
+                    sum.push(&scratch[..len]);
+                }
+                // `sum_to` adds each row's sum into a zeroed output.
+                *o = T::ZERO + sum.finish();
+            }
+        });
+        return Some(out);
+    }
+    let lead = padded.iter().take_while(|&&t| t == 1).count();
+    if lead == 0 || padded[lead..] != from[lead..] {
+        return None;
+    }
+    let rows = total / n_out;
+    parallel::chunks_mut(&mut out, FUSED_COLS, total * (N + 1), |i, c| {
+        let (s, len) = (i * FUSED_COLS, c.len());
+        write_contiguous_wide(c, std::array::from_fn(|k| &args[k][s..s + len]), &f);
+        let mut scratch = [T::ZERO; FUSED_COLS];
+        for r in 1..rows {
+            let at = r * n_out + s;
+            let d = std::array::from_fn(|k| &args[k][at..at + len]);
+            write_contiguous_wide(&mut scratch[..len], d, &f);
+            c.iter_mut().zip(&scratch[..len]).for_each(|(o, &x)| *o += x);
+        }
+    });
+    Some(out)
+}
+
 /// The serial loop of [`sum_to`] (`to` has `from`'s rank), writing all of `out`.
 fn sum_to_into<T: Float>(out: &mut [T], a: &[T], from: &[usize], to: &[usize]) {
     out.fill(T::ZERO);
@@ -560,6 +628,73 @@ mod wide_tests {
                 rule,
             );
             assert_eq!(bits(&through), bits(&plain), "map_n d gelu_tanh, {n}");
+        }
+    }
+
+    /// The fused elementwise-then-sum gives the two steps' bits (`map_n`, then `sum_to`) over the
+    /// last axis (rows shorter and longer than a block and than a reduction chunk, with zeros,
+    /// subnormals and infinities) and over leading axes (more columns than one task's), and the
+    /// f64 sum within rounding; every other reduction is left to the caller (`None`).
+    #[test]
+    fn map_n_sum_to_is_the_two_steps() {
+        let rule = |[g, y]: [f32; 2]| -(g * y);
+        let cases: [(&[usize], &[usize]); 9] = [
+            (&[5, 3], &[5, 1]),
+            (&[3, 4097], &[3, 1]),
+            (&[2, 40_000], &[2, 1]),
+            (&[4, 6, 33], &[4, 6, 1]),
+            (&[7, 3000], &[3000]),
+            (&[7, 3000], &[1, 3000]),
+            (&[3, 5, 130], &[130]),
+            (&[3, 5, 130], &[5, 130]),
+            (&[300, 17], &[17]),
+        ];
+        for (from, to) in cases {
+            let n: usize = from.iter().product();
+            let (g, y) = (values(n, 8), values(n, 9));
+            let two = sum_to(&map_n([(&g[..], from), (&y[..], from)], from, rule), from, to);
+            let one = map_n_sum_to([&g[..], &y[..]], from, to, rule).expect("a fused case");
+            assert_eq!(bits(&one), bits(&two), "{from:?} -> {to:?}");
+            // Independent arithmetic, on finite values.
+            let mut r = crate::rng::Rng::new(10);
+            let (g, y): (Vec<f32>, Vec<f32>) = (0..n).map(|_| (r.normal() as f32, r.normal() as f32)).unzip();
+            let one = map_n_sum_to([&g[..], &y[..]], from, to, rule).expect("a fused case");
+            let n_out = one.len();
+            let mut want = vec![0.0f64; n_out];
+            let mut size = vec![0.0f64; n_out];
+            let last = from.len() - 1;
+            for i in 0..n {
+                // Over the last axis: output = row; over leading axes: output = column.
+                let o = if to.len() == from.len() && to[last] == 1 {
+                    i / from[last]
+                } else {
+                    i % n_out
+                };
+                let v = -(f64::from(g[i]) * f64::from(y[i]));
+                want[o] += v;
+                size[o] += v.abs();
+            }
+            for o in 0..n_out {
+                assert!(
+                    (f64::from(one[o]) - want[o]).abs() <= 1e-5 * size[o] + 1e-30,
+                    "{from:?} -> {to:?} at {o}: {} vs {}",
+                    one[o],
+                    want[o]
+                );
+            }
+        }
+        let x = values(60, 11);
+        for (from, to) in [
+            (&[3usize, 4, 5][..], &[3usize, 1, 1][..]),
+            (&[3, 4, 5], &[1, 4, 1]),
+            (&[3, 4, 5], &[1, 1, 1]),
+            (&[3, 4, 5], &[3, 4, 5]),
+            (&[60], &[1]),
+        ] {
+            assert!(
+                map_n_sum_to([&x[..], &x[..]], from, to, rule).is_none(),
+                "{from:?} -> {to:?}"
+            );
         }
     }
 }
