@@ -253,6 +253,11 @@ impl CeSpec {
         let t = self.classes.as_ref().expect("class targets");
         let (outer, n, inner) = split_axis(shape, axis);
         let eps = self.smoothing;
+        // Each class's value off and on target, computed once (the same arithmetic per element
+        // as `w_c·((1 − ε)·[c = y] + ε/C)`), then copied into place row by row.
+        let q = |hit: bool| (1.0 - eps) * f64::from(u8::from(hit)) + eps / n as f64;
+        let off: Vec<T> = (0..n).map(|c| T::from_f64(self.w(c) * q(false))).collect();
+        let on: Vec<T> = (0..n).map(|c| T::from_f64(self.w(c) * q(true))).collect();
         let mut d = pool::filled(shape.iter().product(), T::ZERO);
         for o in 0..outer {
             for i in 0..inner {
@@ -260,9 +265,18 @@ impl CeSpec {
                 if self.ignore == Some(y) {
                     continue;
                 }
+                if inner == 1 {
+                    let row = &mut d[o * n..(o + 1) * n];
+                    if eps != 0.0 || self.weight.is_some() {
+                        row.copy_from_slice(&off);
+                    }
+                    if let Some(v) = row.get_mut(y) {
+                        *v = on[y]; // (a target out of range was refused by `check`)
+                    }
+                    continue;
+                }
                 for c in 0..n {
-                    let q = (1.0 - eps) * f64::from(u8::from(c == y)) + eps / n as f64;
-                    d[(o * n + c) * inner + i] = T::from_f64(self.w(c) * q);
+                    d[(o * n + c) * inner + i] = if c == y { on[c] } else { off[c] };
                 }
             }
         }
