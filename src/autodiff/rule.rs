@@ -800,7 +800,10 @@ impl<T: Float> Value<T> for Tensor<T> {
         crate::core::shape::same_shape(Tensor::shape(self), shape)
     }
     fn broadcast_to(&self, shape: &[usize]) -> Self {
-        Tensor::broadcast_to(self, shape)
+        if !crate::core::shape::broadcasts_to(Tensor::shape(self), shape) {
+            return Tensor::broadcast_to(self, shape); // (its error)
+        }
+        Tensor::broadcast_lazily(self, shape)
     }
     #[track_caller]
     fn reshape(&self, shape: &[usize]) -> Self {

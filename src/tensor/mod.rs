@@ -52,11 +52,33 @@ pub(crate) fn checked_numel<T: Float>(op: &str, shape: &[usize]) -> Result<usize
 }
 
 /// The element buffer: a single value lives inline (no allocation, so 0-d and one-element values
-/// are cheap to record); anything larger is a reference-counted vector shared by clones.
+/// are cheap to record); anything larger is a reference-counted vector shared by clones, or a
+/// broadcast not yet made ([`Lazy`]).
 #[derive(Clone)]
 enum Buf<T: Float> {
     One(T),
     Many(Arc<pool::PoolVec<T>>),
+    Lazy(Arc<Lazy<T>>),
+}
+
+/// A smaller tensor broadcast to a shape, made only when its elements are read. The first-order
+/// backward makes these for the gradient of a sum (`g` spread over the summed axes): the
+/// elementwise kernels read `src` through stride-0 walks instead (no pass over memory to write
+/// the broadcast, none to read it back), and anything else that reads the elements gets them
+/// made once, shared by clones.
+struct Lazy<T: Float> {
+    src: Tensor<T>,
+    shape: Shape,
+    full: std::sync::OnceLock<pool::PoolVec<T>>,
+}
+
+impl<T: Float> Lazy<T> {
+    fn elements(&self) -> &[T] {
+        &self
+            .full
+            .get_or_init(|| pool::PoolVec(kernels::broadcast_to(&self.src.data, &self.src.shape, &self.shape)))
+            .0
+    }
 }
 
 impl<T: Float> Buf<T> {
@@ -68,9 +90,13 @@ impl<T: Float> Buf<T> {
         }
     }
     fn make_mut(&mut self) -> &mut [T] {
+        if let Buf::Lazy(l) = self {
+            *self = Buf::Many(Arc::new(pool::PoolVec(l.elements().to_vec())));
+        }
         match self {
             Buf::One(x) => std::slice::from_mut(x),
             Buf::Many(v) => Arc::make_mut(v).0.as_mut_slice(),
+            Buf::Lazy(_) => unreachable!("made above"),
         }
     }
     fn into_vec(self) -> Vec<T> {
@@ -80,10 +106,15 @@ impl<T: Float> Buf<T> {
                 Ok(mut p) => std::mem::take(&mut p.0),
                 Err(shared) => shared.0.to_vec(),
             },
+            Buf::Lazy(l) => l.elements().to_vec(),
         }
     }
     fn ptr_eq(&self, other: &Self) -> bool {
-        matches!((self, other), (Buf::Many(a), Buf::Many(b)) if Arc::ptr_eq(a, b))
+        match (self, other) {
+            (Buf::Many(a), Buf::Many(b)) => Arc::ptr_eq(a, b),
+            (Buf::Lazy(a), Buf::Lazy(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
     }
 }
 
@@ -94,6 +125,7 @@ impl<T: Float> std::ops::Deref for Buf<T> {
         match self {
             Buf::One(x) => std::slice::from_ref(x),
             Buf::Many(v) => &v.0,
+            Buf::Lazy(l) => l.elements(),
         }
     }
 }
@@ -107,6 +139,9 @@ pub struct Tensor<T: Float> {
     shape: Shape,
     data: Buf<T>,
 }
+
+/// The fewest elements a broadcast must have to be left unmade ([`Tensor::broadcast_lazily`]).
+const LAZY_MIN: usize = 1 << 12;
 
 impl<T: Float> Tensor<T> {
     /// A tensor of `shape` holding `data` in row-major order. Panics when the sizes differ or the
@@ -298,6 +333,8 @@ impl<T: Float> Tensor<T> {
         match &self.data {
             Buf::One(_) => None,
             Buf::Many(v) => Some((Arc::as_ptr(v) as usize, v.0.len() * std::mem::size_of::<T>())),
+            // Counted as made (what it holds once anything reads it).
+            Buf::Lazy(l) => Some((Arc::as_ptr(l) as usize, numel(&l.shape) * std::mem::size_of::<T>())),
         }
     }
 
@@ -478,6 +515,45 @@ impl<T: Float> Tensor<T> {
         })
     }
 
+    /// `self` broadcast to `shape` without making the broadcast: the elements are made when
+    /// something reads them, while the elementwise kernels ([`zip_n`](Self::zip_n)) and gradient
+    /// accumulation read `self` with stride-0 walks. Small results are made at once. The caller
+    /// checked that the shapes broadcast.
+    pub(crate) fn broadcast_lazily(&self, shape: &[usize]) -> Self {
+        if shape::same_shape(&self.shape, shape) || numel(shape) < LAZY_MIN {
+            return self.broadcast_to(shape);
+        }
+        let src = match &self.data {
+            Buf::Lazy(l) => l.src.clone(),
+            _ => self.clone(),
+        };
+        Tensor {
+            data: Buf::Lazy(Arc::new(Lazy {
+                src,
+                shape: shape::shape_of(shape),
+                full: std::sync::OnceLock::new(),
+            })),
+            shape: shape::shape_of(shape),
+        }
+    }
+
+    /// What an elementwise kernel reads for this operand: the source of a lazy broadcast (with
+    /// its own shape, which broadcasts to this one's), else the tensor itself.
+    fn operand(&self) -> &Self {
+        if self.is_lazy()
+            && let Buf::Lazy(l) = &self.data
+        {
+            return &l.src;
+        }
+        self
+    }
+
+    /// An unmade broadcast read with the shape it was made for (a reshape shares the buffer
+    /// under another shape: that one reads the made elements).
+    fn is_lazy(&self) -> bool {
+        matches!(&self.data, Buf::Lazy(l) if l.full.get().is_none() && l.shape == self.shape)
+    }
+
     /// A copy with `f` applied to the whole buffer in place (for vectorised slice kernels).
     pub(crate) fn map_slice(&self, f: impl Fn(&mut [T]) + Sync) -> Self {
         if let Buf::One(x) = self.data {
@@ -496,6 +572,7 @@ impl<T: Float> Tensor<T> {
             data: match &self.data {
                 Buf::One(x) => Buf::One(f(*x)),
                 Buf::Many(v) => Buf::from_vec(kernels::map(&v.0, f)),
+                Buf::Lazy(l) => Buf::from_vec(kernels::map(l.elements(), f)),
             },
         }
     }
@@ -599,7 +676,7 @@ impl<T: Float> Tensor<T> {
     ) -> Self {
         let first = &args[0].shape;
         if !shape::same_shape(first, to)
-            && args.iter().all(|a| shape::same_shape(&a.shape, first))
+            && args.iter().all(|a| shape::same_shape(&a.shape, first) && !a.is_lazy())
             && let Some(data) = kernels::map_n_sum_to(std::array::from_fn(|k| &args[k].data[..]), first, to, &f)
         {
             return Tensor::from_parts(shape::shape_of(to), data);
@@ -617,6 +694,22 @@ impl<T: Float> Tensor<T> {
     /// broadcast.
     #[track_caller]
     pub(crate) fn zip_n<const N: usize>(op: &str, args: [&Self; N], f: impl Fn([T; N]) -> T + Sync) -> Self {
+        if args.iter().any(|a| a.is_lazy()) {
+            // The result has the shapes' broadcast; lazy operands are read as their sources.
+            let mut out = Shape::from_slice(&args[0].shape);
+            for a in &args[1..] {
+                out = broadcast_extents(&out, &a.shape).unwrap_or_else(|| {
+                    let shapes: Vec<String> = args.iter().map(|a| fmt_shape(&a.shape)).collect();
+                    fail(
+                        Error::shape(op, format!("shapes {} do not broadcast together", shapes.join(", ")))
+                            .at(Location::caller()),
+                    )
+                });
+            }
+            let ops: [&Self; N] = std::array::from_fn(|k| args[k].operand());
+            let data = kernels::map_n(std::array::from_fn(|k| (&ops[k].data[..], &ops[k].shape[..])), &out, f);
+            return Tensor::from_parts(out, data);
+        }
         let first = &args[0].shape;
         if args.iter().all(|a| shape::same_shape(&a.shape, first)) {
             if args.iter().all(|a| matches!(a.data, Buf::One(_))) {
@@ -655,6 +748,11 @@ impl<T: Float> Tensor<T> {
     /// accumulation of a gradient used more than once).
     pub(crate) fn add_assign_same(&mut self, other: &Self) {
         debug_assert_eq!(self.shape, other.shape);
+        if self.is_lazy() || other.is_lazy() {
+            // One pass reading the made operand (the same sums: `a + b` elementwise).
+            *self = Tensor::zip_n("add", [&*self, other], |[a, b]| a + b);
+            return;
+        }
         kernels::add_assign(self.data_mut(), other.data());
     }
 
@@ -876,5 +974,73 @@ impl<T: Float + approx::RelativeEq<Epsilon = T>> approx::RelativeEq for Tensor<T
                 .iter()
                 .zip(other.data.iter())
                 .all(|(a, b)| a.relative_eq(b, epsilon, max_relative))
+    }
+}
+
+#[cfg(test)]
+mod lazy_tests {
+    use super::Tensor;
+
+    fn bits(t: &Tensor<f32>) -> Vec<u32> {
+        t.data().iter().map(|x| x.to_bits()).collect()
+    }
+
+    /// A lazy broadcast reads as the made one everywhere: its elements, the elementwise kernels
+    /// (as an operand of either side, beside a made tensor of its shape and beside another
+    /// broadcast operand), a fused sum, accumulation into it and from it, mutation (which
+    /// leaves its clones alone) and the size it reports.
+    #[test]
+    fn a_lazy_broadcast_is_the_made_one() {
+        let shape = [64usize, 130];
+        let row = Tensor::from_fn([1, 130], |i| i as f32 * 0.25 - 7.0);
+        let one = Tensor::from_vec(vec![-1.5f32], [1, 1]);
+        let full = Tensor::from_fn(shape, |i| ((i * 37) % 101) as f32 / 9.0 - 5.0);
+        for src in [&row, &one] {
+            let made = src.broadcast_to(shape);
+            let lazy = src.broadcast_lazily(&shape);
+            assert!(lazy.is_lazy());
+            assert_eq!(lazy.shape(), &shape[..]);
+            let f = |[a, b]: [f32; 2]| a * b - a;
+            assert_eq!(
+                bits(&Tensor::zip_n("t", [&lazy, &full], f)),
+                bits(&Tensor::zip_n("t", [&made, &full], f))
+            );
+            assert_eq!(
+                bits(&Tensor::zip_n("t", [&full, &lazy], f)),
+                bits(&Tensor::zip_n("t", [&full, &made], f))
+            );
+            assert_eq!(
+                bits(&Tensor::zip_n("t", [&lazy, &row], f)),
+                bits(&Tensor::zip_n("t", [&made, &row], f))
+            );
+            let to = [64usize, 1];
+            assert_eq!(
+                bits(&Tensor::zip_n_sum_to("t", [&lazy, &full], &to, f)),
+                bits(&Tensor::zip_n_sum_to("t", [&made, &full], &to, f))
+            );
+            let (mut acc, mut want) = (full.clone(), full.clone());
+            acc.add_assign_same(&lazy);
+            want.add_assign_same(&made);
+            assert_eq!(bits(&acc), bits(&want));
+            let mut acc = src.broadcast_lazily(&shape);
+            acc.add_assign_same(&full);
+            assert_eq!(bits(&acc), bits(&want));
+            assert_eq!(lazy.heap_buffer().map(|b| b.1), Some(64 * 130 * 4));
+            let mut m = lazy.clone();
+            m.data_mut()[0] = 99.0;
+            assert_eq!(m.data()[0], 99.0);
+            assert_eq!(bits(&lazy), bits(&made), "a clone keeps its values; reading makes them");
+            assert!(!lazy.is_lazy());
+        }
+        // A reshape of an unmade broadcast reads the made elements under its own shape.
+        let lazy = row.broadcast_lazily(&shape);
+        let turned = lazy.reshape([130, 64]);
+        assert!(!turned.is_lazy());
+        let f = |[a, b]: [f32; 2]| a - b;
+        let other = Tensor::from_fn([130, 64], |i| i as f32);
+        let want = Tensor::zip_n("t", [&row.broadcast_to(shape).reshape([130, 64]), &other], f);
+        assert_eq!(bits(&Tensor::zip_n("t", [&turned, &other], f)), bits(&want));
+        // Small results are made at once.
+        assert!(!one.broadcast_lazily(&[2, 3]).is_lazy());
     }
 }

@@ -282,7 +282,7 @@ fn binary_into<T: Float>(
     out_shape: &[usize],
     f: impl Fn(T, T) -> T,
 ) {
-    if a_shape == b_shape {
+    if a_shape == b_shape && a_shape == out_shape {
         out.iter_mut()
             .zip(a.iter().zip(b))
             .for_each(|(o, (&x, &y))| *o = f(x, y));
