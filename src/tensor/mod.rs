@@ -696,16 +696,7 @@ impl<T: Float> Tensor<T> {
     pub(crate) fn zip_n<const N: usize>(op: &str, args: [&Self; N], f: impl Fn([T; N]) -> T + Sync) -> Self {
         if args.iter().any(|a| a.is_lazy()) {
             // The result has the shapes' broadcast; lazy operands are read as their sources.
-            let mut out = Shape::from_slice(&args[0].shape);
-            for a in &args[1..] {
-                out = broadcast_extents(&out, &a.shape).unwrap_or_else(|| {
-                    let shapes: Vec<String> = args.iter().map(|a| fmt_shape(&a.shape)).collect();
-                    fail(
-                        Error::shape(op, format!("shapes {} do not broadcast together", shapes.join(", ")))
-                            .at(Location::caller()),
-                    )
-                });
-            }
+            let out = Self::broadcast_shape(op, &args);
             let ops: [&Self; N] = std::array::from_fn(|k| args[k].operand());
             let data = kernels::map_n(std::array::from_fn(|k| (&ops[k].data[..], &ops[k].shape[..])), &out, f);
             return Tensor::from_parts(out, data);
@@ -722,16 +713,7 @@ impl<T: Float> Tensor<T> {
             );
             return Tensor::from_parts(Shape::from_slice(first), data);
         }
-        let mut out = Shape::from_slice(first);
-        for a in &args[1..] {
-            out = broadcast_extents(&out, &a.shape).unwrap_or_else(|| {
-                let shapes: Vec<String> = args.iter().map(|a| fmt_shape(&a.shape)).collect();
-                fail(
-                    Error::shape(op, format!("shapes {} do not broadcast together", shapes.join(", ")))
-                        .at(Location::caller()),
-                )
-            });
-        }
+        let out = Self::broadcast_shape(op, &args);
         checked_numel::<T>(op, &out).unwrap_or_else(|e| fail(e.at(Location::caller())));
         if numel(&out) == 1 {
             return Tensor::one_of_shape(out, f(std::array::from_fn(|k| args[k].data[0])));
@@ -742,6 +724,23 @@ impl<T: Float> Tensor<T> {
             f,
         );
         Tensor::from_parts(out, data)
+    }
+
+    /// The shape `args` broadcast to; panics with a shape error naming `op` (and the caller's
+    /// line) when they do not.
+    #[track_caller]
+    fn broadcast_shape<const N: usize>(op: &str, args: &[&Self; N]) -> Shape {
+        let mut out = Shape::from_slice(&args[0].shape);
+        for a in &args[1..] {
+            out = broadcast_extents(&out, &a.shape).unwrap_or_else(|| {
+                let shapes: Vec<String> = args.iter().map(|a| fmt_shape(&a.shape)).collect();
+                fail(
+                    Error::shape(op, format!("shapes {} do not broadcast together", shapes.join(", ")))
+                        .at(Location::caller()),
+                )
+            });
+        }
+        out
     }
 
     /// `self += other` for tensors of one shape, in place when the buffer is not shared (the

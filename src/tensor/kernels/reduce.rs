@@ -270,75 +270,43 @@ crate::tensor::vmath::wide_fn! {
 pub(crate) fn extreme_axis<T: Float>(a: &[T], shape: &[usize], axis: usize, min: bool) -> Vec<T> {
     let (outer, n, inner) = split_axis(shape, axis);
     assert!(n > 0, "extreme_axis: the axis is empty");
+    let mut out = if min {
+        reduce_axis(a, (outer, n, inner), min_or_nan, |d, s| {
+            d.iter_mut()
+                .zip(s)
+                .for_each(|(d, &s)| *d = pick_extreme::<T, true>(*d, s))
+        })
+    } else {
+        reduce_axis(a, (outer, n, inner), max_or_nan, |d, s| {
+            d.iter_mut()
+                .zip(s)
+                .for_each(|(d, &s)| *d = pick_extreme::<T, false>(*d, s))
+        })
+    };
+    out.iter_mut().filter(|v| v.is_nan()).for_each(|v| *v = T::NAN);
+    out
+}
+
+/// One axis of extent `n > 0` reduced away, split across threads by output elements: with
+/// `inner == 1` each output is `row` of its contiguous row; otherwise chunks of whole `inner`
+/// rows of the output (or of one row) start as the first slice along the axis and `fold` each
+/// later slice into them, in axis order. The same values at any thread count.
+fn reduce_axis<T: Float>(
+    a: &[T],
+    (outer, n, inner): (usize, usize, usize),
+    row: impl Fn(&[T]) -> T + Sync,
+    fold: impl Fn(&mut [T], &[T]) + Sync,
+) -> Vec<T> {
     let mut out = crate::tensor::pool::buffer(outer * inner);
     if outer * inner == 0 {
         return out;
     }
-    let canonical = |v: T| if v.is_nan() { T::NAN } else { v };
-    if inner == 1 {
-        let per = (REDUCE_CHUNK / n).max(1);
-        parallel::chunks_mut(&mut out, per, a.len(), |i, c| {
-            for (j, o) in c.iter_mut().enumerate() {
-                let row = &a[(i * per + j) * n..(i * per + j + 1) * n];
-                *o = canonical(if min { min_or_nan(row) } else { max_or_nan(row) });
-            }
-        });
-        return out;
-    }
-    let per = if outer > 1 {
-        (REDUCE_CHUNK / (n * inner)).max(1) * inner
-    } else {
-        REDUCE_CHUNK
-    };
-    let pick = |d: &mut [T], s: &[T]| {
-        if min {
-            d.iter_mut()
-                .zip(s)
-                .for_each(|(d, &s)| *d = pick_extreme::<T, true>(*d, s));
-        } else {
-            d.iter_mut()
-                .zip(s)
-                .for_each(|(d, &s)| *d = pick_extreme::<T, false>(*d, s));
-        }
-    };
-    parallel::chunks_mut(&mut out, per, a.len(), |i, c| {
-        let start = i * per;
-        let mut done = 0;
-        while done < c.len() {
-            let (o, i0) = ((start + done) / inner, (start + done) % inner);
-            let len = (inner - i0).min(c.len() - done);
-            let dst = &mut c[done..done + len];
-            let base = o * n * inner + i0;
-            dst.copy_from_slice(&a[base..base + len]);
-            for j in 1..n {
-                pick(dst, &a[base + j * inner..base + j * inner + len]);
-            }
-            dst.iter_mut().for_each(|v| *v = canonical(*v));
-            done += len;
-        }
-    });
-    out
-}
-
-/// Splits `shape` around `axis` into (outer, extent, inner) sizes.
-pub(crate) fn split_axis(shape: &[usize], axis: usize) -> (usize, usize, usize) {
-    (numel(&shape[..axis]), shape[axis], numel(&shape[axis + 1..]))
-}
-
-/// Sum over one axis; the result has that axis removed (callers reshape for `keepdim`). Split
-/// across threads by output elements (each summed in the same order at any thread count).
-pub(crate) fn sum_axis<T: Float>(a: &[T], shape: &[usize], axis: usize) -> Vec<T> {
-    let (outer, n, inner) = split_axis(shape, axis);
-    if n == 0 || outer * inner == 0 {
-        return vec![T::ZERO; outer * inner]; // an empty sum is 0
-    }
-    let mut out = crate::tensor::pool::buffer(outer * inner);
     if inner == 1 {
         let per = (REDUCE_CHUNK / n).max(1);
         parallel::chunks_mut(&mut out, per, a.len(), |i, c| {
             for (j, o) in c.iter_mut().enumerate() {
                 let r = i * per + j;
-                *o = sum_slice(&a[r * n..(r + 1) * n]);
+                *o = row(&a[r * n..(r + 1) * n]);
             }
         });
         return out;
@@ -359,13 +327,29 @@ pub(crate) fn sum_axis<T: Float>(a: &[T], shape: &[usize], axis: usize) -> Vec<T
             let base = o * n * inner + i0;
             dst.copy_from_slice(&a[base..base + len]);
             for j in 1..n {
-                let src = &a[base + j * inner..base + j * inner + len];
-                dst.iter_mut().zip(src).for_each(|(d, &s)| *d += s);
+                fold(dst, &a[base + j * inner..base + j * inner + len]);
             }
             done += len;
         }
     });
     out
+}
+
+/// Splits `shape` around `axis` into (outer, extent, inner) sizes.
+pub(crate) fn split_axis(shape: &[usize], axis: usize) -> (usize, usize, usize) {
+    (numel(&shape[..axis]), shape[axis], numel(&shape[axis + 1..]))
+}
+
+/// Sum over one axis; the result has that axis removed (callers reshape for `keepdim`). Split
+/// across threads by output elements (each summed in the same order at any thread count).
+pub(crate) fn sum_axis<T: Float>(a: &[T], shape: &[usize], axis: usize) -> Vec<T> {
+    let (outer, n, inner) = split_axis(shape, axis);
+    if n == 0 {
+        return vec![T::ZERO; outer * inner]; // an empty sum is 0
+    }
+    reduce_axis(a, (outer, n, inner), sum_slice, |d, s| {
+        d.iter_mut().zip(s).for_each(|(d, &s)| *d += s)
+    })
 }
 
 /// Index (within the axis) of the first maximal element along one axis, and the maxima.
