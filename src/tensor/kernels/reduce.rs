@@ -190,8 +190,14 @@ crate::tensor::vmath::wide_fn! {
 /// [`max_ignoring_nan`]'s loop.
 #[inline(always)]
 fn max_ignoring_nan_in<T: Float>(x: &[T]) -> T {
-    let pick = |a: T, b: T| if b > a { b } else { a };
-    let mut acc = [T::NEG_INFINITY; LANES];
+    fold_slice_lanes(x, T::NEG_INFINITY, |a: T, b: T| if b > a { b } else { a })
+}
+
+/// `pick` folded over a slice: `LANES` accumulators from `init` across the whole lane groups,
+/// folded together, then the tail in order. One pass with no early exit, so it vectorises.
+#[inline(always)]
+fn fold_slice_lanes<T: Float>(x: &[T], init: T, pick: impl Fn(T, T) -> T + Copy) -> T {
+    let mut acc = [init; LANES];
     let chunks = x.chunks_exact(LANES);
     let rest = chunks.remainder();
     for c in chunks {
@@ -222,23 +228,12 @@ fn pick_extreme<T: Float, const MIN: bool>(a: T, b: T) -> T {
     if beats || b.is_nan() { b } else { a }
 }
 
-/// The lane loop of [`max_or_nan`] and [`min_or_nan`]: one pass, no early exit, so it
-/// vectorises (a compare, a NaN test and a blend per vector).
+/// The lane loop of [`max_or_nan`] and [`min_or_nan`]: a compare, a NaN test and a blend per
+/// vector.
 #[inline(always)]
 fn extreme_or_nan_in<T: Float, const MIN: bool>(x: &[T]) -> T {
-    let mut acc = [if MIN { T::INFINITY } else { T::NEG_INFINITY }; LANES];
-    let chunks = x.chunks_exact(LANES);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for k in 0..LANES {
-            acc[k] = pick_extreme::<T, MIN>(acc[k], c[k]);
-        }
-    }
-    let mut m = fold_lanes(acc, pick_extreme::<T, MIN>);
-    for &r in rest {
-        m = pick_extreme::<T, MIN>(m, r);
-    }
-    m
+    let init = if MIN { T::INFINITY } else { T::NEG_INFINITY };
+    fold_slice_lanes(x, init, pick_extreme::<T, MIN>)
 }
 
 #[inline(always)]
