@@ -437,6 +437,15 @@ pub trait Pointwise<T: Float, const N: usize>: Sync {
     fn kernel(&self) -> Option<RuleKernel<T, N>> {
         None
     }
+
+    /// True when the expression of two arguments is its second argument wherever the first is
+    /// `1` — `eval([1, d]) = d` bit for bit for every `d` (a NaN may come back quieted), as
+    /// `g · d` is. Then, on tensors, a first argument that is an unmade broadcast of a single
+    /// `1` (the gradient `sum` hands down to a product) gives `d` itself, with no pass over
+    /// memory. `false` (the default) always evaluates.
+    fn identity_at_one(&self) -> bool {
+        false
+    }
 }
 
 /// A [`Pointwise`] expression kept as one elementwise kernel (see [`Pointwise::kernel`]): what a
@@ -747,6 +756,9 @@ impl<T: Float> Pointwise<T, 2> for Prod2 {
     fn eval<E: Elem<T>>(&self, [a, b]: [E; 2]) -> E {
         a * b
     }
+    fn identity_at_one(&self) -> bool {
+        true
+    }
 }
 /// `a · c`, as a pointwise expression.
 struct Scale<T>(T);
@@ -780,9 +792,15 @@ impl<T: Float> Value<T> for Tensor<T> {
     }
     #[inline]
     fn pointwise<const N: usize, F: Pointwise<T, N>>(f: &F, args: [&Self; N]) -> Self {
+        if let Some(d) = unit_times(f, &args) {
+            return d;
+        }
         Tensor::zip_n("pointwise", args, |x| f.eval(std::array::from_fn(|k| Scalar(x[k]))).0)
     }
     fn pointwise_sum_to_like<const N: usize, F: Pointwise<T, N>>(f: &F, args: [&Self; N], like: &Self) -> Self {
+        if let Some(d) = unit_times(f, &args) {
+            return d.sum_to_like(like);
+        }
         Tensor::zip_n_sum_to("pointwise", args, like.shape(), |x| {
             f.eval(std::array::from_fn(|k| Scalar(x[k]))).0
         })
@@ -822,6 +840,17 @@ impl<T: Float> Value<T> for Tensor<T> {
     fn first_order_only(_op: &'static str, _input: usize, grad: Tensor<T>, _deps: &[&Self]) -> Self {
         grad
     }
+}
+
+/// `d` itself for `f([g, d])` when `f` is the identity at `g = 1` ([`Pointwise::identity_at_one`]),
+/// `g` is an unmade broadcast of a single `1` and `d` already has the result's shape: `g · d`
+/// (the product rule under a `sum`) without the pass that would multiply by one.
+fn unit_times<T: Float, const N: usize, F: Pointwise<T, N>>(f: &F, args: &[&Tensor<T>; N]) -> Option<Tensor<T>> {
+    if N != 2 || !f.identity_at_one() {
+        return None;
+    }
+    let (g, d) = (args[0], args[1]);
+    (g.is_unit_broadcast() && crate::core::shape::same_shape(g.shape(), d.shape())).then(|| d.clone())
 }
 
 /// Runs an elementwise expression on values of any interpretation (the function form of

@@ -222,6 +222,9 @@ impl<T: Float> Pointwise<T, 2> for ByD {
     fn eval<E: Elem<T>>(&self, [h, d]: [E; 2]) -> E {
         h.chain_mul(d)
     }
+    fn identity_at_one(&self) -> bool {
+        true
+    }
 }
 
 /// `h / d` (strong zero in `h`): the gradient of `chain_div` for `g`.

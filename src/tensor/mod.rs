@@ -554,6 +554,12 @@ impl<T: Float> Tensor<T> {
         matches!(&self.data, Buf::Lazy(l) if l.full.get().is_none() && l.shape == self.shape)
     }
 
+    /// An unmade broadcast of a single `1` (the gradient `sum`'s rule hands down for a seed of
+    /// one), read with the shape it was made for.
+    pub(crate) fn is_unit_broadcast(&self) -> bool {
+        self.is_lazy() && matches!(&self.data, Buf::Lazy(l) if l.src.data.len() == 1 && l.src.data[0] == T::ONE)
+    }
+
     /// A copy with `f` applied to the whole buffer in place (for vectorised slice kernels).
     pub(crate) fn map_slice(&self, f: impl Fn(&mut [T]) + Sync) -> Self {
         if let Buf::One(x) = self.data {
@@ -1041,5 +1047,58 @@ mod lazy_tests {
         assert_eq!(bits(&Tensor::zip_n("t", [&turned, &other], f)), bits(&want));
         // Small results are made at once.
         assert!(!one.broadcast_lazily(&[2, 3]).is_lazy());
+    }
+
+    /// `g · d` with `g` an unmade broadcast of one `1` is `d` itself (its buffer, no pass), for
+    /// a product and for the product rule, summed down to a broadcast operand or not; any
+    /// other broadcast value, or a `d` of another shape, is multiplied as before. End to end:
+    /// the gradient of `sum(x · c)` for `x` is `c`'s bits (NaN, ±∞, −0 included) and for a
+    /// broadcast `c` is `x` summed over the batch, as the recorded backward gives.
+    #[test]
+    fn a_product_with_an_unmade_one_is_the_other_operand() {
+        use crate::autodiff::rule::Value;
+        use crate::ops::select::ByD;
+        use crate::{Tape, autodiff::rule::pointwise};
+        let shape = [64usize, 130];
+        let mut d = Tensor::from_fn(shape, |i| ((i * 37) % 101) as f32 / 9.0 - 5.0);
+        d.data_mut()[..4].copy_from_slice(&[f32::NAN, f32::INFINITY, -0.0, f32::NEG_INFINITY]);
+        let unit = Tensor::scalar(1.0f32).broadcast_lazily(&shape);
+        let same_buffer = |a: &Tensor<f32>, b: &Tensor<f32>| std::ptr::eq(a.data().as_ptr(), b.data().as_ptr());
+        for y in [
+            <Tensor<f32> as Value<f32>>::mul(&unit, &d),
+            pointwise(&ByD, [&unit, &d]),
+            Value::pointwise_sum_to_like(&ByD, [&unit, &d], &d),
+        ] {
+            assert!(same_buffer(&y, &d) && y.shape() == d.shape());
+        }
+        let made = Tensor::scalar(1.0f32).broadcast_to(shape);
+        let to_row = Value::pointwise_sum_to_like(&ByD, [&unit, &d], &Tensor::zeros([1, 130]));
+        let want = Value::pointwise_sum_to_like(&ByD, [&made, &d], &Tensor::zeros([1, 130]));
+        assert_eq!(to_row.shape(), &[1, 130]);
+        assert_eq!(bits(&to_row)[4..], bits(&want)[4..]);
+        let two = Tensor::scalar(2.0f32).broadcast_lazily(&shape);
+        let twice = pointwise(&ByD, [&two, &d]);
+        assert!(!same_buffer(&twice, &d) && twice.data()[5] == 2.0 * d.data()[5]);
+        let row = Tensor::from_fn([1, 130], |i| i as f32);
+        let at_row = pointwise(&ByD, [&unit, &row]);
+        assert_eq!(at_row.shape(), &shape[..]);
+        assert_eq!(bits(&at_row), bits(&row.broadcast_to(shape)));
+
+        let x = Tensor::from_fn(shape, |i| (i % 13) as f32 - 6.0);
+        let tape = Tape::<f32>::new();
+        let (xv, cv) = (tape.var(x.clone()), tape.var(d.clone()));
+        let gx = &tape.grad(&[(xv * cv).sum()], &[Tensor::scalar(1.0)], &[xv])[0];
+        assert_eq!(bits(gx), bits(&d));
+        let c = Tensor::from_fn([130], |i| i as f32 * 0.5 - 3.0);
+        let tape = Tape::<f32>::new();
+        let (xv, cv) = (tape.var(x.clone()), tape.var(c));
+        let loss = (xv * cv).sum();
+        let eager = &tape.grad(&[loss], &[Tensor::scalar(1.0)], &[cv])[0];
+        let recorded = tape.grad_graph(&[loss], &[tape.scalar(1.0)], &[cv])[0].value();
+        assert_eq!(bits(eager), bits(&recorded));
+        for j in 0..130 {
+            let s: f64 = (0..64).map(|i| f64::from(x.data()[i * 130 + j])).sum();
+            assert_eq!(f64::from(eager.data()[j]), s, "column {j}");
+        }
     }
 }
