@@ -84,22 +84,19 @@ pub struct NodeInfo {
 pub(crate) fn nodes_info<T: Float>(tape: &Tape<T>, last: Option<usize>) -> Vec<NodeInfo> {
     let nodes = tape.nodes.borrow();
     let end = last.map_or(nodes.len(), |l| (l + 1).min(nodes.len()));
-    let mut first_owner: HashMap<*const T, usize> = HashMap::new();
+    let mut first_owner: HashMap<usize, usize> = HashMap::new();
     let mut out: Vec<NodeInfo> = Vec::with_capacity(end);
     for (i, n) in nodes[..end].iter().enumerate() {
-        // One-element values live inline in the tensor: they never share a buffer.
-        let shares = if n.value.numel() > 1 {
-            let p = n.value.data().as_ptr();
-            match first_owner.get(&p) {
-                Some(&j) => Some(j),
-                None => {
-                    first_owner.insert(p, i);
-                    None
-                }
+        // One-element values live inline in the tensor: they never share a buffer. (The buffer
+        // is found without reading the elements, which would make an unmade value.)
+        let buffer = n.value.heap_buffer();
+        let shares = buffer.and_then(|(addr, _)| match first_owner.get(&addr) {
+            Some(&j) => Some(j),
+            None => {
+                first_owner.insert(addr, i);
+                None
             }
-        } else {
-            None
-        };
+        });
         let mut kind = node_kind(n, shares);
         // Two constants made from one tensor share a buffer too; only a constant sharing the value
         // of an op output or a variable is a detached copy.
@@ -123,10 +120,12 @@ pub(crate) fn nodes_info<T: Float>(tape: &Tape<T>, last: Option<usize>) -> Vec<N
             shape: n.value.shape().to_vec(),
             requires_grad: n.requires_grad,
             location: format!("{}:{}", n.location.file(), n.location.line()),
-            bytes: if shares.is_some() {
-                0
-            } else {
-                n.value.numel() * std::mem::size_of::<T>()
+            bytes: match buffer {
+                _ if shares.is_some() => 0,
+                Some((_, bytes)) => bytes,
+                // An inline value, or an unmade product (which holds no buffer of its own).
+                None if n.value.numel() == 1 => std::mem::size_of::<T>(),
+                None => 0,
             },
             shares,
         });

@@ -28,7 +28,7 @@ binary_ops! {
         rule |cx, g, a, b, y| [g.clone().sum_to_like(a), g.clone().sum_to_like(b).neg()];
     /// `a · b` elementwise, broadcasting: `da = g·b`, `db = g·a` (strong zeros: 0 where `g` is 0,
     /// even against an infinite factor).
-    MulOp "mul", |a, b| a * b,
+    MulOp "mul" product, |a, b| a * b,
         rule |cx, g, a, b, y| [
             V::pointwise_sum_to_like(&ByD, [g, b], a),
             V::pointwise_sum_to_like(&ByD, [g, a], b)

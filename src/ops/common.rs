@@ -46,7 +46,8 @@ pub(crate) fn resolve_axis(op: &str, axis: isize, ndim: usize) -> Result<usize> 
 /// of elements, and the rule for each input (an expression over the rule's context `cx`, the
 /// cotangent `g`, the inputs `a`, `b` and the output `y`, computed only when that input needs a
 /// gradient). Each op is also a [`Binary`](crate::autodiff::Binary) elementwise function, usable
-/// in other rules.
+/// in other rules. An ident after the name marks the op: `mask` (its result is a 0/1 mask), or
+/// `product` (its forward is `a · b`, left unmade when large; see `Tensor::product_unmade`).
 macro_rules! binary_ops {
     ($($(#[$doc:meta])* $ty:ident $name:literal $($mask:ident)?, |$fa:ident, $fb:ident| $fwd:expr,
        rule |$cx:ident, $g:ident, $a:ident, $b:ident, $y:ident| [$da:expr, $db:expr];)*) => {$(
@@ -73,6 +74,13 @@ macro_rules! binary_ops {
             }
             fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
                 arity($name, x, 2)?;
+                // The product is left unmade when large: a `sum` of it then reads its operands
+                // instead (see `Tensor::product_unmade`).
+                $(if stringify!($mask) == "product"
+                    && let Some(y) = $crate::tensor::Tensor::product_unmade(x[0], x[1])
+                {
+                    return Ok(y);
+                })?
                 broadcast_zip($name, x[0], x[1], |a, b| Binary::f(self, a, b))
             }
             #[allow(unused_variables)]

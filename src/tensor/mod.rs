@@ -53,7 +53,7 @@ pub(crate) fn checked_numel<T: Float>(op: &str, shape: &[usize]) -> Result<usize
 
 /// The element buffer: a single value lives inline (no allocation, so 0-d and one-element values
 /// are cheap to record); anything larger is a reference-counted vector shared by clones, or a
-/// broadcast not yet made ([`Lazy`]).
+/// value not yet made ([`Lazy`]: a broadcast, or a product a sum may read without making).
 #[derive(Clone)]
 enum Buf<T: Float> {
     One(T),
@@ -61,23 +61,54 @@ enum Buf<T: Float> {
     Lazy(Arc<Lazy<T>>),
 }
 
-/// A smaller tensor broadcast to a shape, made only when its elements are read. The first-order
-/// backward makes these for the gradient of a sum (`g` spread over the summed axes): the
-/// elementwise kernels read `src` through stride-0 walks instead (no pass over memory to write
-/// the broadcast, none to read it back), and anything else that reads the elements gets them
-/// made once, shared by clones.
+/// A value of a shape made only when its elements are read; anything that reads them gets them
+/// made once, shared by clones. What it is:
+///
+/// - [`Unmade::Broadcast`]: a smaller tensor broadcast to the shape. The first-order backward
+///   makes these for the gradient of a sum (`g` spread over the summed axes): the elementwise
+///   kernels read the source through stride-0 walks instead (no pass over memory to write the
+///   broadcast, none to read it back).
+/// - [`Unmade::Product`]: `a · b` of two tensors of the shape, the forward of a large `mul`. A
+///   sum over all of it ([`Tensor::sum_all`], the forward of `sum` and `mean`) is a dot product
+///   of the two with the made product's bits, so `sum(y · g)` makes one pass over `y` and `g`
+///   and keeps no product (the product rule needs only `a` and `b`).
 struct Lazy<T: Float> {
-    src: Tensor<T>,
+    what: Unmade<T>,
     shape: Shape,
     full: std::sync::OnceLock<pool::PoolVec<T>>,
+}
+
+/// What a [`Lazy`] value is.
+enum Unmade<T: Float> {
+    /// This tensor broadcast to the lazy value's shape.
+    Broadcast(Tensor<T>),
+    /// The elementwise product of two plain tensors of the lazy value's shape.
+    Product(Tensor<T>, Tensor<T>),
 }
 
 impl<T: Float> Lazy<T> {
     fn elements(&self) -> &[T] {
         &self
             .full
-            .get_or_init(|| pool::PoolVec(kernels::broadcast_to(&self.src.data, &self.src.shape, &self.shape)))
+            .get_or_init(|| {
+                pool::PoolVec(match &self.what {
+                    Unmade::Broadcast(src) => kernels::broadcast_to(&src.data, &src.shape, &self.shape),
+                    Unmade::Product(a, b) => kernels::map_n(
+                        [(&a.data[..], &a.shape[..]), (&b.data[..], &b.shape[..])],
+                        &self.shape,
+                        |[x, y]| x * y,
+                    ),
+                })
+            })
             .0
+    }
+
+    /// The source of an unmade broadcast.
+    fn broadcast_source(&self) -> Option<&Tensor<T>> {
+        match &self.what {
+            Unmade::Broadcast(src) if self.full.get().is_none() => Some(src),
+            _ => None,
+        }
     }
 }
 
@@ -298,7 +329,11 @@ impl<T: Float> Tensor<T> {
 
     /// The number of elements.
     pub fn numel(&self) -> usize {
-        self.data.len()
+        // From the shape, not the buffer: reading an unmade value's length would make it.
+        match &self.data {
+            Buf::Lazy(_) => numel(&self.shape),
+            data => data.len(),
+        }
     }
 
     /// The elements in row-major order.
@@ -333,7 +368,9 @@ impl<T: Float> Tensor<T> {
         match &self.data {
             Buf::One(_) => None,
             Buf::Many(v) => Some((Arc::as_ptr(v) as usize, v.0.len() * std::mem::size_of::<T>())),
-            // Counted as made (what it holds once anything reads it).
+            // An unmade product holds no buffer of its own (its operands are counted where they
+            // live); a broadcast is counted as made (what it holds once anything reads it).
+            Buf::Lazy(l) if l.full.get().is_none() && matches!(l.what, Unmade::Product(..)) => None,
             Buf::Lazy(l) => Some((Arc::as_ptr(l) as usize, numel(&l.shape) * std::mem::size_of::<T>())),
         }
     }
@@ -524,12 +561,12 @@ impl<T: Float> Tensor<T> {
             return self.broadcast_to(shape);
         }
         let src = match &self.data {
-            Buf::Lazy(l) => l.src.clone(),
+            Buf::Lazy(l) if let Some(src) = l.broadcast_source() => src.clone(),
             _ => self.clone(),
         };
         Tensor {
             data: Buf::Lazy(Arc::new(Lazy {
-                src,
+                what: Unmade::Broadcast(src),
                 shape: shape::shape_of(shape),
                 full: std::sync::OnceLock::new(),
             })),
@@ -540,24 +577,43 @@ impl<T: Float> Tensor<T> {
     /// What an elementwise kernel reads for this operand: the source of a lazy broadcast (with
     /// its own shape, which broadcasts to this one's), else the tensor itself.
     fn operand(&self) -> &Self {
-        if self.is_lazy()
-            && let Buf::Lazy(l) = &self.data
-        {
-            return &l.src;
+        match &self.data {
+            Buf::Lazy(l) if l.shape == self.shape => l.broadcast_source().unwrap_or(self),
+            _ => self,
         }
-        self
     }
 
     /// An unmade broadcast read with the shape it was made for (a reshape shares the buffer
     /// under another shape: that one reads the made elements).
     fn is_lazy(&self) -> bool {
-        matches!(&self.data, Buf::Lazy(l) if l.full.get().is_none() && l.shape == self.shape)
+        matches!(&self.data, Buf::Lazy(l) if l.shape == self.shape && l.broadcast_source().is_some())
     }
 
     /// An unmade broadcast of a single `1` (the gradient `sum`'s rule hands down for a seed of
     /// one), read with the shape it was made for.
     pub(crate) fn is_unit_broadcast(&self) -> bool {
-        self.is_lazy() && matches!(&self.data, Buf::Lazy(l) if l.src.data.len() == 1 && l.src.data[0] == T::ONE)
+        let src = self.is_lazy().then(|| self.operand());
+        src.is_some_and(|s| s.data.len() == 1 && s.data[0] == T::ONE)
+    }
+
+    /// Whether the elements are yet to be made (a lazy value nothing has read).
+    fn is_unmade(&self) -> bool {
+        matches!(&self.data, Buf::Lazy(l) if l.full.get().is_none())
+    }
+
+    /// `a · b` left unmade, for two plain tensors of one shape with at least [`LAZY_MIN`]
+    /// elements (`None` otherwise: the caller multiplies). Its elements are `a · b`'s when
+    /// read; [`sum_all`](Self::sum_all) reads `a` and `b` instead (see [`Lazy`]).
+    pub(crate) fn product_unmade(a: &Self, b: &Self) -> Option<Self> {
+        let plain = |t: &Self| matches!(t.data, Buf::Many(_)) || (matches!(t.data, Buf::Lazy(_)) && !t.is_unmade());
+        (shape::same_shape(&a.shape, &b.shape) && a.numel() >= LAZY_MIN && plain(a) && plain(b)).then(|| Tensor {
+            data: Buf::Lazy(Arc::new(Lazy {
+                what: Unmade::Product(a.clone(), b.clone()),
+                shape: a.shape.clone(),
+                full: std::sync::OnceLock::new(),
+            })),
+            shape: a.shape.clone(),
+        })
     }
 
     /// A copy with `f` applied to the whole buffer in place (for vectorised slice kernels).
@@ -625,6 +681,14 @@ impl<T: Float> Tensor<T> {
 
     /// Sum of all elements.
     pub fn sum_all(&self) -> T {
+        if let Buf::Lazy(l) = &self.data
+            && l.full.get().is_none()
+            && let Unmade::Product(a, b) = &l.what
+        {
+            // `sum_slice` of the made product, bit for bit: `dot` cuts the same chunks and adds
+            // each rounded product into the same lanes.
+            return kernels::dot(&a.data, &b.data);
+        }
         kernels::sum_slice(&self.data)
     }
 
@@ -1047,6 +1111,65 @@ mod lazy_tests {
         assert_eq!(bits(&Tensor::zip_n("t", [&turned, &other], f)), bits(&want));
         // Small results are made at once.
         assert!(!one.broadcast_lazily(&[2, 3]).is_lazy());
+    }
+
+    /// A large `mul` leaves its product unmade: a sum or mean over all of it has the made
+    /// product's bits (and the f64 sum's value to rounding) at lengths around the reduction's
+    /// chunk and lane boundaries, holds no buffer until read, is made by reading its elements
+    /// (not by asking its size or shape), and reads like a made product through a reshape.
+    /// Small products, and products with an unmade operand, are made at once.
+    #[test]
+    fn a_large_product_is_summed_without_being_made() {
+        use crate::Tape;
+        use crate::tensor::parallel::REDUCE_CHUNK;
+        for n in [
+            4096,
+            4097,
+            REDUCE_CHUNK - 1,
+            REDUCE_CHUNK,
+            REDUCE_CHUNK + 33,
+            3 * REDUCE_CHUNK + 5,
+        ] {
+            let a = Tensor::<f32>::rand_normal([n], 0.0, 1.0, 1);
+            let mut b = Tensor::<f32>::rand_normal([n], 0.0, 1.0, 2);
+            b.data_mut()[n / 2] = -0.0;
+            let tape = Tape::<f32>::new();
+            let (av, bv) = (tape.var(a.clone()), tape.constant(b.clone()));
+            let p = av * bv;
+            let (sum, mean) = (p.sum(), p.mean());
+            let node = tape.node(p.index);
+            assert!(node.value.is_unmade() && node.value.heap_buffer().is_none(), "n = {n}");
+            assert_eq!((node.value.numel(), node.value.shape()), (n, &[n][..]));
+            assert!(node.value.is_unmade(), "numel and shape do not make it");
+            drop(node);
+            let made = Tensor::from_fn([n], |i| a.data()[i] * b.data()[i]);
+            let want = crate::tensor::kernels::sum_slice(made.data());
+            assert_eq!(sum.item().to_bits(), want.to_bits(), "n = {n}");
+            assert_eq!(mean.item().to_bits(), (want * (1.0 / n as f32)).to_bits(), "n = {n}");
+            let exact: f64 = a
+                .data()
+                .iter()
+                .zip(b.data())
+                .map(|(&x, &y)| f64::from(x) * f64::from(y))
+                .sum();
+            assert!((f64::from(want) - exact).abs() < 1e-4 * (n as f64).sqrt(), "n = {n}");
+            let turned = p.value().reshape([1, n]);
+            assert!(turned.is_unmade());
+            assert_eq!(turned.sum_all().to_bits(), want.to_bits());
+            assert_eq!(bits(&turned.reshape([n])), bits(&made), "read, it is the product");
+            assert!(!p.value().is_unmade() && p.value().heap_buffer().map(|b| b.1) == Some(4 * n));
+            // The gradients are the product rule's, on the made operands.
+            let ga = &tape.grad(&[sum], &[Tensor::scalar(1.0)], &[av])[0];
+            assert_eq!(bits(ga), bits(&b));
+        }
+        let small = Tensor::<f32>::ones([4095]);
+        assert!(Tensor::product_unmade(&small, &small).is_none());
+        let big = Tensor::<f32>::ones([64, 64]);
+        let unmade = Tensor::product_unmade(&big, &big).unwrap();
+        assert!(Tensor::product_unmade(&unmade, &big).is_none());
+        assert!(Tensor::product_unmade(&big, &Tensor::ones([64, 1])).is_none());
+        let lazy = Tensor::<f32>::ones([1, 64]).broadcast_lazily(&[64, 64]);
+        assert!(Tensor::product_unmade(&lazy, &big).is_none());
     }
 
     /// `g · d` with `g` an unmade broadcast of one `1` is `d` itself (its buffer, no pass), for
