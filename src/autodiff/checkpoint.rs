@@ -239,7 +239,8 @@ impl<T: Float> Op<T> for CheckpointOp<T> {
     /// Runs the segment on a private tape and keeps only its output.
     fn forward(&self, inputs: &[&Tensor<T>]) -> Result<Tensor<T>> {
         let inputs: Vec<Tensor<T>> = inputs.iter().map(|&x| x.clone()).collect();
-        self.on_inner_tape(&inputs, |_, out| Ok(out.peek()))
+        // Made here: an unmade output would keep the segment's own values alive past its tape.
+        self.on_inner_tape(&inputs, |_, out| Ok(out.peek().made()))
     }
     /// Replays the segment from the inputs, checks the replay, and runs its backward with `g`.
     /// (A recorded backward does not come here: the sweep runs [`CheckpointOp::vjp_recorded`],

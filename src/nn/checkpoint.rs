@@ -249,7 +249,7 @@ impl<T: Float> Sequential<T> {
                 let tape = Tape::<T>::new();
                 let ps: Vec<Var<'_, T>> = s.params().iter().map(|&id| tape.var(store.get(id).clone())).collect();
                 let out = s.forward(tape.var(h.clone()), &ps);
-                h = out.value();
+                h = out.value().made();
                 StageCost {
                     kept_bytes: tape.retained_bytes(),
                     output_bytes: h.heap_buffer().map_or(0, |(_, b)| b),

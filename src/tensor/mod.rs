@@ -71,7 +71,8 @@ enum Buf<T: Float> {
 /// - [`Unmade::Product`]: `a · b` of two tensors of the shape, the forward of a large `mul`. A
 ///   sum over all of it ([`Tensor::sum_all`], the forward of `sum` and `mean`) is a dot product
 ///   of the two with the made product's bits, so `sum(y · g)` makes one pass over `y` and `g`
-///   and keeps no product (the product rule needs only `a` and `b`).
+///   and keeps no product (the product rule needs only `a` and `b`). Once made, the product
+///   lets go of `a` and `b`, so a made product costs what a plain one does.
 struct Lazy<T: Float> {
     what: Unmade<T>,
     shape: Shape,
@@ -82,8 +83,16 @@ struct Lazy<T: Float> {
 enum Unmade<T: Float> {
     /// This tensor broadcast to the lazy value's shape.
     Broadcast(Tensor<T>),
-    /// The elementwise product of two plain tensors of the lazy value's shape.
-    Product(Tensor<T>, Tensor<T>),
+    /// The elementwise product of two plain tensors of the lazy value's shape; `None` once made.
+    Product(std::sync::Mutex<Option<[Tensor<T>; 2]>>),
+}
+
+/// The operands of an unmade product (`None` once it is made). A panic cannot leave them half
+/// changed (they are only taken), so a poisoned lock is still good.
+fn product_operands<T: Float>(
+    ops: &std::sync::Mutex<Option<[Tensor<T>; 2]>>,
+) -> std::sync::MutexGuard<'_, Option<[Tensor<T>; 2]>> {
+    ops.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl<T: Float> Lazy<T> {
@@ -93,11 +102,17 @@ impl<T: Float> Lazy<T> {
             .get_or_init(|| {
                 pool::PoolVec(match &self.what {
                     Unmade::Broadcast(src) => kernels::broadcast_to(&src.data, &src.shape, &self.shape),
-                    Unmade::Product(a, b) => kernels::map_n(
-                        [(&a.data[..], &a.shape[..]), (&b.data[..], &b.shape[..])],
-                        &self.shape,
-                        |[x, y]| x * y,
-                    ),
+                    Unmade::Product(ops) => {
+                        // Taken: the made product no longer keeps its operands alive.
+                        let [a, b] = product_operands(ops)
+                            .take()
+                            .expect("an unmade product holds its operands");
+                        kernels::map_n(
+                            [(&a.data[..], &a.shape[..]), (&b.data[..], &b.shape[..])],
+                            &self.shape,
+                            |[x, y]| x * y,
+                        )
+                    }
                 })
             })
             .0
@@ -596,6 +611,13 @@ impl<T: Float> Tensor<T> {
         src.is_some_and(|s| s.data.len() == 1 && s.data[0] == T::ONE)
     }
 
+    /// This tensor with its elements made (an unmade value is made once and lets go of what it
+    /// was made from): for a value kept past its tape, so that it holds what it reports.
+    pub(crate) fn made(self) -> Self {
+        let _ = &self.data[..];
+        self
+    }
+
     /// Whether the elements are yet to be made (a lazy value nothing has read).
     fn is_unmade(&self) -> bool {
         matches!(&self.data, Buf::Lazy(l) if l.full.get().is_none())
@@ -608,7 +630,7 @@ impl<T: Float> Tensor<T> {
         let plain = |t: &Self| matches!(t.data, Buf::Many(_)) || (matches!(t.data, Buf::Lazy(_)) && !t.is_unmade());
         (shape::same_shape(&a.shape, &b.shape) && a.numel() >= LAZY_MIN && plain(a) && plain(b)).then(|| Tensor {
             data: Buf::Lazy(Arc::new(Lazy {
-                what: Unmade::Product(a.clone(), b.clone()),
+                what: Unmade::Product(std::sync::Mutex::new(Some([a.clone(), b.clone()]))),
                 shape: a.shape.clone(),
                 full: std::sync::OnceLock::new(),
             })),
@@ -683,7 +705,8 @@ impl<T: Float> Tensor<T> {
     pub fn sum_all(&self) -> T {
         if let Buf::Lazy(l) = &self.data
             && l.full.get().is_none()
-            && let Unmade::Product(a, b) = &l.what
+            && let Unmade::Product(ops) = &l.what
+            && let Some([a, b]) = &*product_operands(ops)
         {
             // `sum_slice` of the made product, bit for bit: `dot` cuts the same chunks and adds
             // each rounded product into the same lanes.
@@ -1162,6 +1185,23 @@ mod lazy_tests {
             let ga = &tape.grad(&[sum], &[Tensor::scalar(1.0)], &[av])[0];
             assert_eq!(bits(ga), bits(&b));
         }
+        // Made, a product lets go of its operands; a checkpointed segment's output is made.
+        let refs = |t: &Tensor<f32>| match &t.data {
+            super::Buf::Many(v) => std::sync::Arc::strong_count(v),
+            _ => unreachable!("a plain tensor"),
+        };
+        let (a, b) = (Tensor::<f32>::ones([64, 64]), Tensor::<f32>::full([64, 64], 3.0));
+        let p = Tensor::product_unmade(&a, &b).unwrap();
+        assert_eq!((refs(&a), refs(&b)), (2, 2));
+        assert_eq!(p.sum_all(), 3.0 * 4096.0);
+        assert_eq!((refs(&a), refs(&b)), (2, 2), "a sum does not make it");
+        assert_eq!(p.data()[7], 3.0);
+        assert_eq!((refs(&a), refs(&b)), (1, 1));
+        assert_eq!(p.sum_all(), 3.0 * 4096.0);
+        let tape = Tape::<f32>::new();
+        let x = tape.var(a.clone());
+        let y = tape.checkpoint(&[x], |v| v[0] * v[0]);
+        assert!(!tape.node(y.index).value.is_unmade());
         let small = Tensor::<f32>::ones([4095]);
         assert!(Tensor::product_unmade(&small, &small).is_none());
         let big = Tensor::<f32>::ones([64, 64]);
