@@ -608,7 +608,7 @@ impl<T: Float> Tensor<T> {
     /// one), read with the shape it was made for.
     pub(crate) fn is_unit_broadcast(&self) -> bool {
         let src = self.is_lazy().then(|| self.operand());
-        src.is_some_and(|s| s.data.len() == 1 && s.data[0] == T::ONE)
+        src.is_some_and(|s| s.numel() == 1 && s.data[0] == T::ONE)
     }
 
     /// This tensor with its elements made (an unmade value is made once and lets go of what it
