@@ -28,7 +28,7 @@
 //! |---|---|---|
 //! | `conv2d` (`conv1d`) | `col2im(Wᵀ · G)` for the input, `G · im2col(x)ᵀ` summed over the batch for the weight | — |
 //! | `im2col` | `col2im` | `im2col` |
-//! | `max_pool2d` | `scatter_add` of the gradient to the first maximum of each window (positions from the input's value) | `gather` |
+//! | `max_pool2d` | `max_pool2d_backward`: the gradient added at the first maximum of each window (positions from the input's value; `scatter_add`'s bits) | `gather` |
 //! | `avg_pool2d` | the gradient spread over each window (`broadcast_to`, then `col2im`) | `im2col` |
 //! | `dropout` | `dropout` with the same seed (it is linear and its own adjoint) | `dropout` |
 //!
@@ -50,6 +50,8 @@
 //! ```
 
 use super::common::arity;
+use super::index::GatherOp;
+#[cfg(test)]
 use super::index::ScatterAddOp;
 use super::registry::{Choice, OpInfo, Registry, Sample};
 use crate::autodiff::rule::{Cotangents, Op, Value, VjpCtx};
@@ -569,10 +571,8 @@ fn max_positions_scan<T: Float>(x: &[T], g: &ConvGeom) -> Vec<usize> {
 }
 
 /// [`max_positions`] of the 2×2 pool with stride 2 (no padding, no dilation), by far the most
-/// used: each output row reads two input rows as pairs, and each window's first maximum is
-/// picked as a small tree of strict `>` (the first maximum of each pair, then the second pair
-/// only when greater: the scan order's first maximum, with no loop), its first NaN if it holds
-/// one. Measured on W7's `[128, 16, 8, 8]` pool on one thread: the CNN step's time in this scan
+/// used: each output row reads two input rows as pairs, and each window's first maximum (its
+/// first NaN if it holds one) is picked by [`first_max_2x2`], with no loop. Measured on W7's `[128, 16, 8, 8]` pool on one thread: the CNN step's time in this scan
 /// fell from ~26% to ~14% (perf; it runs in the forward and again in the rule).
 fn max_positions_2x2<T: Float>(x: &[T], g: &ConvGeom) -> Vec<usize> {
     let (w, hw, l) = (g.w, g.h * g.w, g.positions());
@@ -583,18 +583,9 @@ fn max_positions_2x2<T: Float>(x: &[T], g: &ConvGeom) -> Vec<usize> {
             let (r0, r1) = (&plane[y0..y0 + w], &plane[y0 + w..y0 + 2 * w]);
             let pairs = r0.chunks_exact(2).zip(r1.chunks_exact(2));
             for (ox, (o, (p0, p1))) in orow.iter_mut().zip(pairs).enumerate() {
-                let (a, b, c, d) = (p0[0], p0[1], p1[0], p1[1]);
-                // Offsets within the window: 0, 1 in the first row, w, w + 1 in the second.
-                let (top, tv) = if b > a { (1, b) } else { (0, a) };
-                let (bot, bv) = if d > c { (w + 1, d) } else { (w, c) };
-                let mut k = if bv > tv { bot } else { top };
-                if a.is_nan() || b.is_nan() || c.is_nan() || d.is_nan() {
-                    k = [(a, 0), (b, 1), (c, w), (d, w + 1)]
-                        .into_iter()
-                        .find(|(v, _)| v.is_nan())
-                        .map_or(k, |(_, k)| k);
-                }
-                *o = y0 + 2 * ox + k;
+                let (tap, _) = first_max_2x2(p0[0], p0[1], p1[0], p1[1]);
+                // Taps 0, 1 in the first row, 2, 3 (offsets w, w + 1) in the second.
+                *o = y0 + 2 * ox + (tap & 1) + (tap >> 1) * w;
             }
         }
     }
@@ -602,8 +593,7 @@ fn max_positions_2x2<T: Float>(x: &[T], g: &ConvGeom) -> Vec<usize> {
 }
 
 /// The values [`max_positions_2x2`] picks, without the positions (the forward of the 2×2 pool):
-/// the same tree of strict `>`, then the first NaN of a window holding one, as selects, so the
-/// loop has no branch and no index arithmetic — `x[max_positions_2x2(x)[k]]`'s bits. Measured on
+/// [`first_max_2x2`]'s value, so no index arithmetic — `x[max_positions_2x2(x)[k]]`'s bits. Measured on
 /// W7's `[128, 16, 8, 8]` pool, one thread (profiler, fastest of 50, old and new builds
 /// alternated 3×): the forward 185–192 → 74–78 µs. The rule, which still makes the positions,
 /// showed 390 → 450 µs: the positions' buffer is no longer warm from the forward.
@@ -629,16 +619,24 @@ fn max_values_2x2_in<T: Float>(plane: &[T], w: usize, ow: usize, out: &mut [T]) 
         let y0 = 2 * oy * w;
         let (r0, r1) = (&plane[y0..y0 + 2 * ow], &plane[y0 + w..y0 + w + 2 * ow]);
         for (ox, o) in orow.iter_mut().enumerate() {
-            let (a, b, c, d) = (r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]);
-            let tv = if b > a { b } else { a };
-            let bv = if d > c { d } else { c };
-            let v = if bv > tv { bv } else { tv };
-            let v = if d.is_nan() { d } else { v };
-            let v = if c.is_nan() { c } else { v };
-            let v = if b.is_nan() { b } else { v };
-            *o = if a.is_nan() { a } else { v };
+            *o = first_max_2x2(r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]).1;
         }
     }
+}
+
+/// The first maximum of a 2×2 window `a b / c d` in scan order, as its tap (0–3) and value: a
+/// small tree of strict `>` (each pair's first maximum, the second pair only when greater),
+/// then the first NaN of a window holding one (the tree's compares are false there), as
+/// selects from the last tap back, so a loop calling it has no branch.
+#[inline(always)]
+fn first_max_2x2<T: Float>(a: T, b: T, c: T, d: T) -> (usize, T) {
+    let (top, tv) = if b > a { (1, b) } else { (0, a) };
+    let (bot, bv) = if d > c { (3, d) } else { (2, c) };
+    let m = if bv > tv { (bot, bv) } else { (top, tv) };
+    let m = if d.is_nan() { (3, d) } else { m };
+    let m = if c.is_nan() { (2, c) } else { m };
+    let m = if b.is_nan() { (1, b) } else { m };
+    if a.is_nan() { (0, a) } else { m }
 }
 
 /// The first of the positions `ps` (in scan order) holding the maximum of `plane` over them, or
@@ -692,21 +690,121 @@ impl<T: Float> Op<T> for MaxPool2dOp {
         Ok(Tensor::from_parts(shape_of([g.n, g.c, g.oh, g.ow]), data))
     }
     /// The gradient of each window goes to its first maximum (positions read from the input's
-    /// value, carried as indices): `scatter_add` into zeros, whose rule is `gather`.
+    /// value): the op `max_pool2d_backward`, which holds that value.
     fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, g: &V) -> Result<Cotangents<V>> {
-        let x = cx.input(0);
-        let xv = x.value();
-        let geom = self.0.geometry("max_pool2d", xv.shape())?;
-        let (planes, hw, l) = (geom.n * geom.c, geom.h * geom.w, geom.positions());
-        let index = Indices::new(max_positions(xv.data(), &geom), [planes, l]);
-        let back = ScatterAddOp {
-            axis: 1,
-            index,
-            shape: shape_of([planes, hw]),
+        let back = MaxPool2dBackwardOp {
+            window: self.0,
+            x: cx.input(0).value().clone(),
         };
-        let dx = V::apply(back, &[&g.reshape(&[planes, l])])?;
-        Ok(cx.grads([Some(dx.reshape(&x.shape()))]))
+        Ok(cx.grads([Some(V::apply(back, &[g])?)]))
     }
+}
+
+/// `max_pool2d`'s gradient for its input as an op, `max_pool2d_backward(g)`: each window's
+/// gradient added at the first maximum of that window in `x` (its first NaN if it holds one),
+/// zeros elsewhere — `scatter_add` of `g` into zeros at [`max_positions`]`(x)`, the same bits.
+/// `x` is a value the op holds, not an input: the positions are piecewise constant in it, so no
+/// gradient flows to it (as none flows to `scatter_add`'s index). Its rule is a `gather` of the
+/// cotangent at the same positions.
+///
+/// The 2×2 pool with stride 2 writes `dx` in one pass, each window's four elements at once
+/// ([`first_max_2x2`]'s tap picks which one gets the gradient), with no positions, no zero fill
+/// and no index checks. Measured on W7's `[128, 16, 8, 8]` pool, one thread: the rule
+/// (positions, then `scatter_add`) took 357 µs of the CNN's 612 µs backward (profiler).
+#[derive(Clone, Debug)]
+struct MaxPool2dBackwardOp<T: Float> {
+    window: Window,
+    x: Tensor<T>,
+}
+
+impl<T: Float> Op<T> for MaxPool2dBackwardOp<T> {
+    fn name(&self) -> &'static str {
+        "max_pool2d_backward"
+    }
+    fn params(&self) -> String {
+        format!("{}, input {}", self.window.params(), fmt_shape(self.x.shape()))
+    }
+    fn forward(&self, x: &[&Tensor<T>]) -> Result<Tensor<T>> {
+        arity("max_pool2d_backward", x, 1)?;
+        let geom = self.window.geometry("max_pool2d_backward", self.x.shape())?;
+        let out = [geom.n, geom.c, geom.oh, geom.ow];
+        if x[0].shape() != out {
+            return Err(Error::shape(
+                "max_pool2d_backward",
+                format!(
+                    "the gradient {} must have the pool's output shape {} (input {})",
+                    fmt_shape(x[0].shape()),
+                    fmt_shape(&out),
+                    fmt_shape(self.x.shape())
+                ),
+            ));
+        }
+        let (hw, l) = (geom.h * geom.w, geom.positions());
+        let (xd, gd) = (self.x.data(), x[0].data());
+        let planes = xd.chunks_exact(hw.max(1)).zip(gd.chunks_exact(l.max(1)));
+        let dx = if is_2x2(&geom) {
+            let mut dx = pool::buffer(geom.n * geom.c * hw);
+            for ((plane, gp), dp) in planes.zip(dx.chunks_exact_mut(hw)) {
+                max_pool_backward_2x2_plane(plane, gp, geom.w, geom.ow, dp);
+            }
+            dx
+        } else {
+            let mut dx = pool::filled(geom.n * geom.c * hw, T::ZERO);
+            let pos = max_positions(xd, &geom);
+            let planes = dx.chunks_exact_mut(hw.max(1)).zip(pos.chunks_exact(l.max(1)));
+            for ((dp, ps), gp) in planes.zip(gd.chunks_exact(l.max(1))) {
+                for (&p, &v) in ps.iter().zip(gp) {
+                    dp[p] += v;
+                }
+            }
+            dx
+        };
+        Ok(Tensor::from_parts(shape_of([geom.n, geom.c, geom.h, geom.w]), dx))
+    }
+    /// Linear in the gradient: its adjoint picks the cotangent at each window's first maximum,
+    /// a `gather` (whose rule is `scatter_add`).
+    fn vjp<V: Value<T>>(&self, cx: &VjpCtx<'_, V>, g: &V) -> Result<Cotangents<V>> {
+        let geom = self.window.geometry("max_pool2d_backward", self.x.shape())?;
+        let (planes, hw, l) = (geom.n * geom.c, geom.h * geom.w, geom.positions());
+        let op = GatherOp {
+            axis: 1,
+            index: Indices::new(max_positions(self.x.data(), &geom), [planes, l]),
+        };
+        let picked = V::apply(op, &[&g.reshape(&[planes, hw])])?;
+        Ok(cx.grads([Some(picked.reshape(&[geom.n, geom.c, geom.oh, geom.ow]))]))
+    }
+}
+
+crate::tensor::vmath::wide_fn! {
+    /// [`MaxPool2dBackwardOp`]'s 2×2 kernel on one plane (rows of `w`, gradient rows of `ow`),
+    /// compiled for the widest vectors this CPU has (the same compares and selects).
+    fn max_pool_backward_2x2_plane(plane: &[T], g: &[T], w: usize, ow: usize, dx: &mut [T]) -> () = max_pool_backward_2x2_in
+}
+
+/// [`max_pool_backward_2x2_plane`]'s loop: every element of `dx` written once, the gradient
+/// added into a zero (as `scatter_add` does: a `−0` gradient lands as `+0`) at each window's
+/// first maximum, zeros at the window's other three taps and in a last odd row or column.
+#[inline(always)]
+fn max_pool_backward_2x2_in<T: Float>(plane: &[T], g: &[T], w: usize, ow: usize, dx: &mut [T]) {
+    let z = T::ZERO;
+    let oh = g.len() / ow.max(1);
+    for (oy, grow) in g.chunks_exact(ow.max(1)).enumerate() {
+        let y0 = 2 * oy * w;
+        let (r0, r1) = (&plane[y0..y0 + w], &plane[y0 + w..y0 + 2 * w]);
+        let (d0, d1) = dx[y0..y0 + 2 * w].split_at_mut(w);
+        for (ox, &gv) in grow.iter().enumerate() {
+            let (i, j) = (2 * ox, 2 * ox + 1);
+            let (tap, _) = first_max_2x2(r0[i], r0[j], r1[i], r1[j]);
+            let v = z + gv;
+            d0[i] = if tap == 0 { v } else { z };
+            d0[j] = if tap == 1 { v } else { z };
+            d1[i] = if tap == 2 { v } else { z };
+            d1[j] = if tap == 3 { v } else { z };
+        }
+        d0[2 * ow..].fill(z);
+        d1[2 * ow..].fill(z);
+    }
+    dx[2 * oh * w..].fill(z);
 }
 
 /// The mean of each window, padding zeros included (`count_include_pad`).
@@ -1320,6 +1418,47 @@ pub(crate) mod naive {
         Tensor::from_vec(y, [n, c, oh, ow])
     }
 
+    /// The gradient of `⟨u, max_pool2d(x)⟩` for `x`: each window's `u` added at its first
+    /// maximal element in row-major order (the first NaN if it holds one), windows in order.
+    pub(crate) fn max_pool_backward(
+        x: &Tensor<f64>,
+        u: &Tensor<f64>,
+        k: [usize; 2],
+        s: [usize; 2],
+        p: [usize; 2],
+    ) -> Tensor<f64> {
+        let xs = x.shape();
+        let (n, c, h, w) = (xs[0], xs[1], xs[2], xs[3]);
+        let oh = out(h, k[0], s[0], p[0], 1);
+        let ow = out(w, k[1], s[1], p[1], 1);
+        let mut dx = vec![0.0; x.numel()];
+        for plane in 0..n * c {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut best: Option<(usize, f64)> = None;
+                    for i in 0..k[0] {
+                        for j in 0..k[1] {
+                            let (Some(iy), Some(ix)) = (at(oy, i, s[0], p[0], 1, h), at(ox, j, s[1], p[1], 1, w))
+                            else {
+                                continue;
+                            };
+                            let at = (plane * h + iy) * w + ix;
+                            let v = x.data()[at];
+                            best = match best {
+                                Some((b, a)) if a.is_nan() || !(v.is_nan() || v > a) => Some((b, a)),
+                                _ => Some((at, v)),
+                            };
+                        }
+                    }
+                    if let Some((b, _)) = best {
+                        dx[b] += u.data()[(plane * oh + oy) * ow + ox];
+                    }
+                }
+            }
+        }
+        Tensor::from_vec(dx, xs)
+    }
+
     /// Dropout with its own mask drawn from the seed.
     pub(crate) fn dropout(x: &Tensor<f64>, p: f64, seed: u64) -> Tensor<f64> {
         let mut rng = crate::core::rng::Rng::new(seed);
@@ -1730,6 +1869,55 @@ pub(crate) fn register(r: &mut Registry) {
     );
     r.register(
         OpInfo::new(
+            "max_pool2d_backward",
+            "max_pool2d's gradient for its input as an op (checked through a recorded gradient)",
+            || {
+                // Through max_pool2d's recorded rule: ∂⟨u, max_pool2d(x)⟩/∂x, a function of u.
+                // `two`: the 2×2 pool with stride 2, else kernel 3, stride 1, padding 1 (overlapping).
+                let through = |label: &str, x: Tensor<f64>, u: Tensor<f64>, two: bool| {
+                    if two {
+                        sample!(label, [x, u], |v| {
+                            let t = v[0].tape();
+                            t.grad_graph(&[v[0].max_pool2d(2, 2, 0)], &[v[1]], &[v[0]])[0]
+                        })
+                        .with_reference(|x| naive::max_pool_backward(&x[0], &x[1], [2, 2], [2, 2], [0, 0]))
+                    } else {
+                        sample!(label, [x, u], |v| {
+                            let t = v[0].tape();
+                            t.grad_graph(&[v[0].max_pool2d(3, 1, 1)], &[v[1]], &[v[0]])[0]
+                        })
+                        .with_reference(|x| naive::max_pool_backward(&x[0], &x[1], [3, 3], [1, 1], [1, 1]))
+                    }
+                };
+                vec![
+                    through(
+                        "[2,2,4,4] kernel 2 stride 2",
+                        tie_free(&[2, 2, 4, 4], 670),
+                        normal(&[2, 2, 2, 2], 671),
+                        true,
+                    ),
+                    through(
+                        "[1,2,5,3] kernel 2 stride 2 (odd: a last row and column no window reads)",
+                        tie_free(&[1, 2, 5, 3], 672),
+                        normal(&[1, 2, 2, 1], 673),
+                        true,
+                    ),
+                    through(
+                        "[1,2,4,3] kernel 3 stride 1 padding 1 (overlapping)",
+                        tie_free(&[1, 2, 4, 3], 674),
+                        normal(&[1, 2, 4, 3], 675),
+                        false,
+                    ),
+                ]
+            },
+        )
+        .absorbs_nan(
+            "x only picks where each window's gradient goes: a NaN in x is its window's maximum and gets the \
+         gradient, as in max_pool2d's rule, rather than making it NaN (a NaN in the gradient propagates)",
+        ),
+    );
+    r.register(
+        OpInfo::new(
             "avg_pool2d",
             "the mean of each window, padding zeros counted (count_include_pad)",
             pool_samples::<false>,
@@ -1825,5 +2013,51 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The 2×2 pool's one-pass backward writes the bits of `scatter_add` of the gradient into
+    /// zeros at the general scan's positions — ties, NaNs (in `x` and in the gradient),
+    /// infinities and signed zeros (a `−0` gradient lands as `+0`), odd plane sizes whose last
+    /// row or column no window reads.
+    #[test]
+    fn the_2x2_pool_backward_is_scatter_add_at_the_scan_positions() {
+        let mut r = crate::rng::Rng::new(22);
+        let value = |r: &mut crate::rng::Rng| match r.below(12) {
+            0 => f32::NAN,
+            1 => f32::INFINITY,
+            2 => f32::NEG_INFINITY,
+            3 => -0.0,
+            4 => 0.0,
+            5 => f32::from_bits(0xffc0_0123),
+            _ => r.below(4) as f32 - 1.5,
+        };
+        for (n, c, h, w) in [(1, 1, 2, 2), (2, 3, 8, 8), (1, 2, 5, 7), (3, 1, 9, 4), (1, 1, 3, 3)] {
+            let x: Vec<f32> = (0..n * c * h * w).map(|_| value(&mut r)).collect();
+            let x = Tensor::from_vec(x, [n, c, h, w]);
+            let window = Window::new(2, 2, 0);
+            let g = window.geometry("test", x.shape()).unwrap();
+            let u: Vec<f32> = (0..n * c * g.positions()).map(|_| value(&mut r)).collect();
+            let u = Tensor::from_vec(u, [n, c, g.oh, g.ow]);
+            let back = MaxPool2dBackwardOp { window, x: x.clone() };
+            let fast = Op::<f32>::forward(&back, &[&u]).unwrap();
+            let (planes, l) = (n * c, g.positions());
+            let scatter = ScatterAddOp {
+                axis: 1,
+                index: Indices::new(max_positions_scan(x.data(), &g), [planes, l]),
+                shape: shape_of([planes, h * w]),
+            };
+            let reference = Op::<f32>::forward(&scatter, &[&u.reshape([planes, l])]).unwrap();
+            assert_eq!(fast.shape(), x.shape());
+            let bits = |t: &Tensor<f32>| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&fast), bits(&reference), "[{n}, {c}, {h}, {w}]");
+        }
+        // A gradient of the wrong shape is refused, naming the op.
+        let x = Tensor::<f32>::zeros([1, 1, 4, 4]);
+        let back = MaxPool2dBackwardOp {
+            window: Window::new(2, 2, 0),
+            x,
+        };
+        let err = Op::<f32>::forward(&back, &[&Tensor::zeros([1, 1, 3, 2])]).unwrap_err();
+        assert!(err.to_string().contains("max_pool2d_backward"), "{err}");
     }
 }

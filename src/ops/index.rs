@@ -728,9 +728,9 @@ impl<T: Float> Op<T> for EmbeddingOp {
 
 /// torch's `gather`: `out[p] = x[p with p[axis] = index[p]]`, `out` of the index's shape.
 #[derive(Clone, Debug)]
-struct GatherOp {
-    axis: isize,
-    index: Indices,
+pub(crate) struct GatherOp {
+    pub(crate) axis: isize,
+    pub(crate) index: Indices,
 }
 
 impl<T: Float> Op<T> for GatherOp {

@@ -627,8 +627,9 @@ impl<T: Float> Tensor<T> {
     /// elements (`None` otherwise: the caller multiplies). Its elements are `a · b`'s when
     /// read; [`sum_all`](Self::sum_all) reads `a` and `b` instead (see [`Lazy`]).
     pub(crate) fn product_unmade(a: &Self, b: &Self) -> Option<Self> {
-        let plain = |t: &Self| matches!(t.data, Buf::Many(_)) || (matches!(t.data, Buf::Lazy(_)) && !t.is_unmade());
-        (shape::same_shape(&a.shape, &b.shape) && a.numel() >= LAZY_MIN && plain(a) && plain(b)).then(|| Tensor {
+        // (At LAZY_MIN elements neither is an inline value.)
+        let plain = !a.is_unmade() && !b.is_unmade();
+        (shape::same_shape(&a.shape, &b.shape) && a.numel() >= LAZY_MIN && plain).then(|| Tensor {
             data: Buf::Lazy(Arc::new(Lazy {
                 what: Unmade::Product(std::sync::Mutex::new(Some([a.clone(), b.clone()]))),
                 shape: a.shape.clone(),
