@@ -149,6 +149,45 @@ fn every_registry_sample_replays_like_the_eager_tape_f32() {
 
 /// The composed stable softmax, with a detached maximum: traced on small logits, replayed on
 /// logits near 1000 (where a stale maximum would overflow `exp` to infinity and give NaN).
+/// A fused loop sums a product nothing else reads as a dot product of its operands' tiles (no
+/// tile of products): the loss and the gradients have the bits of the same loop summing the
+/// products (kept there by a second reader of the product, whose sum adds an exact zero).
+#[test]
+fn a_summed_product_is_a_dot_product_with_the_bits_of_the_summed_products() {
+    for (shape, seed) in [
+        (vec![3usize, 5], 1u64),
+        (vec![64, 1000], 2),
+        (vec![2, 9000], 3),
+        (vec![5000], 4),
+    ] {
+        let a = Tensor::<f32>::rand_normal(shape.clone(), 0.0, 1.0, seed);
+        let b = Tensor::<f32>::rand_normal(shape.clone(), 0.0, 1.0, seed + 10);
+        let mut dot = Compiled::trace(&[&a, &b], &[], |_, p, _| (p[0].tanh() * p[1]).sum()).unwrap();
+        let mut plain = Compiled::trace(&[&a, &b], &[], |_, p, _| {
+            let prod = p[0].tanh() * p[1];
+            prod.sum() + (prod * 0.0).sum()
+        })
+        .unwrap();
+        let (x, y) = (dot.run(&[&a, &b], &[]).unwrap(), plain.run(&[&a, &b], &[]).unwrap());
+        assert_eq!(x.loss.item().to_bits(), y.loss.item().to_bits(), "{shape:?}");
+        for (g, h) in x.grads.iter().zip(&y.grads) {
+            let bits = |t: &Tensor<f32>| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(g), bits(h), "{shape:?}");
+        }
+        // And the value is the sum of the products (f64 reference, f32 rounding).
+        let want: f64 = a
+            .data()
+            .iter()
+            .zip(b.data())
+            .map(|(&u, &v)| (u as f64).tanh() * v as f64)
+            .sum();
+        assert!(
+            (x.loss.item() as f64 - want).abs() < 1e-4 * (1.0 + want.abs()),
+            "{shape:?}"
+        );
+    }
+}
+
 #[test]
 fn a_detached_maximum_follows_new_inputs() {
     let x0 = Tensor::<f64>::rand_uniform([3, 5], -1.0, 1.0, 1);

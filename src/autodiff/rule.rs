@@ -307,6 +307,12 @@ pub trait Binary<T: Float>: Op<T> + Clone {
     fn is_mask(&self) -> bool {
         false
     }
+    /// True when the function is exactly the product `a · b` (`mul`): a compiled step's fused
+    /// loop then sums a product that nothing else reads as a dot product of the two tiles,
+    /// without a tile of products (the same bits: see [`BinaryKernel::is_product`]).
+    fn is_product(&self) -> bool {
+        false
+    }
 }
 
 /// An elementwise function of three arguments that is also an op (see [`Unary`]).
@@ -377,6 +383,13 @@ pub trait BinaryKernel<T: Float>: Sync {
         self.apply(&[a], &[b], &mut o);
         o[0]
     }
+    /// True when `apply` is exactly `out[i] = a[i] · b[i]`. A fused loop that sums such a product
+    /// down to one value, where nothing else reads the product, computes the dot product of
+    /// `a` and `b` instead (no tile of products is written or read back); its bits are those of
+    /// the sum of the products. False by default.
+    fn is_product(&self) -> bool {
+        false
+    }
 }
 
 /// A function of three arguments over slices of one length.
@@ -408,6 +421,9 @@ impl<T: Float, F: Binary<T>> BinaryKernel<T> for F {
     }
     fn one(&self, a: T, b: T) -> T {
         self.f(a, b)
+    }
+    fn is_product(&self) -> bool {
+        Binary::is_product(self)
     }
 }
 

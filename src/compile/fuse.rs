@@ -8,7 +8,9 @@
 //!   (in cache) from the tiles of its arguments;
 //! * sums of an `S`-shaped member (`sum`, `sum_axis`/`mean_axis`, `sum_to`): **sinks**, which
 //!   accumulate each tile into their (smaller) result and are complete only when the loop ends,
-//!   so nothing in the same group may read them.
+//!   so nothing in the same group may read them. A sum down to one value of a product (`mul`)
+//!   that nothing else reads is the dot product of the product's arguments, with no tile of
+//!   products (the same bits).
 //!
 //! Arguments from outside the group are read where they lie: a value of shape `S` as a slice of
 //! its buffer, a smaller one (a row maximum, a bias, a scalar) through broadcast strides, so a
@@ -30,7 +32,7 @@ use crate::autodiff::tape::OpRef;
 use crate::core::float::Float;
 use crate::ops::layout::{BroadcastToOp, ReshapeOp};
 use crate::ops::reduce::{MaxOp, SumOp, SumToOp};
-use crate::tensor::kernels::sum_slice;
+use crate::tensor::kernels::{dot, sum_slice};
 use crate::tensor::{Tensor, pool};
 use smallvec::SmallVec;
 
@@ -163,6 +165,12 @@ pub(crate) struct Group<T: Float> {
     /// Per member: written out and read by no later member of the tile, so its kernel writes
     /// straight into the output (no tile buffer, no copy).
     pub(crate) direct: Vec<bool>,
+    /// Per member: for a sum down to one value of a product (`mul`) that no other member reads
+    /// and nothing after the loop reads, the product member, summed as a dot product of its two
+    /// arguments' tiles ([`NO_BUF`] otherwise); that product member is then skipped.
+    dot_of: Vec<u32>,
+    /// Per member: a product summed by [`Group::dot_of`]'s sum, never computed.
+    skip: Vec<bool>,
     /// Sets of tile buffers kept between runs (one per chunk running at once), so a replay
     /// allocates none.
     scratch: std::sync::Mutex<Vec<Scratch<T>>>,
@@ -259,6 +267,42 @@ impl<T: Float> Group<T> {
                     && matches!(member.kind, Kind::Elem(_) | Kind::Copy)
             })
             .collect();
+        // A product read only by a sum down to one value: the sum is a dot product.
+        let mut readers = vec![0usize; n];
+        for member in &self.members {
+            for a in &member.args {
+                if let Arg::Member(j) = *a {
+                    readers[j as usize] += 1;
+                }
+            }
+        }
+        self.dot_of = vec![NO_BUF; n];
+        self.skip = vec![false; n];
+        for m in 0..n {
+            let (Kind::Sum { all: true, .. }, [Arg::Member(j)]) = (&self.members[m].kind, &self.members[m].args[..])
+            else {
+                continue;
+            };
+            let p = &self.members[*j as usize];
+            let product = match &p.kind {
+                Kind::Elem(op) => matches!(op.get().elementwise(), Some(Elementwise::Binary(f)) if f.is_product()),
+                _ => false,
+            };
+            let tiles = p.args.iter().all(|a| match *a {
+                Arg::Member(k) => !self.members[k as usize].rowwise,
+                Arg::In(_) => true,
+            });
+            if product
+                && tiles
+                && !p.rowwise
+                && p.out.is_none()
+                && !self.direct[*j as usize]
+                && readers[*j as usize] == 1
+            {
+                self.dot_of[m] = *j;
+                self.skip[*j as usize] = true;
+            }
+        }
         let (mut free_full, mut free_row): (Vec<u32>, Vec<u32>) = (Vec::new(), Vec::new());
         self.buf_of = vec![NO_BUF; n];
         self.buf_rowwise.clear();
@@ -468,6 +512,8 @@ impl<T: Float> Builder<T> {
                 full_read: Vec::new(),
                 row_read: Vec::new(),
                 direct: Vec::new(),
+                dot_of: Vec::new(),
+                skip: Vec::new(),
                 scratch: Default::default(),
                 one: Vec::new(),
                 one_vals: Default::default(),
@@ -912,6 +958,9 @@ impl<T: Float> Group<T> {
                     }
                 }
                 for (m, member) in self.members.iter().enumerate() {
+                    if self.skip[m] {
+                        continue;
+                    }
                     let id = self.buf_of[m];
                     let mut dst_buf = if id == NO_BUF {
                         Vec::new()
@@ -999,10 +1048,14 @@ impl<T: Float> Group<T> {
                             }
                         }
                         Kind::Sum { map, all, .. } => {
-                            let src = arg(member.args[0]);
                             let acc = sinks[self.pos[m] as usize]
                                 .as_mut()
                                 .expect("fused: a sink's accumulator");
+                            if let Some(p) = self.members.get(self.dot_of[m] as usize) {
+                                acc.push(dot(arg(p.args[0]), arg(p.args[1])));
+                                continue;
+                            }
+                            let src = arg(member.args[0]);
                             if *all {
                                 acc.push(sum_slice(src));
                                 continue;

@@ -66,6 +66,9 @@ macro_rules! binary_ops {
             fn is_mask(&self) -> bool {
                 false $(|| stringify!($mask) == "mask")?
             }
+            fn is_product(&self) -> bool {
+                false $(|| stringify!($mask) == "product")?
+            }
         }
 
         impl<T: Float> Op<T> for $ty {
