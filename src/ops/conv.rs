@@ -1953,6 +1953,21 @@ pub(crate) fn register(r: &mut Registry) {
 mod tests {
     use super::*;
 
+    /// A value for the 2×2 pool tests: many ties (four small integers), NaNs of several signs
+    /// and payloads (the first NaN of a window is the one kept), infinities and signed zeros.
+    fn awkward(r: &mut crate::rng::Rng) -> f32 {
+        match r.below(12) {
+            0 => f32::NAN,
+            1 => f32::INFINITY,
+            2 => f32::NEG_INFINITY,
+            3 => -0.0,
+            4 => 0.0,
+            5 => f32::from_bits(0xffc0_0123),
+            6 => f32::from_bits(0x7fc0_0456),
+            _ => r.below(4) as f32 - 1.5,
+        }
+    }
+
     /// The 2×2 stride-2 pool's unrolled scan picks the windows' positions the general scan picks
     /// — the first maximum in scan order, the first NaN in a window holding one — on values with
     /// many ties, NaNs, infinities and signed zeros, at even and odd plane sizes; and each picked
@@ -1961,19 +1976,7 @@ mod tests {
     fn the_unrolled_2x2_pool_scan_is_the_general_scan() {
         let mut r = crate::rng::Rng::new(21);
         for (n, c, h, w) in [(1, 1, 2, 2), (2, 3, 8, 8), (1, 2, 5, 7), (3, 1, 9, 4), (1, 1, 3, 3)] {
-            let x: Vec<f32> = (0..n * c * h * w)
-                .map(|_| match r.below(12) {
-                    0 => f32::NAN,
-                    1 => f32::INFINITY,
-                    2 => f32::NEG_INFINITY,
-                    3 => -0.0,
-                    4 => 0.0,
-                    // NaNs of other signs and payloads: the first NaN is the one kept.
-                    5 => f32::from_bits(0xffc0_0123),
-                    6 => f32::from_bits(0x7fc0_0456),
-                    _ => r.below(4) as f32,
-                })
-                .collect();
+            let x: Vec<f32> = (0..n * c * h * w).map(|_| awkward(&mut r)).collect();
             let g = ConvGeom {
                 n,
                 c,
@@ -2022,15 +2025,7 @@ mod tests {
     #[test]
     fn the_2x2_pool_backward_is_scatter_add_at_the_scan_positions() {
         let mut r = crate::rng::Rng::new(22);
-        let value = |r: &mut crate::rng::Rng| match r.below(12) {
-            0 => f32::NAN,
-            1 => f32::INFINITY,
-            2 => f32::NEG_INFINITY,
-            3 => -0.0,
-            4 => 0.0,
-            5 => f32::from_bits(0xffc0_0123),
-            _ => r.below(4) as f32 - 1.5,
-        };
+        let value = awkward;
         for (n, c, h, w) in [(1, 1, 2, 2), (2, 3, 8, 8), (1, 2, 5, 7), (3, 1, 9, 4), (1, 1, 3, 3)] {
             let x: Vec<f32> = (0..n * c * h * w).map(|_| value(&mut r)).collect();
             let x = Tensor::from_vec(x, [n, c, h, w]);
