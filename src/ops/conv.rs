@@ -583,7 +583,7 @@ fn max_positions_2x2<T: Float>(x: &[T], g: &ConvGeom) -> Vec<usize> {
             let (r0, r1) = (&plane[y0..y0 + w], &plane[y0 + w..y0 + 2 * w]);
             let pairs = r0.chunks_exact(2).zip(r1.chunks_exact(2));
             for (ox, (o, (p0, p1))) in orow.iter_mut().zip(pairs).enumerate() {
-                let (tap, _) = first_max_2x2(p0[0], p0[1], p1[0], p1[1]);
+                let (tap, _) = first_max_2x2::<T, true>(p0[0], p0[1], p1[0], p1[1]);
                 // Taps 0, 1 in the first row, 2, 3 (offsets w, w + 1) in the second.
                 *o = y0 + 2 * ox + (tap & 1) + (tap >> 1) * w;
             }
@@ -615,24 +615,47 @@ crate::tensor::vmath::wide_fn! {
 /// [`max_values_2x2_plane`]'s loop.
 #[inline(always)]
 fn max_values_2x2_in<T: Float>(plane: &[T], w: usize, ow: usize, out: &mut [T]) {
+    match holds_nan(plane) {
+        true => max_values_2x2_loop::<T, true>(plane, w, ow, out),
+        false => max_values_2x2_loop::<T, false>(plane, w, ow, out),
+    }
+}
+
+/// [`max_values_2x2_in`]'s loop; `NAN`: the plane may hold a NaN (else the first-NaN selects
+/// are left out).
+#[inline(always)]
+fn max_values_2x2_loop<T: Float, const NAN: bool>(plane: &[T], w: usize, ow: usize, out: &mut [T]) {
     for (oy, orow) in out.chunks_exact_mut(ow.max(1)).enumerate() {
         let y0 = 2 * oy * w;
         let (r0, r1) = (&plane[y0..y0 + 2 * ow], &plane[y0 + w..y0 + w + 2 * ow]);
         for (ox, o) in orow.iter_mut().enumerate() {
-            *o = first_max_2x2(r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]).1;
+            *o = first_max_2x2::<T, NAN>(r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]).1;
         }
     }
+}
+
+/// True when `x` holds a NaN (one pass, no early exit, so it vectorises). A plane without NaN
+/// runs the 2×2 loops without the first-NaN selects: on W7's `[128, 16, 8, 8]` pool, one thread,
+/// the forward 59.5 → 45.8 µs and the backward step (pool rule and the loss's product) 129.8 →
+/// 96.6 µs (fastest of 2000, 3 runs each).
+#[inline(always)]
+fn holds_nan<T: Float>(x: &[T]) -> bool {
+    x.iter().fold(false, |n, v| n | v.is_nan())
 }
 
 /// The first maximum of a 2×2 window `a b / c d` in scan order, as its tap (0–3) and value: a
 /// small tree of strict `>` (each pair's first maximum, the second pair only when greater),
 /// then the first NaN of a window holding one (the tree's compares are false there), as
 /// selects from the last tap back, so a loop calling it has no branch.
+/// `NAN = false` leaves out the NaN selects, for a plane known to hold none.
 #[inline(always)]
-fn first_max_2x2<T: Float>(a: T, b: T, c: T, d: T) -> (usize, T) {
+fn first_max_2x2<T: Float, const NAN: bool>(a: T, b: T, c: T, d: T) -> (usize, T) {
     let (top, tv) = if b > a { (1, b) } else { (0, a) };
     let (bot, bv) = if d > c { (3, d) } else { (2, c) };
     let m = if bv > tv { (bot, bv) } else { (top, tv) };
+    if !NAN {
+        return m;
+    }
     let m = if d.is_nan() { (3, d) } else { m };
     let m = if c.is_nan() { (2, c) } else { m };
     let m = if b.is_nan() { (1, b) } else { m };
@@ -786,6 +809,15 @@ crate::tensor::vmath::wide_fn! {
 /// first maximum, zeros at the window's other three taps and in a last odd row or column.
 #[inline(always)]
 fn max_pool_backward_2x2_in<T: Float>(plane: &[T], g: &[T], w: usize, ow: usize, dx: &mut [T]) {
+    match holds_nan(plane) {
+        true => max_pool_backward_2x2_loop::<T, true>(plane, g, w, ow, dx),
+        false => max_pool_backward_2x2_loop::<T, false>(plane, g, w, ow, dx),
+    }
+}
+
+/// [`max_pool_backward_2x2_in`]'s loop (`NAN` as in [`max_values_2x2_loop`]).
+#[inline(always)]
+fn max_pool_backward_2x2_loop<T: Float, const NAN: bool>(plane: &[T], g: &[T], w: usize, ow: usize, dx: &mut [T]) {
     let z = T::ZERO;
     let oh = g.len() / ow.max(1);
     for (oy, grow) in g.chunks_exact(ow.max(1)).enumerate() {
@@ -794,7 +826,7 @@ fn max_pool_backward_2x2_in<T: Float>(plane: &[T], g: &[T], w: usize, ow: usize,
         let (d0, d1) = dx[y0..y0 + 2 * w].split_at_mut(w);
         for (ox, &gv) in grow.iter().enumerate() {
             let (i, j) = (2 * ox, 2 * ox + 1);
-            let (tap, _) = first_max_2x2(r0[i], r0[j], r1[i], r1[j]);
+            let (tap, _) = first_max_2x2::<T, NAN>(r0[i], r0[j], r1[i], r1[j]);
             let v = z + gv;
             d0[i] = if tap == 0 { v } else { z };
             d0[j] = if tap == 1 { v } else { z };
@@ -1968,6 +2000,12 @@ mod tests {
         }
     }
 
+    /// [`awkward`] without NaN (a NaN-free plane takes the kernels' path without NaN selects).
+    fn awkward_no_nan(r: &mut crate::rng::Rng) -> f32 {
+        let v = awkward(r);
+        if v.is_nan() { r.below(4) as f32 - 1.5 } else { v }
+    }
+
     /// The 2×2 stride-2 pool's unrolled scan picks the windows' positions the general scan picks
     /// — the first maximum in scan order, the first NaN in a window holding one — on values with
     /// many ties, NaNs, infinities and signed zeros, at even and odd plane sizes; and each picked
@@ -1975,8 +2013,10 @@ mod tests {
     #[test]
     fn the_unrolled_2x2_pool_scan_is_the_general_scan() {
         let mut r = crate::rng::Rng::new(21);
-        for (n, c, h, w) in [(1, 1, 2, 2), (2, 3, 8, 8), (1, 2, 5, 7), (3, 1, 9, 4), (1, 1, 3, 3)] {
-            let x: Vec<f32> = (0..n * c * h * w).map(|_| awkward(&mut r)).collect();
+        let shapes = [(1, 1, 2, 2), (2, 3, 8, 8), (1, 2, 5, 7), (3, 1, 9, 4), (1, 1, 3, 3)];
+        for (nan, (n, c, h, w)) in [true, false].into_iter().flat_map(|nan| shapes.map(|s| (nan, s))) {
+            let value = if nan { awkward } else { awkward_no_nan };
+            let x: Vec<f32> = (0..n * c * h * w).map(|_| value(&mut r)).collect();
             let g = ConvGeom {
                 n,
                 c,
@@ -2025,8 +2065,9 @@ mod tests {
     #[test]
     fn the_2x2_pool_backward_is_scatter_add_at_the_scan_positions() {
         let mut r = crate::rng::Rng::new(22);
-        let value = awkward;
-        for (n, c, h, w) in [(1, 1, 2, 2), (2, 3, 8, 8), (1, 2, 5, 7), (3, 1, 9, 4), (1, 1, 3, 3)] {
+        let shapes = [(1, 1, 2, 2), (2, 3, 8, 8), (1, 2, 5, 7), (3, 1, 9, 4), (1, 1, 3, 3)];
+        for (nan, (n, c, h, w)) in [true, false].into_iter().flat_map(|nan| shapes.map(|s| (nan, s))) {
+            let value = if nan { awkward } else { awkward_no_nan };
             let x: Vec<f32> = (0..n * c * h * w).map(|_| value(&mut r)).collect();
             let x = Tensor::from_vec(x, [n, c, h, w]);
             let window = Window::new(2, 2, 0);
