@@ -167,8 +167,8 @@ pub(crate) struct Group<T: Float> {
     pub(crate) direct: Vec<bool>,
     /// Per member: for a sum down to one value of a product (`mul`) that no other member reads
     /// and nothing after the loop reads, the product member, summed as a dot product of its two
-    /// arguments' tiles ([`NO_BUF`] otherwise); that product member is then skipped.
-    dot_of: Vec<u32>,
+    /// arguments' tiles; that product member is then skipped.
+    dot_of: Vec<Option<u32>>,
     /// Per member: a product summed by [`Group::dot_of`]'s sum, never computed.
     skip: Vec<bool>,
     /// Sets of tile buffers kept between runs (one per chunk running at once), so a replay
@@ -299,7 +299,7 @@ impl<T: Float> Group<T> {
                 }
             }
         }
-        self.dot_of = vec![NO_BUF; n];
+        self.dot_of = vec![None; n];
         self.skip = copy_of.iter().map(Option::is_some).collect();
         for m in 0..n {
             let (Kind::Sum { all: true, .. }, [Arg::Member(j)]) = (&self.members[m].kind, &self.members[m].args[..])
@@ -322,7 +322,7 @@ impl<T: Float> Group<T> {
                 && !self.direct[*j as usize]
                 && readers[*j as usize] == 1
             {
-                self.dot_of[m] = *j;
+                self.dot_of[m] = Some(*j);
                 self.skip[*j as usize] = true;
             }
         }
@@ -1084,7 +1084,7 @@ impl<T: Float> Group<T> {
                             let acc = sinks[self.pos[m] as usize]
                                 .as_mut()
                                 .expect("fused: a sink's accumulator");
-                            if let Some(p) = self.members.get(self.dot_of[m] as usize) {
+                            if let Some(p) = self.dot_of[m].map(|j| &self.members[j as usize]) {
                                 acc.push(dot(arg(p.args[0]), arg(p.args[1])));
                                 continue;
                             }

@@ -572,8 +572,10 @@ fn max_positions_scan<T: Float>(x: &[T], g: &ConvGeom) -> Vec<usize> {
 
 /// [`max_positions`] of the 2×2 pool with stride 2 (no padding, no dilation), by far the most
 /// used: each output row reads two input rows as pairs, and each window's first maximum (its
-/// first NaN if it holds one) is picked by [`first_max_2x2`], with no loop. Measured on W7's `[128, 16, 8, 8]` pool on one thread: the CNN step's time in this scan
-/// fell from ~26% to ~14% (perf; it runs in the forward and again in the rule).
+/// first NaN if it holds one) is picked by [`first_max_2x2`], with no loop. Measured on W7's
+/// `[128, 16, 8, 8]` pool on one thread, when the forward and the rule both ran it: the CNN
+/// step's time in this scan fell from ~26% to ~14% (perf). Now only the recorded rule's
+/// `gather` and pools other than 2×2 need positions.
 fn max_positions_2x2<T: Float>(x: &[T], g: &ConvGeom) -> Vec<usize> {
     let (w, hw, l) = (g.w, g.h * g.w, g.positions());
     let mut out = vec![0usize; g.n * g.c * l];
@@ -593,10 +595,9 @@ fn max_positions_2x2<T: Float>(x: &[T], g: &ConvGeom) -> Vec<usize> {
 }
 
 /// The values [`max_positions_2x2`] picks, without the positions (the forward of the 2×2 pool):
-/// [`first_max_2x2`]'s value, so no index arithmetic — `x[max_positions_2x2(x)[k]]`'s bits. Measured on
-/// W7's `[128, 16, 8, 8]` pool, one thread (profiler, fastest of 50, old and new builds
-/// alternated 3×): the forward 185–192 → 74–78 µs. The rule, which still makes the positions,
-/// showed 390 → 450 µs: the positions' buffer is no longer warm from the forward.
+/// [`first_max_2x2`]'s value, so no index arithmetic — `x[max_positions_2x2(x)[k]]`'s bits.
+/// Measured on W7's `[128, 16, 8, 8]` pool, one thread (profiler, fastest of 50, old and new
+/// builds alternated 3×): the forward 185–192 → 74–78 µs.
 fn max_values_2x2<T: Float>(x: &[T], g: &ConvGeom) -> Vec<T> {
     let (hw, l) = (g.h * g.w, g.positions());
     let mut out = pool::buffer(g.n * g.c * l);
@@ -732,8 +733,8 @@ impl<T: Float> Op<T> for MaxPool2dOp {
 ///
 /// The 2×2 pool with stride 2 writes `dx` in one pass, each window's four elements at once
 /// ([`first_max_2x2`]'s tap picks which one gets the gradient), with no positions, no zero fill
-/// and no index checks. Measured on W7's `[128, 16, 8, 8]` pool, one thread: the rule
-/// (positions, then `scatter_add`) took 357 µs of the CNN's 612 µs backward (profiler).
+/// and no index checks. Measured on W7's `[128, 16, 8, 8]` pool, one thread (profiler): the
+/// rule took 357 µs of the CNN's 612 µs backward as positions then `scatter_add`, 129 µs so.
 #[derive(Clone, Debug)]
 struct MaxPool2dBackwardOp<T: Float> {
     window: Window,
